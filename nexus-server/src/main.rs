@@ -1,0 +1,2 @@
+//! NexusAI Hub reference server (being written).
+fn main() {}

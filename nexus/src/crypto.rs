@@ -1,0 +1,246 @@
+//! Secrets at rest: upstream keys are sealed with AES-256-GCM under a master key; client keys and
+//! the admin token are stored only as SHA-256 hashes.
+//!
+//! An unsalted fast hash is right for client keys because they are 256-bit random strings: there
+//! is nothing to brute-force, and a fast hash keeps key lookup off the request path's budget.
+
+use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+const SEALED_PREFIX: &[u8] = b"nx1";
+const NONCE_LEN: usize = 12;
+
+/// The 32-byte key that encrypts upstream keys. Never printed: `Debug` shows a fingerprint only.
+#[derive(Clone)]
+pub struct MasterKey([u8; 32]);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MasterKey(fingerprint={})", self.fingerprint())
+    }
+}
+
+impl MasterKey {
+    /// A fresh random key.
+    pub fn generate() -> Result<Self> {
+        let mut k = [0u8; 32];
+        getrandom::fill(&mut k).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
+        Ok(MasterKey(k))
+    }
+
+    /// Wraps raw key bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        MasterKey(bytes)
+    }
+
+    /// Parses the base64 form used by `NEXUS_MASTER_KEY` and key files.
+    pub fn from_base64(s: &str) -> Result<Self> {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|_| Error::Config("master key is not valid base64".into()))?;
+        let arr: [u8; 32] = raw.try_into().map_err(|v: Vec<u8>| {
+            Error::Config(format!(
+                "master key must be 32 bytes, got {} bytes",
+                v.len()
+            ))
+        })?;
+        Ok(MasterKey(arr))
+    }
+
+    /// The base64 form, for writing a key file.
+    pub fn to_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+
+    /// A short non-secret identifier of the key (first 8 hex chars of its SHA-256).
+    pub fn fingerprint(&self) -> String {
+        hex(&Sha256::digest(self.0)[..4])
+    }
+
+    /// Loads the key from `NEXUS_MASTER_KEY` if set, else from `key_file`, creating that file with
+    /// mode 0600 when it does not exist.
+    pub fn load_or_create(env_value: Option<&str>, key_file: &Path) -> Result<Self> {
+        if let Some(v) = env_value.filter(|v| !v.trim().is_empty()) {
+            return Self::from_base64(v);
+        }
+        match std::fs::read_to_string(key_file) {
+            Ok(s) => Self::from_base64(&s)
+                .map_err(|e| Error::Config(format!("key file {}: {e}", key_file.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Self::generate()?;
+                write_private_file(key_file, key.to_base64().as_bytes())?;
+                Ok(key)
+            }
+            Err(e) => Err(Error::Config(format!(
+                "cannot read key file {}: {e}",
+                key_file.display()
+            ))),
+        }
+    }
+
+    /// Encrypts `plaintext` with a fresh random nonce. Output: `nx1 || nonce || ciphertext+tag`.
+    pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let cipher = Aes256Gcm::new((&self.0).into());
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
+        let ct = cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .map_err(|_| Error::Internal("encryption failed".into()))?;
+        let mut out = Vec::with_capacity(SEALED_PREFIX.len() + NONCE_LEN + ct.len());
+        out.extend_from_slice(SEALED_PREFIX);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Decrypts what [`seal`](Self::seal) produced. A wrong key is a [`Error::Config`] that says so.
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>> {
+        let body = sealed
+            .strip_prefix(SEALED_PREFIX)
+            .filter(|b| b.len() > NONCE_LEN)
+            .ok_or_else(|| Error::Storage("sealed secret has an unknown format".into()))?;
+        let (nonce, ct) = body.split_at(NONCE_LEN);
+        Aes256Gcm::new((&self.0).into())
+            .decrypt(Nonce::from_slice(nonce), ct)
+            .map_err(|_| {
+                Error::Config(
+                    "the master key does not decrypt this database's secrets \
+                     (wrong NEXUS_MASTER_KEY or key file?)"
+                        .into(),
+                )
+            })
+    }
+}
+
+/// Writes a file readable only by its owner.
+fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| Error::Config(format!("cannot create key file {}: {e}", path.display())))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::Config(format!("cannot write key file {}: {e}", path.display())))
+}
+
+/// SHA-256 of a secret, hex encoded: how client keys and the admin token are stored.
+pub fn hash_secret(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// Length of the visible prefix of a client key (`nx-` plus 8 characters).
+pub const KEY_PREFIX_LEN: usize = 11;
+
+/// A new client key: `nx-` followed by 43 base64url characters (256 random bits).
+pub fn generate_client_key() -> Result<String> {
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
+    Ok(format!(
+        "nx-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    ))
+}
+
+/// The visible prefix of a key, safe to show and log.
+pub fn key_prefix(key: &str) -> String {
+    key.chars().take(KEY_PREFIX_LEN).collect()
+}
+
+/// A hint of an upstream key, e.g. `sk-...wxyz`: enough to recognise it, not enough to use it.
+pub fn key_hint(key: &str) -> String {
+    let n = key.chars().count();
+    if n <= 8 {
+        return "****".to_owned();
+    }
+    let head: String = key.chars().take(3).collect();
+    let tail: String = key.chars().skip(n - 4).collect();
+    format!("{head}...{tail}")
+}
+
+/// A random hex id (128 bits), used for request and conversation ids.
+pub fn random_id() -> String {
+    let mut raw = [0u8; 16];
+    if getrandom::fill(&mut raw).is_err() {
+        // Ids need uniqueness, not secrecy: fall back to time plus a counter.
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let t = crate::now_ms() as u64;
+        raw[..8].copy_from_slice(&t.to_le_bytes());
+        raw[8..].copy_from_slice(&N.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    }
+    hex(&raw)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_wrong_key() {
+        let k = MasterKey::generate().unwrap();
+        let sealed = k.seal(b"sk-secret").unwrap();
+        assert!(!sealed.windows(9).any(|w| w == b"sk-secret"));
+        assert_eq!(k.open(&sealed).unwrap(), b"sk-secret");
+        let other = MasterKey::generate().unwrap();
+        let err = other.open(&sealed).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Config);
+        assert!(err.to_string().contains("master key"));
+    }
+
+    #[test]
+    fn base64_and_debug_hide_key() {
+        let k = MasterKey::generate().unwrap();
+        let k2 = MasterKey::from_base64(&k.to_base64()).unwrap();
+        assert_eq!(k.fingerprint(), k2.fingerprint());
+        assert!(!format!("{k:?}").contains(&k.to_base64()));
+        assert!(MasterKey::from_base64("aGVsbG8=").is_err());
+    }
+
+    #[test]
+    fn key_file_created_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nexus.key");
+        let a = MasterKey::load_or_create(None, &p).unwrap();
+        let b = MasterKey::load_or_create(None, &p).unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn client_keys_are_random_and_hinted() {
+        let a = generate_client_key().unwrap();
+        let b = generate_client_key().unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with("nx-") && a.len() == 46);
+        assert_eq!(key_prefix(&a).len(), KEY_PREFIX_LEN);
+        assert_eq!(hash_secret("abc").len(), 64);
+        assert_eq!(key_hint("sk-1234567890abcd"), "sk-...abcd");
+        assert_eq!(key_hint("short"), "****");
+    }
+}

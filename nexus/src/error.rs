@@ -1,0 +1,414 @@
+//! The one error type of the core and its stable, fieldless [`ErrorKind`].
+//!
+//! Every rendering (HTTP status plus OpenAI error body, C result code, Python exception class) is an
+//! exhaustive match on [`ErrorKind`], so adding a kind is a compile error everywhere it must be
+//! rendered. `Display` is for humans: it never contains a secret, and callers must not parse it.
+
+use std::time::Duration;
+
+/// Result alias of the core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The stable classification of an [`Error`]. Its numeric values are never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The request is malformed or a field is invalid (HTTP 400).
+    InvalidRequest,
+    /// The request body is larger than allowed (HTTP 413).
+    PayloadTooLarge,
+    /// The API key is missing, unknown, expired or disabled (HTTP 401).
+    Authentication,
+    /// The key is valid but may not use this model or provider (HTTP 403).
+    PermissionDenied,
+    /// The model, provider, key or record does not exist (HTTP 404).
+    NotFound,
+    /// A unique name is already taken (HTTP 409).
+    Conflict,
+    /// A per-key or upstream rate limit was hit (HTTP 429).
+    RateLimited,
+    /// Connecting, waiting for the first byte or between chunks took too long (HTTP 504).
+    Timeout,
+    /// The upstream answered with an error status or a malformed body (HTTP 502, or its status).
+    Upstream,
+    /// The upstream could not be reached (HTTP 502).
+    Transport,
+    /// Every provider that serves the model is cooling down after failures (HTTP 503).
+    Unavailable,
+    /// The database failed (HTTP 500).
+    Storage,
+    /// The configuration is wrong, e.g. a master key that does not open this database (HTTP 500).
+    Config,
+    /// A bug: an invariant did not hold (HTTP 500).
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, in declaration order; used by the binding tests to check each rendering.
+    pub const ALL: [ErrorKind; 14] = [
+        ErrorKind::InvalidRequest,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::Authentication,
+        ErrorKind::PermissionDenied,
+        ErrorKind::NotFound,
+        ErrorKind::Conflict,
+        ErrorKind::RateLimited,
+        ErrorKind::Timeout,
+        ErrorKind::Upstream,
+        ErrorKind::Transport,
+        ErrorKind::Unavailable,
+        ErrorKind::Storage,
+        ErrorKind::Config,
+        ErrorKind::Internal,
+    ];
+
+    /// The HTTP status OpenAI would answer with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidRequest => 400,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::Authentication => 401,
+            ErrorKind::PermissionDenied => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
+            ErrorKind::RateLimited => 429,
+            ErrorKind::Timeout => 504,
+            ErrorKind::Upstream | ErrorKind::Transport => 502,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Storage | ErrorKind::Config | ErrorKind::Internal => 500,
+        }
+    }
+
+    /// The OpenAI error `type` field.
+    pub fn openai_type(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::Authentication
+            | ErrorKind::NotFound
+            | ErrorKind::Conflict => "invalid_request_error",
+            ErrorKind::PermissionDenied => "permission_error",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::Timeout => "timeout_error",
+            ErrorKind::Upstream | ErrorKind::Transport | ErrorKind::Unavailable => "upstream_error",
+            ErrorKind::Storage | ErrorKind::Config | ErrorKind::Internal => "server_error",
+        }
+    }
+
+    /// A stable snake_case name, used in metrics, stats rows and the bindings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::Authentication => "authentication",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Upstream => "upstream",
+            ErrorKind::Transport => "transport",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Storage => "storage",
+            ErrorKind::Config => "config",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which wait ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    /// Establishing the TCP/TLS connection.
+    Connect,
+    /// Waiting for the response head or first stream event.
+    FirstByte,
+    /// Waiting between two stream events.
+    Idle,
+    /// The whole non-streaming request.
+    Total,
+}
+
+impl std::fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimeoutPhase::Connect => "connect",
+            TimeoutPhase::FirstByte => "first byte",
+            TimeoutPhase::Idle => "idle between chunks",
+            TimeoutPhase::Total => "total",
+        })
+    }
+}
+
+/// The core error. Each variant carries the context its renderings need.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request is invalid.
+    #[error("{message}")]
+    InvalidRequest {
+        /// What is wrong, for the caller.
+        message: String,
+        /// The offending field, when there is one.
+        param: Option<String>,
+    },
+    /// The body is over the configured limit.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Bad, expired or disabled API key.
+    #[error("{0}")]
+    Authentication(String),
+    /// Valid key, forbidden target.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Something does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for, e.g. `model 'gpt-5'`.
+        what: String,
+    },
+    /// A unique value is taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// A rate limit was hit.
+    #[error("{message}")]
+    RateLimited {
+        /// What limit.
+        message: String,
+        /// When to try again, if known.
+        retry_after: Option<Duration>,
+    },
+    /// A timeout.
+    #[error("upstream timed out ({phase})")]
+    Timeout {
+        /// Which wait ran out.
+        phase: TimeoutPhase,
+    },
+    /// The upstream answered with an error status or a malformed response.
+    #[error("upstream error{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Upstream {
+        /// The upstream HTTP status, when the error is an HTTP answer.
+        status: Option<u16>,
+        /// A human summary.
+        message: String,
+        /// The upstream body, as received (at most 64 KiB).
+        body: Option<String>,
+        /// `Retry-After` from the upstream, when present.
+        retry_after: Option<Duration>,
+    },
+    /// The upstream could not be reached, or the connection broke.
+    #[error("could not reach upstream: {0}")]
+    Transport(String),
+    /// All providers for the model are cooling down.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The database failed.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// Configuration error.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// A broken invariant.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The stable kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidRequest { .. } => ErrorKind::InvalidRequest,
+            Error::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
+            Error::Authentication(_) => ErrorKind::Authentication,
+            Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Conflict(_) => ErrorKind::Conflict,
+            Error::RateLimited { .. } => ErrorKind::RateLimited,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Upstream { .. } => ErrorKind::Upstream,
+            Error::Transport(_) => ErrorKind::Transport,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Storage(_) => ErrorKind::Storage,
+            Error::Config(_) => ErrorKind::Config,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Shorthand for an invalid request without a parameter.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidRequest {
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    /// Shorthand for an invalid request naming the parameter.
+    pub fn invalid_param(param: &str, message: impl Into<String>) -> Self {
+        Error::InvalidRequest {
+            message: message.into(),
+            param: Some(param.to_owned()),
+        }
+    }
+
+    /// Shorthand for a missing record.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Error::NotFound { what: what.into() }
+    }
+
+    /// The HTTP status to answer with. An upstream HTTP error keeps the upstream status when it is a
+    /// client error the caller can act on (400-429); other upstream failures are 502.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Error::Upstream {
+                status: Some(s), ..
+            } if (400..=429).contains(s) => *s,
+            _ => self.kind().http_status(),
+        }
+    }
+
+    /// The OpenAI error `code` field.
+    pub fn openai_code(&self) -> &'static str {
+        match self {
+            Error::InvalidRequest { .. } => "invalid_request",
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::Authentication(_) => "invalid_api_key",
+            Error::PermissionDenied(_) => "model_not_allowed",
+            Error::NotFound { what } if what.starts_with("model") => "model_not_found",
+            Error::NotFound { .. } => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::RateLimited { .. } => "rate_limit_exceeded",
+            Error::Timeout { .. } => "timeout",
+            Error::Upstream { .. } => "upstream_error",
+            Error::Transport(_) => "connection_error",
+            Error::Unavailable(_) => "provider_unavailable",
+            Error::Storage(_) => "storage_error",
+            Error::Config(_) => "config_error",
+            Error::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The `param` field of the OpenAI error body.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            Error::InvalidRequest { param, .. } => param.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// How long the caller should wait before retrying, when the error says so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after, .. } | Error::Upstream { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+
+    /// The message safe to send to a client. Server-side failures (storage, internal) are not
+    /// described in detail to callers; the detail belongs in the log.
+    pub fn public_message(&self) -> String {
+        match self.kind() {
+            ErrorKind::Storage | ErrorKind::Internal => {
+                "the server failed to handle the request; see the server log".to_owned()
+            }
+            _ => self.to_string(),
+        }
+    }
+
+    /// The OpenAI error body `{"error":{"message","type","param","code"}}`.
+    pub fn to_openai_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "message": self.public_message(),
+                "type": self.kind().openai_type(),
+                "param": self.param(),
+                "code": self.openai_code(),
+            }
+        })
+    }
+
+    /// Whether a retry (or failover to another provider) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Transport(_) | Error::Timeout { .. } => true,
+            Error::Upstream {
+                status: Some(s), ..
+            } => matches!(s, 429 | 500 | 502 | 503 | 504 | 529),
+            Error::RateLimited { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(f, msg) = &e {
+            if f.code == rusqlite::ErrorCode::ConstraintViolation {
+                let m = msg.clone().unwrap_or_else(|| e.to_string());
+                if m.contains("UNIQUE") {
+                    return Error::Conflict(format!("already exists ({m})"));
+                }
+                return Error::invalid(format!("constraint failed: {m}"));
+            }
+        }
+        Error::Storage(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_distinct_name_and_valid_status() {
+        let mut names = std::collections::HashSet::new();
+        for k in ErrorKind::ALL {
+            assert!(names.insert(k.as_str()));
+            assert!((400..600).contains(&k.http_status()));
+        }
+    }
+
+    #[test]
+    fn openai_body_shape() {
+        let e = Error::Authentication("invalid API key".into());
+        let v = e.to_openai_json();
+        assert_eq!(v["error"]["code"], "invalid_api_key");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(v["error"]["param"].is_null());
+        assert_eq!(e.http_status(), 401);
+        let e = Error::not_found("model 'x'");
+        assert_eq!(e.openai_code(), "model_not_found");
+        assert_eq!(e.http_status(), 404);
+    }
+
+    #[test]
+    fn storage_detail_is_not_public() {
+        let e = Error::Storage("disk I/O error at /secret/path".into());
+        assert!(!e.public_message().contains("/secret/path"));
+    }
+
+    #[test]
+    fn upstream_status_kept_for_client_errors_only() {
+        let mk = |s| Error::Upstream {
+            status: Some(s),
+            message: "x".into(),
+            body: None,
+            retry_after: None,
+        };
+        assert_eq!(mk(400).http_status(), 400);
+        assert_eq!(mk(429).http_status(), 429);
+        assert_eq!(mk(500).http_status(), 502);
+        assert!(mk(503).is_retryable());
+        assert!(!mk(400).is_retryable());
+    }
+}

@@ -1,0 +1,54 @@
+//! # nexus: the NexusAI Hub core
+//!
+//! One embeddable core for an AI-provider aggregation gateway: a registry of OpenAI-compatible
+//! providers, their models and keys in one SQLite file; a streaming OpenAI-compatible client with
+//! retries, failover and cooldown; exact offline token counting; and a usage-statistics store.
+//! The C ABI (`nexus-ffi`), the Python module (`nexus-py`) and the reference server
+//! (`nexus-server`) are thin layers over this crate.
+//!
+//! ```no_run
+//! use nexus::{Hub, HubOptions, Caller, RequestContext, records::{NewProvider, NewModel}, openai::ChatRequest};
+//! # async fn demo() -> nexus::Result<()> {
+//! let hub = Hub::open("nexus.db", HubOptions::default())?;
+//! let p = hub.registry().create_provider(NewProvider {
+//!     name: "openai".into(),
+//!     base_url: "https://api.openai.com".into(),
+//!     api_key: std::env::var("OPENAI_API_KEY").unwrap_or_default(),
+//!     ..Default::default()
+//! })?;
+//! hub.registry().create_model(p.id, NewModel { name: "gpt-4o-mini".into(), ..Default::default() })?;
+//! let mut req = ChatRequest::user("gpt-4o-mini", "Say hello");
+//! req.stream = Some(true);
+//! let mut stream = hub.chat_stream(Caller::Admin { provider_id: None }, req, RequestContext::default()).await?;
+//! while let Some(chunk) = stream.next().await {
+//!     print!("{}", chunk?.delta().unwrap_or(""));
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod crypto;
+pub mod error;
+pub mod hub;
+pub mod openai;
+pub mod records;
+pub mod registry;
+pub mod resilience;
+pub mod stats;
+pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod tokens;
+
+pub use error::{Error, ErrorKind, Result};
+pub use hub::{Caller, ChatResponse, ChatStream, Hub, HubOptions, RequestContext, StreamSummary};
+
+/// The crate version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,411 @@
+//! The records the registry manages: providers, models, client keys and conversation sessions.
+//!
+//! These serialize to the JSON shapes of the admin API (docs/API.md), which the C and Python
+//! bindings reuse, so one shape serves every caller. No record ever carries a secret in clear:
+//! providers expose `api_key_hint`, keys expose `prefix`.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+
+/// Per-provider tuning. Every field is optional; `None` means the Hub default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderOptions {
+    /// Extra headers sent upstream with every request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Time allowed until the response head (and, for streams, the first event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_timeout_ms: Option<u64>,
+    /// Time allowed between two stream events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Attempts per request on this provider (1 = no retry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// Relative weight when several providers serve one model (default 1; 0 = only as fallback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Normalize non-standard OpenAI responses (string `message`, `text` instead of `delta`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<bool>,
+    /// Whether to ask the upstream for usage in streams (`stream_options.include_usage`).
+    /// Default true; turn off for upstreams that reject `stream_options`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_usage: Option<bool>,
+}
+
+/// A provider as callers see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provider {
+    /// Database id; stable, never renumbered.
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// The URL as configured.
+    pub base_url: String,
+    /// The chat completions URL derived from `base_url` by the suffix rules.
+    pub endpoint: String,
+    /// A recognisable hint of the upstream key (`sk-...wxyz`).
+    pub api_key_hint: String,
+    /// Free text.
+    pub description: String,
+    /// Disabled providers are never routed to.
+    pub enabled: bool,
+    /// Tuning.
+    pub options: ProviderOptions,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// How many models it serves.
+    pub model_count: usize,
+}
+
+/// Input to create a provider.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProvider {
+    /// Unique name.
+    pub name: String,
+    /// Upstream URL; see [`chat_endpoint`].
+    #[serde(alias = "server_url")]
+    pub base_url: String,
+    /// Upstream secret. Encrypted at rest.
+    #[serde(alias = "server_key")]
+    pub api_key: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// The original system's per-provider client key. Creates (or extends) a client key scoped to
+    /// this provider so old clients keep working.
+    #[serde(default)]
+    pub personalized_key: Option<String>,
+    /// Defaults to true.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Tuning.
+    #[serde(default)]
+    pub options: ProviderOptions,
+}
+
+/// A partial update of a provider; absent fields are kept.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New URL.
+    #[serde(alias = "server_url")]
+    pub base_url: Option<String>,
+    /// New upstream key; an empty string keeps the current one (the UI's write-only field).
+    #[serde(alias = "server_key")]
+    pub api_key: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+    /// Replace the options.
+    pub options: Option<ProviderOptions>,
+    /// Add a legacy client key for this provider (see [`NewProvider::personalized_key`]).
+    pub personalized_key: Option<String>,
+}
+
+/// A model served by a provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    /// Database id.
+    pub id: i64,
+    /// Owning provider.
+    pub provider_id: i64,
+    /// Owning provider's name.
+    pub provider_name: String,
+    /// The name clients ask for.
+    pub name: String,
+    /// The name sent upstream (an alias target); `None` means the same as `name`.
+    pub upstream_name: Option<String>,
+    /// Free text.
+    pub description: String,
+    /// Price in currency units per million prompt tokens.
+    pub input_price: Option<f64>,
+    /// Price per million completion tokens.
+    pub output_price: Option<f64>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl Model {
+    /// The name to send upstream.
+    pub fn upstream(&self) -> &str {
+        self.upstream_name.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// Input to create a model.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewModel {
+    /// Client-facing name, unique per provider.
+    #[serde(alias = "model_name")]
+    pub name: String,
+    /// Upstream name, if different.
+    #[serde(default)]
+    pub upstream_name: Option<String>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Per million prompt tokens.
+    #[serde(default)]
+    pub input_price: Option<f64>,
+    /// Per million completion tokens.
+    #[serde(default)]
+    pub output_price: Option<f64>,
+}
+
+/// A partial update of a model. `Some(None)` clears a nullable field.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPatch {
+    /// New name.
+    #[serde(alias = "model_name")]
+    pub name: Option<String>,
+    /// New upstream name, or null to clear.
+    #[serde(default, deserialize_with = "double_option")]
+    pub upstream_name: Option<Option<String>>,
+    /// New description.
+    pub description: Option<String>,
+    /// New price, or null to clear.
+    #[serde(default, deserialize_with = "double_option")]
+    pub input_price: Option<Option<f64>>,
+    /// New price, or null to clear.
+    #[serde(default, deserialize_with = "double_option")]
+    pub output_price: Option<Option<f64>>,
+}
+
+/// A client ("personalized") key, as listed: the secret is never included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientKey {
+    /// Database id.
+    pub id: i64,
+    /// Human name.
+    pub name: String,
+    /// The visible start of the key, e.g. `nx-AbCdEfGh`.
+    pub prefix: String,
+    /// Providers the key may use; empty means all.
+    pub provider_ids: Vec<i64>,
+    /// Models the key may use; empty means all.
+    pub models: Vec<String>,
+    /// Unix seconds after which the key no longer works.
+    pub expires_at: Option<i64>,
+    /// Disabled keys fail authentication.
+    pub enabled: bool,
+    /// Requests per minute, if limited.
+    pub rpm: Option<u32>,
+    /// Tokens per minute, if limited.
+    pub tpm: Option<u32>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last authenticated use (updated at most once a minute).
+    pub last_used_at: Option<i64>,
+}
+
+/// A key just created: the only time the plaintext exists outside the caller.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedKey {
+    /// The plaintext key. Show it once.
+    pub key: String,
+    /// The stored record.
+    #[serde(flatten)]
+    pub record: ClientKey,
+}
+
+/// Input to create a client key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// Human name.
+    pub name: String,
+    /// Provider scope; empty or absent means all.
+    #[serde(default)]
+    pub provider_ids: Vec<i64>,
+    /// Model scope; empty or absent means all.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Requests per minute.
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    /// Tokens per minute.
+    #[serde(default)]
+    pub tpm: Option<u32>,
+    /// Defaults to true.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// A partial update of a key. `Some(None)` clears a nullable field.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+    /// New expiry, or null for none.
+    #[serde(default, deserialize_with = "double_option")]
+    pub expires_at: Option<Option<i64>>,
+    /// New limit, or null for none.
+    #[serde(default, deserialize_with = "double_option")]
+    pub rpm: Option<Option<u32>>,
+    /// New limit, or null for none.
+    #[serde(default, deserialize_with = "double_option")]
+    pub tpm: Option<Option<u32>>,
+    /// New provider scope.
+    pub provider_ids: Option<Vec<i64>>,
+    /// New model scope.
+    pub models: Option<Vec<String>>,
+}
+
+/// A persistent conversation session, as application developers keep them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// Random id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// The model the session talks to.
+    pub model: String,
+    /// Request settings such as `temperature` and `max_tokens`, merged into each request.
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// The messages, oldest first (empty in listings).
+    #[serde(default)]
+    pub messages: Vec<SessionMessage>,
+}
+
+/// One message of a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionMessage {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+    /// Unix milliseconds.
+    pub timestamp_ms: i64,
+}
+
+/// Input to create a session.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSession {
+    /// Title.
+    #[serde(default)]
+    pub title: String,
+    /// Model name.
+    pub model: String,
+    /// Request settings.
+    #[serde(default)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The chat completions URL for a configured base URL, by the original system's rules:
+/// a trailing `#` means "use verbatim" (without the `#`), a trailing `/` appends
+/// `chat/completions`, anything else appends `/v1/chat/completions`.
+pub fn chat_endpoint(base_url: &str) -> String {
+    let u = base_url.trim();
+    if let Some(v) = u.strip_suffix('#') {
+        v.to_owned()
+    } else if u.ends_with('/') {
+        format!("{u}chat/completions")
+    } else {
+        format!("{u}/v1/chat/completions")
+    }
+}
+
+/// Checks a base URL: http(s), with a host.
+pub fn validate_base_url(u: &str) -> Result<()> {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or_else(|| {
+            Error::invalid_param("base_url", "base_url must start with http:// or https://")
+        })?;
+    if rest.is_empty() || rest.starts_with('/') || u.chars().any(char::is_whitespace) {
+        return Err(Error::invalid_param(
+            "base_url",
+            "base_url must name a host",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a non-empty, reasonably short name.
+pub fn validate_name(field: &str, v: &str) -> Result<()> {
+    if v.trim().is_empty() {
+        return Err(Error::invalid_param(
+            field,
+            format!("{field} must not be empty"),
+        ));
+    }
+    if v.len() > 200 {
+        return Err(Error::invalid_param(
+            field,
+            format!("{field} is longer than 200 bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn double_option<'de, T, D>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suffix_rules_match_the_original() {
+        assert_eq!(
+            chat_endpoint("https://api.x.com"),
+            "https://api.x.com/v1/chat/completions"
+        );
+        assert_eq!(
+            chat_endpoint("https://api.x.com/v4/"),
+            "https://api.x.com/v4/chat/completions"
+        );
+        assert_eq!(
+            chat_endpoint("https://h/custom/path#"),
+            "https://h/custom/path"
+        );
+    }
+
+    #[test]
+    fn base_url_validation() {
+        assert!(validate_base_url("http://127.0.0.1:8080").is_ok());
+        assert!(validate_base_url("ftp://x").is_err());
+        assert!(validate_base_url("https://").is_err());
+        assert!(validate_base_url("https://a b").is_err());
+    }
+
+    #[test]
+    fn patch_distinguishes_null_from_absent() {
+        let p: KeyPatch = serde_json::from_str(r#"{"rpm":null}"#).unwrap();
+        assert_eq!(p.rpm, Some(None));
+        assert_eq!(p.tpm, None);
+        let p: KeyPatch = serde_json::from_str(r#"{"rpm":5}"#).unwrap();
+        assert_eq!(p.rpm, Some(Some(5)));
+        assert!(serde_json::from_str::<KeyPatch>(r#"{"bogus":1}"#).is_err());
+    }
+}

