@@ -1,2 +1,200 @@
-//! NexusAI Hub reference server (being written).
-fn main() {}
+//! `nexus-server`: the NexusAI Hub reference server.
+//!
+//! Run with `nexus-server [--listen 127.0.0.1:8000] [--db ./nexus.db] [--config nexus.toml]`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use nexus_server::config::{self, ServerConfig};
+use nexus_server::{app, AppState};
+
+fn main() -> ExitCode {
+    let cli = match config::parse_args(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(msg) => {
+            if !msg.is_empty() {
+                eprintln!("error: {msg}");
+            }
+            eprintln!("{}", config::USAGE);
+            return if msg.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+        }
+    };
+    let cfg = match config::resolve(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = if cli.rotate_master_key {
+        rotate(&cfg)
+    } else {
+        rt.block_on(run(cfg))
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cfg: &ServerConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Re-seals every upstream key under `NEXUS_NEW_MASTER_KEY` (or a fresh key), then writes the new
+/// key file. The new key is written to `<keyfile>.new` first so a crash leaves both keys on disk.
+fn rotate(cfg: &ServerConfig) -> Result<(), String> {
+    let key_file = nexus::hub::default_key_file(&cfg.db);
+    let hub = nexus::Hub::open(&cfg.db, cfg.hub.clone()).map_err(|e| e.to_string())?;
+    let new = match std::env::var("NEXUS_NEW_MASTER_KEY")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        Some(v) => nexus::crypto::MasterKey::from_base64(&v).map_err(|e| e.to_string())?,
+        None => nexus::crypto::MasterKey::generate().map_err(|e| e.to_string())?,
+    };
+    let using_env = std::env::var("NEXUS_MASTER_KEY").is_ok_and(|v| !v.is_empty());
+    let staged = key_file.with_extension("key.new");
+    if !using_env {
+        write_private(&staged, new.to_base64().as_bytes())?;
+    }
+    hub.registry()
+        .rotate_master_key(new.clone())
+        .map_err(|e| e.to_string())?;
+    if using_env {
+        eprintln!("re-encrypted upstream keys under the new master key; set NEXUS_MASTER_KEY to NEXUS_NEW_MASTER_KEY's value from now on");
+    } else {
+        std::fs::rename(&staged, &key_file)
+            .map_err(|e| format!("cannot replace {}: {e}", key_file.display()))?;
+        eprintln!(
+            "re-encrypted upstream keys; new master key written to {} (fingerprint {})",
+            key_file.display(),
+            new.fingerprint()
+        );
+    }
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+async fn run(cfg: ServerConfig) -> Result<(), String> {
+    let db = cfg.db.clone();
+    let hub_opts = cfg.hub.clone();
+    let hub = tokio::task::spawn_blocking(move || nexus::Hub::open(&db, hub_opts))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot open database {}: {e}", cfg.db.display()))?;
+    let configured = std::env::var("NEXUS_ADMIN_TOKEN").ok();
+    let generated = hub
+        .registry()
+        .ensure_admin_token(configured.as_deref())
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let grace = cfg.shutdown_grace;
+    // Printed, not logged: the token must reach the operator once and never a log pipeline.
+    let mut err = std::io::stderr();
+    let _ = writeln!(
+        err,
+        "NexusAI Hub {} listening on http://{addr}",
+        nexus::VERSION
+    );
+    let _ = writeln!(err, "  admin UI:        http://{addr}/");
+    let _ = writeln!(err, "  OpenAI base URL: http://{addr}/v1");
+    let _ = writeln!(err, "  database:        {}", cfg.db.display());
+    if let Some(t) = &generated {
+        let _ = writeln!(err, "  admin token (shown once, stored hashed): {t}");
+    }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let state = AppState::with_shutdown(hub.clone(), cfg, rx);
+    let metrics = state.metrics.clone();
+    let router = app(state);
+    let mut signal_rx = tx.subscribe();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received; finishing open requests");
+        let _ = tx.send(true);
+    });
+    let grace_timer = async move {
+        let _ = signal_rx.wait_for(|v| *v).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = server => r.map_err(|e| e.to_string())?,
+        _ = grace_timer => {
+            tracing::warn!(open_streams = metrics.active_streams(), "grace period over; closing remaining connections");
+        }
+    }
+    let h = hub.clone();
+    tokio::task::spawn_blocking(move || h.flush())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("could not flush stats: {e}"))?;
+    tracing::info!("stats flushed; bye");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

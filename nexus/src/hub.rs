@@ -258,6 +258,14 @@ impl Hub {
             .build()
             .map_err(|e| Error::Internal(format!("cannot build HTTP client: {e}")))?;
         let stats = StatsWriter::start(store, opts.stats.clone())?;
+        // Building a BPE table takes a few hundred milliseconds; do it now, off the request path.
+        let _ = std::thread::Builder::new()
+            .name("nexus-bpe-warmup".into())
+            .spawn(|| {
+                for e in [Encoding::O200kBase, Encoding::Cl100kBase] {
+                    let _ = e.count("warm up");
+                }
+            });
         Ok(Hub(Arc::new(HubInner {
             registry,
             http,

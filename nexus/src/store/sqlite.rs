@@ -496,7 +496,8 @@ impl Store for SqliteStore {
                     u.ttft_ms.is_some() as i64,
                     u.cost.unwrap_or(0.0)
                 ])?;
-                if let Some(cid) = &u.conversation_id {
+                // Only answered requests make a conversation; a rejected one has nothing to show.
+                if let Some(cid) = u.conversation_id.as_ref().filter(|_| !failed) {
                     new_conversations += conv_new.execute(params![cid, u.ts_ms])? as i64;
                     conv_upd.execute(params![
                         cid,

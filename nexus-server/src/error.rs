@@ -1,0 +1,64 @@
+//! `ApiError`: the core error rendered as an HTTP status plus the OpenAI error body.
+//!
+//! Server-side detail (storage, internal) is logged here and never sent to the client.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// An error on its way to an HTTP client.
+#[derive(Debug)]
+pub struct ApiError(pub nexus::Error);
+
+impl From<nexus::Error> for ApiError {
+    fn from(e: nexus::Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl ApiError {
+    /// A 400 with a message.
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        ApiError(nexus::Error::invalid(msg))
+    }
+}
+
+/// The JSON body and status of an error; shared by HTTP responses and in-band stream errors.
+pub fn render(e: &nexus::Error) -> (StatusCode, serde_json::Value) {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_server_error()
+        && !matches!(
+            e.kind(),
+            nexus::ErrorKind::Upstream
+                | nexus::ErrorKind::Transport
+                | nexus::ErrorKind::Timeout
+                | nexus::ErrorKind::Unavailable
+        )
+    {
+        tracing::error!(error = %e, kind = %e.kind(), "request failed");
+    } else {
+        tracing::debug!(error = %e, kind = %e.kind(), "request rejected");
+    }
+    (status, e.to_openai_json())
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = render(&self.0);
+        let mut r = (status, axum::Json(body)).into_response();
+        if let Some(ra) = self.0.retry_after() {
+            let secs = ra.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r.extensions_mut().insert(ErrorKindTag(self.0.kind()));
+        r
+    }
+}
+
+/// Marks a response with the error kind, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorKindTag(pub nexus::ErrorKind);
+
+/// Result alias for handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,168 @@
+//! Extractors that turn every rejection into the OpenAI error body.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The token of `Authorization: Bearer <token>`.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// A client key, present and well-formed (validity is the core's to judge).
+#[derive(Debug, Clone)]
+pub struct ClientToken(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        bearer(parts)
+            .map(|t| ClientToken(t.to_owned()))
+            .ok_or_else(|| {
+                ApiError(nexus::Error::Authentication(
+                    "missing API key: send 'Authorization: Bearer <key>'".into(),
+                ))
+            })
+    }
+}
+
+/// Proof that the request carries the admin token (header, or `?token=` for WebSockets).
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Self::Rejection> {
+        let from_query = || {
+            parts.uri.query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("token="))
+                    .map(percent_decode)
+            })
+        };
+        let token = bearer(parts)
+            .map(str::to_owned)
+            .or_else(from_query)
+            .ok_or_else(|| {
+                ApiError(nexus::Error::Authentication(
+                    "missing admin token: send 'Authorization: Bearer <admin token>'".into(),
+                ))
+            })?;
+        let ok = st
+            .blocking(move |hub| hub.registry().verify_admin_token(&token))
+            .await?;
+        if ok {
+            Ok(Admin)
+        } else {
+            Err(ApiError(nexus::Error::Authentication(
+                "invalid admin token".into(),
+            )))
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A JSON body; malformed JSON, wrong types and oversize bodies become OpenAI errors.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = body_bytes(req, state).await?;
+        serde_json::from_slice(&bytes)
+            .map(ApiJson)
+            .map_err(|e| ApiError(nexus::Error::invalid(format!("invalid JSON body: {e}"))))
+    }
+}
+
+/// The raw body, with the size limit turned into a 413 OpenAI error.
+pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<bytes::Bytes, ApiError> {
+    bytes::Bytes::from_request(req, state).await.map_err(|rej| {
+        if rej.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError(nexus::Error::PayloadTooLarge { limit: 0 })
+        } else {
+            ApiError(nexus::Error::invalid(format!(
+                "cannot read request body: {rej}"
+            )))
+        }
+    })
+}
+
+/// An integer id from the path.
+#[derive(Debug, Clone, Copy)]
+pub struct Id(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<i64>::from_request_parts(parts, state)
+            .await
+            .map(|p| Id(p.0))
+            .map_err(|_| {
+                ApiError(nexus::Error::invalid_param(
+                    "id",
+                    "the id in the path must be an integer",
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(super::percent_decode("a%2Bb+c"), "a+b c");
+        assert_eq!(super::percent_decode("abc%"), "abc%");
+        assert_eq!(super::percent_decode("%zz"), "%zz");
+    }
+}

@@ -1,0 +1,143 @@
+//! # nexus-server: the NexusAI Hub reference server
+//!
+//! A thin axum layer over [`nexus::Hub`]: the OpenAI-compatible API, the admin API, WebSocket chat,
+//! health and metrics endpoints, and the embedded admin UI. `app(state)` builds the router so tests
+//! can drive it without a socket; `main.rs` adds the command line, logging and graceful shutdown.
+//! The HTTP contract is in `docs/API.md`.
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod routes;
+pub mod ui;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+
+pub use config::ServerConfig;
+use metrics::Metrics;
+
+/// Shared state of every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The core.
+    pub hub: nexus::Hub,
+    /// Settings.
+    pub cfg: Arc<ServerConfig>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Flips to true when shutdown starts; long-lived handlers (WebSocket) watch it.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// State over a hub, with a shutdown signal that never fires (tests).
+    pub fn new(hub: nexus::Hub, cfg: ServerConfig) -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        // Keep the sender alive for the life of the process so receivers never see it closed.
+        std::mem::forget(tx);
+        Self::with_shutdown(hub, cfg, rx)
+    }
+
+    /// State with an explicit shutdown receiver.
+    pub fn with_shutdown(
+        hub: nexus::Hub,
+        cfg: ServerConfig,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        AppState {
+            hub,
+            cfg: Arc::new(cfg),
+            metrics: Arc::new(Metrics::default()),
+            shutdown,
+        }
+    }
+
+    /// Runs blocking core work (database access) off the async workers.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, error::ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&nexus::Hub) -> nexus::Result<T> + Send + 'static,
+    {
+        let hub = self.hub.clone();
+        tokio::task::spawn_blocking(move || f(&hub))
+            .await
+            .map_err(|e| {
+                error::ApiError(nexus::Error::Internal(format!("blocking task failed: {e}")))
+            })?
+            .map_err(error::ApiError)
+    }
+}
+
+/// The whole router.
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new()
+        .merge(routes::openai::router())
+        .merge(routes::admin::router(state.clone()))
+        .merge(routes::ws::router())
+        .merge(routes::health::router())
+        .merge(ui::router())
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe));
+    if !state.cfg.cors_origins.is_empty() {
+        let origins: Vec<HeaderValue> = state
+            .cfg
+            .cors_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        router = router.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers(tower_http::cors::Any)
+                .expose_headers([
+                    HeaderName::from_static("x-conversation-id"),
+                    HeaderName::from_static("x-request-id"),
+                ]),
+        );
+    }
+    router.with_state(state)
+}
+
+/// A request id for the logs and the `X-Request-Id` header.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Gives each request an id, logs it (method, route, status, time; never headers or bodies) and
+/// counts it.
+async fn observe(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(nexus::crypto::random_id);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().clone();
+    let mut resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    if let Some(tag) = resp.extensions().get::<error::ErrorKindTag>() {
+        st.metrics.error(tag.0.as_str());
+    }
+    st.metrics.request(&route, status);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    tracing::info!(request_id = %id, %method, route = %route, status, ms = start.elapsed().as_secs_f64() * 1000.0, "request");
+    resp
+}

@@ -1,0 +1,243 @@
+//! The OpenAI-compatible API: `/v1/chat/completions`, `/chat/completions`, `/v1/models`, `/models`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ClientToken;
+use crate::metrics::Metrics;
+use crate::AppState;
+use nexus::openai::ChatRequest;
+use nexus::stats::RequestSource;
+use nexus::{Caller, RequestContext};
+
+/// Routes of this group.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/models", get(models))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+fn conversation_header(h: &HeaderMap) -> ApiResult<Option<String>> {
+    match h.get("x-conversation-id") {
+        None => Ok(None),
+        Some(v) => {
+            let s = v.to_str().unwrap_or("");
+            if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ApiError(nexus::Error::invalid_param(
+                    "X-Conversation-Id",
+                    "X-Conversation-Id must be 1-128 visible ASCII characters",
+                )));
+            }
+            Ok(Some(s.to_owned()))
+        }
+    }
+}
+
+fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(name, v);
+    }
+}
+
+async fn chat_completions(
+    State(st): State<AppState>,
+    token: ClientToken,
+    req: Request,
+) -> Response {
+    let start = Instant::now();
+    match handle_chat(&st, token, req, start).await {
+        Ok(r) => r,
+        Err(e) => {
+            st.metrics.latency.observe(start.elapsed().as_secs_f64());
+            e.into_response()
+        }
+    }
+}
+
+async fn handle_chat(
+    st: &AppState,
+    token: ClientToken,
+    req: Request,
+    start: Instant,
+) -> ApiResult<Response> {
+    let request_id = req
+        .extensions()
+        .get::<crate::RequestId>()
+        .map(|r| r.0.clone());
+    let conversation_id = conversation_header(req.headers())?;
+    let limit = st.cfg.body_limit;
+    let body = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            // to_bytes reports an over-limit body as a length-limit error in its source chain.
+            let over = std::error::Error::source(&e)
+                .map(|s| s.to_string().contains("length limit"))
+                .unwrap_or(false)
+                || e.to_string().contains("length limit");
+            if over {
+                ApiError(nexus::Error::PayloadTooLarge { limit })
+            } else {
+                ApiError(nexus::Error::invalid(format!(
+                    "cannot read request body: {e}"
+                )))
+            }
+        })?;
+    let mut chat = ChatRequest::from_slice(&body)?;
+    let stream = chat.stream.unwrap_or(st.cfg.default_stream);
+    chat.stream = Some(stream);
+    let ctx = RequestContext {
+        request_id,
+        conversation_id,
+        source: RequestSource::Api,
+    };
+    if !stream {
+        let resp = st.hub.chat(Caller::Key(token.0), chat, ctx).await?;
+        st.metrics
+            .tokens(resp.usage.prompt_tokens, resp.usage.completion_tokens);
+        let total_ms = start.elapsed().as_secs_f64() * 1000.0;
+        st.metrics.latency.observe(total_ms / 1000.0);
+        let mut r = (StatusCode::OK, resp.body).into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        set(h, "x-conversation-id", &resp.conversation_id);
+        set(
+            h,
+            "x-nexus-overhead-ms",
+            &format!("{:.3}", (total_ms - resp.upstream_ms).max(0.0)),
+        );
+        set(h, "x-nexus-provider", &resp.provider_name);
+        if resp.cached {
+            h.insert("x-nexus-cache", HeaderValue::from_static("hit"));
+        }
+        for (k, v) in &resp.rate_limit_headers {
+            if let (Ok(k), Ok(v)) = (
+                header::HeaderName::try_from(k.as_str()),
+                HeaderValue::from_str(v),
+            ) {
+                h.insert(k, v);
+            }
+        }
+        return Ok(r);
+    }
+
+    let stream = st.hub.chat_stream(Caller::Key(token.0), chat, ctx).await?;
+    st.metrics.streams(1);
+    let guard = StreamGuard {
+        metrics: st.metrics.clone(),
+        start,
+        summary: stream.summary_handle(),
+    };
+    let conversation_id = stream.conversation_id.clone();
+    let provider = stream.provider_name.clone();
+    let rate_limits = stream.rate_limit_headers.clone();
+    // Each upstream event is written on as soon as it arrives; one [DONE] closes the body, after
+    // an in-band error event when the upstream failed mid-stream.
+    let body = futures_util::stream::unfold(Some((stream, guard)), |state| async move {
+        let (mut s, g) = state?;
+        match s.next().await {
+            Some(Ok(chunk)) => {
+                let mut buf = Vec::with_capacity(chunk.json().len() + 8);
+                buf.extend_from_slice(b"data: ");
+                buf.extend_from_slice(chunk.json().as_bytes());
+                buf.extend_from_slice(b"\n\n");
+                Some((
+                    Ok::<_, std::convert::Infallible>(bytes::Bytes::from(buf)),
+                    Some((s, g)),
+                ))
+            }
+            Some(Err(e)) => {
+                let (_, body) = crate::error::render(&e);
+                let text = format!("data: {body}\n\ndata: [DONE]\n\n");
+                Some((Ok(bytes::Bytes::from(text)), None))
+            }
+            None => Some((Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")), None)),
+        }
+    });
+    let mut r = Response::new(Body::from_stream(body));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    set(h, "x-conversation-id", &conversation_id);
+    set(h, "x-nexus-provider", &provider);
+    for (k, v) in &rate_limits {
+        if let (Ok(k), Ok(v)) = (
+            header::HeaderName::try_from(k.as_str()),
+            HeaderValue::from_str(v),
+        ) {
+            h.insert(k, v);
+        }
+    }
+    Ok(r)
+}
+
+async fn models(
+    State(st): State<AppState>,
+    ClientToken(token): ClientToken,
+) -> ApiResult<Response> {
+    let list = st
+        .blocking(move |hub| {
+            let key = hub.registry().authenticate(&token)?;
+            hub.registry().visible_models(Some(&key))
+        })
+        .await?;
+    let data: Vec<serde_json::Value> = list
+        .into_iter()
+        .map(|(name, owner, created)| {
+            serde_json::json!({
+                "id": name, "object": "model", "created": created, "owned_by": owner,
+                "permission": [{
+                    "id": format!("modelperm-{name}"), "object": "model_permission", "created": created,
+                    "allow_create_engine": false, "allow_sampling": true, "allow_logprobs": true,
+                    "allow_search_indices": false, "allow_view": true, "allow_fine_tuning": false,
+                    "organization": "*", "group": null, "is_blocking": false
+                }],
+                "root": name, "parent": null
+            })
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({"object": "list", "data": data})).into_response())
+}
+
+/// Counts an SSE stream as open for as long as its body lives.
+struct StreamGuard {
+    metrics: Arc<Metrics>,
+    start: Instant,
+    summary: Arc<std::sync::Mutex<Option<nexus::StreamSummary>>>,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.metrics.streams(-1);
+        self.metrics
+            .latency
+            .observe(self.start.elapsed().as_secs_f64());
+        if let Some(s) = self.summary.lock().ok().and_then(|s| s.clone()) {
+            self.metrics
+                .tokens(s.usage.prompt_tokens, s.usage.completion_tokens);
+            if let Some(t) = s.ttft_ms {
+                self.metrics.ttft.observe(t / 1000.0);
+            }
+            if let Some(k) = s.error_kind {
+                self.metrics.error(&k);
+            }
+        }
+    }
+}
