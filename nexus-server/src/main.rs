@@ -154,6 +154,12 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
     let metrics = state.metrics.clone();
     let router = app(state);
     let mut signal_rx = tx.subscribe();
+    // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm holds each event
+    // until the client's delayed ACK (up to 40 ms on Linux).
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutdown signal received; finishing open requests");

@@ -258,18 +258,26 @@ impl Hub {
             .build()
             .map_err(|e| Error::Internal(format!("cannot build HTTP client: {e}")))?;
         let stats = StatsWriter::start(store, opts.stats.clone())?;
-        // Building a BPE table takes a few hundred milliseconds; do it now, off the request path.
-        let _ = std::thread::Builder::new()
-            .name("nexus-bpe-warmup".into())
-            .spawn(|| {
-                for e in [Encoding::O200kBase, Encoding::Cl100kBase] {
-                    let _ = e.count("warm up");
-                }
-            });
+        // Building a BPE table takes a few hundred milliseconds and 30-70 MB; build the ones the
+        // configured models count with now, off the request path. Others are built on first use.
+        let tokens = TokenEstimator::with_overrides(opts.token_overrides.clone());
+        let mut needed: Vec<Encoding> = registry
+            .models(None)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| tokens.encoding_for(&m.name))
+            .collect();
+        needed.sort_by_key(|e| e.name());
+        needed.dedup();
+        if !needed.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("nexus-bpe-warmup".into())
+                .spawn(move || needed.into_iter().for_each(Encoding::warm_up));
+        }
         Ok(Hub(Arc::new(HubInner {
             registry,
             http,
-            tokens: TokenEstimator::with_overrides(opts.token_overrides.clone()),
+            tokens,
             stats,
             health: Health::default(),
             limiter: RateLimiter::default(),

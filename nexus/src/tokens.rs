@@ -1,8 +1,10 @@
-//! Token counting: exact BPE counts through tiktoken-rs for OpenAI model families, and an honest
-//! fast estimate for everything else (CJK ideographs are counted apart from Latin words).
+//! Token counting: exact BPE counts for OpenAI model families, and an honest fast estimate for
+//! everything else (CJK ideographs are counted apart from Latin words).
 //!
-//! Nothing is fetched at run time: tiktoken-rs embeds its BPE ranks, and each table is built once
-//! per process and shared. Every count says how it was made.
+//! Exact counts use GitHub's linear-time BPE (`bpe-openai`), 2-3x faster than tiktoken; tiktoken-rs
+//! stays as the reference ([`Encoding::count_reference`]) and a test proves both give identical
+//! counts on varied text. Nothing is fetched at run time: both crates embed their BPE data, and
+//! each table is built once per process, on first use, and shared. Every count says how it was made.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -38,7 +40,7 @@ impl Encoding {
         }
     }
 
-    fn bpe(self) -> Result<&'static tiktoken_rs::CoreBPE> {
+    fn reference_bpe(self) -> Result<&'static tiktoken_rs::CoreBPE> {
         static CL100K: OnceLock<std::result::Result<tiktoken_rs::CoreBPE, String>> =
             OnceLock::new();
         static O200K: OnceLock<std::result::Result<tiktoken_rs::CoreBPE, String>> = OnceLock::new();
@@ -54,9 +56,27 @@ impl Encoding {
             .map_err(|e| Error::Internal(format!("cannot load {}: {e}", self.name())))
     }
 
+    fn tokenizer(self) -> &'static bpe_openai::Tokenizer {
+        match self {
+            Encoding::Cl100kBase => bpe_openai::cl100k_base(),
+            Encoding::O200kBase => bpe_openai::o200k_base(),
+        }
+    }
+
+    /// Builds this encoding's table now (it is otherwise built on first use).
+    pub fn warm_up(self) {
+        let _ = self.tokenizer().count("warm up");
+    }
+
     /// Exact number of tokens of `text` (special-token text is counted as ordinary text).
     pub fn count(self, text: &str) -> Result<usize> {
-        Ok(self.bpe()?.encode_ordinary(text).len())
+        Ok(self.tokenizer().count(text))
+    }
+
+    /// The same count through tiktoken-rs, the reference implementation: slower, and its tables
+    /// take more memory. For cross-checks; [`Encoding::count`] gives identical results.
+    pub fn count_reference(self, text: &str) -> Result<usize> {
+        Ok(self.reference_bpe()?.encode_ordinary(text).len())
     }
 }
 
@@ -295,6 +315,70 @@ mod tests {
         assert_eq!(Encoding::O200kBase.count("hello world").unwrap(), 2);
         assert_eq!(Encoding::Cl100kBase.count("tiktoken is great!").unwrap(), 6);
         assert_eq!(Encoding::Cl100kBase.count("").unwrap(), 0);
+    }
+
+    /// bpe-openai must count exactly as tiktoken does, on every kind of text the gateway sees.
+    #[test]
+    fn fast_counter_matches_tiktoken_reference() {
+        let mut texts: Vec<String> = [
+            "",
+            " ",
+            "hello world",
+            "Hello, World! How's it going? I'm fine, they've said we'd go.",
+            "人工智能模型聚合平台把多个服务提供商统一管理起来，应用程序只需要一个兼容的接口地址。",
+            "混合 text 与 English，数字 12345678 和 3.14159，以及标点！？",
+            "fn main() {\n    let v: Vec<u32> = (0..10).map(|x| x * x).collect();\n}\n",
+            "def f(a, b):\n\treturn a ** b  # comment\r\n",
+            "{\"id\": \"chatcmpl-1\", \"usage\": {\"prompt_tokens\": 12}}",
+            "emoji 👍🎉🚀 😀 🇨🇳 👩‍💻 ✅ ❤️ 🤖🤖🤖",
+            "tabs\t\tand   spaces    and\n\n\n\nnewlines  \n  \n",
+            "trailing spaces   ",
+            "   leading spaces",
+            "\u{00e9}t\u{00e9} na\u{0131}ve caf\u{00e9} \u{0301}combining marks",
+            "Ünïcödé ÀÉÎÕÜ ßẞ ΑΒΓ абв עברית العربية हिन्दी 日本語のテキスト 한국어",
+            "<|endoftext|> <|fim_prefix|> special tokens as text",
+            "URLs https://example.invalid/a/b?c=d&e=f#g and paths /usr/local/bin",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "1234567890123456789012345678901234567890",
+            "'s 't 're 've 'm 'll 'd 'S 'T 'RE CAPS'LL",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        texts.push(include_str!("tokens_samples/mixed.txt").to_owned());
+        texts.push(" ".repeat(1000));
+        texts.push("\n".repeat(300) + &" \t".repeat(300));
+        texts.push("长".repeat(2000));
+        texts.push("x".repeat(5000) + " " + &"😀".repeat(500));
+        // Deterministic pseudo-random mixtures of all of the above pieces.
+        let pieces: Vec<String> = texts.clone();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..300 {
+            let mut t = String::new();
+            for _ in 0..6 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let p = &pieces[(seed % pieces.len() as u64) as usize];
+                let cut = p
+                    .char_indices()
+                    .map(|(i, _)| i)
+                    .nth((seed >> 32) as usize % (p.chars().count() + 1))
+                    .unwrap_or(p.len());
+                t.push_str(&p[..cut]);
+            }
+            texts.push(t);
+        }
+        for enc in [Encoding::Cl100kBase, Encoding::O200kBase] {
+            for t in &texts {
+                assert_eq!(
+                    enc.count(t).unwrap(),
+                    enc.count_reference(t).unwrap(),
+                    "{} differs on {t:?}",
+                    enc.name()
+                );
+            }
+        }
     }
 
     #[test]

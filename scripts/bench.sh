@@ -1,0 +1,329 @@
+#!/usr/bin/env bash
+# NexusAI Hub benchmarks (issue #8): gateway vs the mock upstream called directly, in the same run.
+#
+#   scripts/bench.sh            the full suite (about 15 minutes on 2 cores; builds first)
+#   scripts/bench.sh --smoke    tiny counts (about 30 s after the build): checks the tools still work
+#   BENCH_ONLY=http,memory,soak,stats,tokens scripts/bench.sh    a subset
+#
+# Everything listens on 127.0.0.1 only, every load is bounded in count and time, and every process
+# this script starts is killed when it exits, on failure too. Results: target/bench/<stamp>/
+# (results.jsonl, summary.md, logs); summary.md is printed at the end. Figures are noisy on a shared
+# machine: compare gateway with direct from the same run, never with another run.
+source "$(dirname "$0")/common.sh"
+
+SMOKE=0
+for a in "$@"; do
+  case "$a" in
+    --smoke) SMOKE=1 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $a" >&2; exit 2 ;;
+  esac
+done
+ONLY="${BENCH_ONLY:-http,memory,soak,stats,tokens}"
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="$ROOT/target/bench/$STAMP"
+[ "$SMOKE" = 1 ] && OUT="$ROOT/target/bench/smoke-$STAMP"
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+
+PIDS=()
+cleanup() {
+  local rc=$?
+  for p in "${PIDS[@]:-}"; do
+    [ -n "$p" ] && kill "$p" 2>/dev/null || true
+  done
+  for p in "${PIDS[@]:-}"; do
+    [ -n "$p" ] && wait "$p" 2>/dev/null || true
+  done
+  [ $rc = 0 ] || echo "bench: failed (exit $rc); logs in $OUT" >&2
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+
+# Open files: 10,000 streams need ~10,000 sockets in each of the three processes.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+ulimit -n 1048576 2>/dev/null || ulimit -n 65536 2>/dev/null || true
+log "open-file limit: $(ulimit -n)"
+
+if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+  log "building release binaries"
+  # Separate invocations so that nexus-server is built without the mock's `testing` feature.
+  cargo build --release --locked -p nexus-server -p nexus-bench
+  cargo build --release --locked -p nexus --features testing --bin nexus-mock-upstream
+fi
+BIN="$ROOT/target/release"
+
+rss() { # rss PID -> "VmRSS_kB VmHWM_kB"
+  awk '/^VmRSS:/{r=$2} /^VmHWM:/{h=$2} END{print r+0, h+0}' "/proc/$1/status" 2>/dev/null || echo "0 0"
+}
+note() { # note JSON: appends a result line
+  echo "$1" >> "$RESULTS"
+}
+
+# ---- processes -------------------------------------------------------------------------------
+start_mock() {
+  MOCK_THREADS="${MOCK_THREADS:-1}" "$BIN/nexus-mock-upstream" > "$OUT/mock.out" 2> "$OUT/mock.err" &
+  MOCK_PID=$!; PIDS+=("$MOCK_PID")
+  for _ in $(seq 100); do
+    MOCK_URL="$(head -n1 "$OUT/mock.out" 2>/dev/null || true)"
+    [ -n "$MOCK_URL" ] && break
+    sleep 0.1
+  done
+  [ -n "$MOCK_URL" ] || { echo "mock upstream did not start" >&2; exit 1; }
+}
+
+start_server() {
+  ADMIN_TOKEN="bench-admin-$RANDOM$RANDOM$RANDOM"
+  rm -f "$OUT"/nexus.db*
+  NEXUS_ADMIN_TOKEN="$ADMIN_TOKEN" "$BIN/nexus-server" --listen 127.0.0.1:0 --db "$OUT/nexus.db" \
+    > "$OUT/server.out" 2> "$OUT/server.err" &
+  SERVER_PID=$!; PIDS+=("$SERVER_PID")
+  SERVER_URL=""
+  for _ in $(seq 100); do
+    SERVER_URL="$(grep -o 'listening on http://[0-9.:]*' "$OUT/server.err" 2>/dev/null | head -n1 | sed 's/listening on //' || true)"
+    [ -n "$SERVER_URL" ] && break
+    sleep 0.1
+  done
+  [ -n "$SERVER_URL" ] || { echo "nexus-server did not start; see $OUT/server.err" >&2; exit 1; }
+  # Configure through the admin API: one provider (the mock), the models used below, one key.
+  local pid
+  pid="$(admin POST /api/providers "{\"name\":\"mock\",\"base_url\":\"$MOCK_URL\",\"api_key\":\"sk-bench\"}" | json id)"
+  for m in chunks20 chunks20-delay20 chunks30-delay1000 chunks3-delay500; do
+    admin POST "/api/providers/$pid/models" "{\"name\":\"$m\"}" > /dev/null
+  done
+  CLIENT_KEY="$(admin POST /api/keys '{"name":"bench"}' | json key)"
+}
+
+admin() { # admin METHOD PATH [BODY]
+  curl -sS --fail-with-body -X "$1" -H "Authorization: Bearer $ADMIN_TOKEN" \
+    -H 'Content-Type: application/json' ${3:+--data "$3"} "$SERVER_URL$2"
+}
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+# ---- load ------------------------------------------------------------------------------------
+# load NAME TARGET(direct|gateway) ARGS... : runs the load generator, samples the server's RSS
+# while it runs, and appends {"bench":NAME,"via":TARGET,...,"server_rss_kb":{...}} to results.
+load() {
+  local name="$1" via="$2"; shift 2
+  local url="$SERVER_URL" key=(--key "$CLIENT_KEY")
+  if [ "$via" = direct ]; then url="$MOCK_URL"; key=(); fi
+  local res="$OUT/load-$name-$via.json"
+  "$BIN/nexus-bench" load --url "$url" "${key[@]}" --label "$name" "$@" > "$res" 2> "$OUT/load-$name-$via.err" &
+  local lp=$!; PIDS+=("$lp")
+  local max=0 r h
+  while kill -0 "$lp" 2>/dev/null; do
+    read -r r h < <(rss "$SERVER_PID")
+    [ "$r" -gt "$max" ] && max=$r
+    sleep 0.25
+  done
+  wait "$lp"
+  read -r r h < <(rss "$SERVER_PID")
+  python3 - "$res" "$name" "$via" "$max" "$r" "$h" >> "$RESULTS" <<'PY'
+import json, sys
+res, name, via, mx, r, h = sys.argv[1:]
+d = json.load(open(res))
+d.update(bench=name, via=via, server_rss_kb={"max_during": int(mx), "after": int(r), "hwm": int(h)})
+print(json.dumps(d))
+PY
+  python3 - "$res" "$via" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); l = d["latency_ms"] or {}; t = d["ttfb_ms"] or {}
+ev = d.get("events") or {}
+print(f"  {sys.argv[2]:8} c={d['concurrency']:<5} {d['rps']:9.0f} req/s  p50 {l.get('p50',0):8.3f} ms  p99 {l.get('p99',0):8.3f} ms"
+      f"  ttfb p50 {t.get('p50',0):8.3f} ms  events {ev.get('min','-')}..{ev.get('max','-')}  errors {d['errors']}"
+      + (f"  ({d['first_error']})" if d['first_error'] else ""))
+PY
+}
+
+if [ "$SMOKE" = 1 ]; then
+  DUR=1; WARM=0.3; PACED_DUR=1.5; OPEN_N=200; OPEN_MODEL=chunks3-delay500; OPEN_RAMP=0.5; SOAK_N=5000
+  STATS_ROWS=20000; WRITER_N=5000; TOKEN_ARGS=(--smoke)
+else
+  DUR="${BENCH_DURATION:-10}"; WARM=1; PACED_DUR=15; OPEN_N="${BENCH_OPEN_STREAMS:-10000}"
+  OPEN_MODEL=chunks30-delay1000; OPEN_RAMP=5; SOAK_N="${BENCH_SOAK_REQUESTS:-1000000}"
+  STATS_ROWS="${BENCH_STATS_ROWS:-10000000}"; WRITER_N=200000; TOKEN_ARGS=()
+fi
+
+if want http || want memory || want soak; then
+  log "starting the mock upstream and nexus-server"
+  start_mock
+  start_server
+  echo "  mock $MOCK_URL (pid $MOCK_PID), server $SERVER_URL (pid $SERVER_PID)"
+  sleep 1
+  read -r r h < <(rss "$SERVER_PID")
+  note "{\"bench\":\"idle\",\"server_rss_kb\":{\"after\":$r,\"hwm\":$h}}"
+  echo "  server RSS at idle: $((r / 1024)) MB"
+fi
+
+if want http; then
+  for c in 1 32 128; do
+    log "non-streaming chat, concurrency $c"
+    for via in direct gateway; do
+      load "nonstream-c$c" "$via" --model chunks20 --concurrency "$c" --duration "$DUR" --warmup "$WARM" --requests 2000000
+    done
+  done
+  log "streaming chat, 20 chunks, concurrency 32"
+  for via in direct gateway; do
+    load stream-c32 "$via" --model chunks20 --stream --concurrency 32 --duration "$DUR" --warmup "$WARM" --requests 2000000
+  done
+  for c in 1 32; do
+    log "paced stream (20 chunks 20 ms apart), concurrency $c"
+    for via in direct gateway; do
+      load "paced-c$c" "$via" --model chunks20-delay20 --stream --concurrency "$c" --duration "$PACED_DUR" --warmup "$WARM" --requests 100000
+    done
+  done
+fi
+
+if want memory; then
+  log "$OPEN_N concurrent open streams ($OPEN_MODEL)"
+  read -r r0 h0 < <(rss "$SERVER_PID")
+  res="$OUT/load-open-gateway.json"
+  "$BIN/nexus-bench" load --url "$SERVER_URL" --key "$CLIENT_KEY" --label open-streams --model "$OPEN_MODEL" \
+    --stream --concurrency "$OPEN_N" --requests "$OPEN_N" --ramp "$OPEN_RAMP" --warmup 0 --duration 60 --timeout 90 --threads 1 \
+    > "$res" 2> "$OUT/load-open-gateway.err" &
+  lp=$!; PIDS+=("$lp")
+  open_rss=0; open_at=""
+  for _ in $(seq 600); do
+    kill -0 "$lp" 2>/dev/null || break
+    if [ -z "$open_at" ] && grep -q '^all-open' "$OUT/load-open-gateway.err"; then
+      open_at="$(grep '^all-open' "$OUT/load-open-gateway.err" | head -n1)"
+      sleep 1
+      read -r open_rss _ < <(rss "$SERVER_PID")
+      streams="$(curl -s "$SERVER_URL/metrics" | awk '/^nexus_active_streams /{print $2}')"
+      mock_rss="$(rss "$MOCK_PID" | cut -d' ' -f1)"
+      echo "  $open_at; server nexus_active_streams=$streams, server RSS $((open_rss / 1024)) MB (mock $((mock_rss / 1024)) MB)"
+    fi
+    sleep 0.2
+  done
+  wait "$lp"
+  read -r r1 h1 < <(rss "$SERVER_PID")
+  python3 - "$res" "$open_rss" "$r0" "$r1" "$h1" "${streams:-0}" >> "$RESULTS" <<'PY'
+import json, sys
+res, openr, r0, r1, h1, streams = sys.argv[1:]
+d = json.load(open(res))
+d.update(bench="open-streams", via="gateway", active_streams_seen=int(float(streams or 0)),
+         server_rss_kb={"before": int(r0), "all_open": int(openr), "after": int(r1), "hwm": int(h1)})
+print(json.dumps(d))
+PY
+  [ -n "$open_at" ] || echo "  not every stream was open at once; see $res" >&2
+  echo "  after the streams ended: server RSS $((r1 / 1024)) MB (peak $((h1 / 1024)) MB)"
+fi
+
+if want soak; then
+  log "soak: $SOAK_N non-streaming requests at concurrency 32, RSS before and after"
+  # Warm up first so "before" is the steady state, not the empty process.
+  "$BIN/nexus-bench" load --url "$SERVER_URL" --key "$CLIENT_KEY" --model chunks20 --concurrency 32 \
+    --requests $((SOAK_N / 10)) --duration 120 --warmup 0 > "$OUT/soak-warmup.json" 2>&1
+  sleep 1
+  read -r before _ < <(rss "$SERVER_PID")
+  res="$OUT/load-soak-gateway.json"
+  "$BIN/nexus-bench" load --url "$SERVER_URL" --key "$CLIENT_KEY" --label soak --model chunks20 --concurrency 32 \
+    --requests "$SOAK_N" --duration 900 --warmup 0 > "$res" 2> "$OUT/load-soak-gateway.err" &
+  lp=$!; PIDS+=("$lp")
+  samples=()
+  while kill -0 "$lp" 2>/dev/null; do
+    read -r r _ < <(rss "$SERVER_PID"); samples+=("$r"); sleep 2
+  done
+  wait "$lp"
+  sleep 1
+  read -r after hwm < <(rss "$SERVER_PID")
+  python3 - "$res" "$before" "$after" "$hwm" "${samples[*]:-}" >> "$RESULTS" <<'PY'
+import json, sys
+res, before, after, hwm, samples = sys.argv[1:]
+d = json.load(open(res))
+s = [int(x) for x in samples.split()] or [0]
+d.update(bench="soak", via="gateway", server_rss_kb={"before": int(before), "after": int(after), "hwm": int(hwm),
+         "during_min": min(s), "during_max": max(s), "samples_every_2s": s})
+print(json.dumps(d))
+PY
+  echo "  $(python3 -c "import json,sys; d=json.load(open('$res')); print(f\"{d['ok']} answered, {d['errors']} errors, {d['rps']:.0f} req/s\")")"
+  echo "  server RSS before $((before / 1024)) MB, after $((after / 1024)) MB"
+fi
+
+if [ -n "${SERVER_PID:-}" ]; then
+  kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true
+  kill "$MOCK_PID" 2>/dev/null || true; wait "$MOCK_PID" 2>/dev/null || true
+fi
+
+if want stats; then
+  log "stats writer and dashboard queries on $STATS_ROWS rows"
+  mkdir -p "$ROOT/target/bench/data"
+  # The large database is kept between runs (target/bench/data) so a rerun skips generating it.
+  db="$ROOT/target/bench/data/stats-$STATS_ROWS.db"
+  "$BIN/nexus-bench" stats --db "$db" --rows "$STATS_ROWS" --writer-records "$WRITER_N" \
+    --max-gen-secs 900 > "$OUT/stats.json"
+  python3 -c "import json,sys; d=json.load(open('$OUT/stats.json')); d['bench']='stats'; print(json.dumps(d))" >> "$RESULTS"
+fi
+
+if want tokens; then
+  log "token counting vs Python tiktoken"
+  python3 "$ROOT/scripts/bench_tokens.py" --bench-bin "$BIN/nexus-bench" --out "$OUT" "${TOKEN_ARGS[@]}" >> "$RESULTS"
+fi
+
+python3 - "$RESULTS" "$SMOKE" > "$OUT/summary.md" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+by = {}
+for r in rows:
+    by[(r.get("bench"), r.get("via"))] = r
+def g(b, v): return by.get((b, v))
+def q(r, k, p):
+    x = (r or {}).get(k) or {}
+    return x.get(p, float("nan"))
+mb = lambda kb: kb / 1024
+print("| load | c | direct req/s | gateway req/s | gateway/direct | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 / p99 ms | server RSS max MB |")
+print("|---|---|---|---|---|---|---|---|---|")
+for b in ["nonstream-c1", "nonstream-c32", "nonstream-c128", "stream-c32"]:
+    d, w = g(b, "direct"), g(b, "gateway")
+    if not (d and w): continue
+    print(f"| {b.rsplit('-c',1)[0]} | {w['concurrency']} | {d['rps']:,.0f} | {w['rps']:,.0f} | {w['rps']/d['rps']:.0%} | "
+          f"{q(d,'latency_ms','p50'):.3f} / {q(d,'latency_ms','p99'):.3f} | {q(w,'latency_ms','p50'):.3f} / {q(w,'latency_ms','p99'):.3f} | "
+          f"{q(w,'latency_ms','p50')-q(d,'latency_ms','p50'):.3f} / {q(w,'latency_ms','p99')-q(d,'latency_ms','p99'):.3f} | {mb(w['server_rss_kb']['max_during']):.1f} |")
+print()
+print("| stream | c | req/s direct / gateway | TTFB p50 direct / gateway ms | added TTFB p50 / p99 ms | total p50 direct / gateway ms | added total p50 / p99 ms | events per response direct / gateway | frames per response (gateway) | server RSS max MB |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for b in ["stream-c32", "paced-c1", "paced-c32"]:
+    d, w = g(b, "direct"), g(b, "gateway")
+    if not (d and w): continue
+    ev = lambda r: f"{r['events']['min']}..{r['events']['max']}" if r.get("events") else "-"
+    fr = f"{w['frames']['mean']:.1f}" if w.get("frames") else "-"
+    print(f"| {b} | {w['concurrency']} | {d['rps']:,.0f} / {w['rps']:,.0f} | {q(d,'ttfb_ms','p50'):.3f} / {q(w,'ttfb_ms','p50'):.3f} | "
+          f"{q(w,'ttfb_ms','p50')-q(d,'ttfb_ms','p50'):.3f} / {q(w,'ttfb_ms','p99')-q(d,'ttfb_ms','p99'):.3f} | "
+          f"{q(d,'latency_ms','p50'):.2f} / {q(w,'latency_ms','p50'):.2f} | "
+          f"{q(w,'latency_ms','p50')-q(d,'latency_ms','p50'):.3f} / {q(w,'latency_ms','p99')-q(d,'latency_ms','p99'):.3f} | "
+          f"{ev(d)} / {ev(w)} | {fr} | {mb(w['server_rss_kb']['max_during']):.1f} |")
+print()
+idle = g("idle", None); op = g("open-streams", "gateway"); so = g("soak", "gateway")
+if idle: print(f"- Server RSS at idle: {mb(idle['server_rss_kb']['after']):.1f} MB")
+if op:
+    print(f"- {op['concurrency']:,} concurrent streams: {op['max_open']:,} open at once (server gauge {op['active_streams_seen']:,}), "
+          f"server RSS {mb(op['server_rss_kb']['all_open']):.1f} MB with all open, {mb(op['server_rss_kb']['after']):.1f} MB after they ended; "
+          f"{op['ok']:,} completed, {op['errors']} errors, events {op['events']['min'] if op.get('events') else '-'}..{op['events']['max'] if op.get('events') else '-'}")
+if so:
+    s = so["server_rss_kb"]
+    print(f"- Soak: {so['ok']:,} requests ({so['errors']} errors) at {so['rps']:,.0f} req/s; server RSS {mb(s['before']):.1f} MB before, "
+          f"{mb(s['after']):.1f} MB after (min/max during {mb(s['during_min']):.1f}/{mb(s['during_max']):.1f} MB)")
+st = g("stats", None)
+if st:
+    w = st["writer"]
+    print(f"- Stats writer: {w['requests_per_s']:,.0f} requests/s sustained (1 usage row + 2 messages each), enqueue p50 {w['enqueue_ms']['p50']*1000:.2f} µs / p99 {w['enqueue_ms']['p99']*1000:.2f} µs")
+    print(f"- Dashboard queries on {st['rows']:,} usage rows ({st['db_bytes']/1e9:.2f} GB), median of {st['reps']} (max):")
+    print()
+    print("| query | median ms | max ms | points |")
+    print("|---|---|---|---|")
+    for k, v in st["queries"].items():
+        print(f"| {k} | {v['median_ms']:.2f} | {v['max_ms']:.2f} | {v['result_size']} |")
+tk = [r for r in rows if r.get("bench") == "tokens"]
+if tk:
+    print()
+    print("| text | encoding | tokens | Python tiktoken M tok/s | tiktoken-rs M tok/s | nexus M tok/s | nexus MB/s | nexus / Python | counts equal |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in tk:
+        print(f"| {r['text']} | {r['encoding']} | {r['tokens']:,} | {r['python_tps']/1e6:.2f} | {r['tiktoken_rs_tps']/1e6:.2f} | {r['nexus_tps']/1e6:.2f} | "
+              f"{r['nexus_mbps']:.1f} | {r['nexus_tps']/r['python_tps']:.2f}× | {'yes' if r['counts_equal'] else 'NO'} |")
+PY
+log "summary ($OUT/summary.md)"
+cat "$OUT/summary.md"
