@@ -59,8 +59,11 @@ fn main() -> ExitCode {
 fn init_logging(cfg: &ServerConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only on a terminal: in a log file they are noise, and they cost CPU per line.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if cfg.log_json {
         builder.json().init();

@@ -169,25 +169,31 @@ pub fn key_hint(key: &str) -> String {
     format!("{head}...{tail}")
 }
 
-/// A random hex id (128 bits), used for request and conversation ids.
+/// A unique 128-bit hex id, used for request, conversation and session ids: 48 bits of unix
+/// milliseconds, then 80 random bits (the layout of UUIDv7). Ids made later sort later, so the
+/// stats tables' indexes on them grow at their right edge instead of at random pages: the stats
+/// writer then dirties a few pages per batch instead of one per row.
 pub fn random_id() -> String {
     let mut raw = [0u8; 16];
-    if getrandom::fill(&mut raw).is_err() {
-        // Ids need uniqueness, not secrecy: fall back to time plus a counter.
+    let t = (crate::now_ms().max(0) as u64).to_be_bytes();
+    raw[..6].copy_from_slice(&t[2..]);
+    if getrandom::fill(&mut raw[6..]).is_err() {
+        // Ids need uniqueness, not secrecy: fall back to a counter.
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);
-        let t = crate::now_ms() as u64;
-        raw[..8].copy_from_slice(&t.to_le_bytes());
         raw[8..].copy_from_slice(&N.fetch_add(1, Ordering::Relaxed).to_le_bytes());
     }
     hex(&raw)
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
+    // A table, not `write!("{:02x}")`: this runs several times per request (ids, key hashes),
+    // and the formatting machinery cost ~6% of the gateway's CPU.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+    for &b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 0xf) as usize] as char);
     }
     s
 }
@@ -240,6 +246,17 @@ mod tests {
         assert!(a.starts_with("nx-") && a.len() == 46);
         assert_eq!(key_prefix(&a).len(), KEY_PREFIX_LEN);
         assert_eq!(hash_secret("abc").len(), 64);
+        assert_eq!(
+            hash_secret("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        let (a, b) = (random_id(), random_id());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(random_id()[..12] > a[..12], "later ids sort later");
         assert_eq!(key_hint("sk-1234567890abcd"), "sk-...abcd");
         assert_eq!(key_hint("short"), "****");
     }

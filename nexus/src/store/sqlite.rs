@@ -5,6 +5,7 @@
 //! `PRAGMA user_version`.
 
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -442,9 +443,9 @@ impl Store for SqliteStore {
             let mut roll = tx.prepare_cached(
                 "INSERT INTO usage_hourly (bucket, provider_id, model, key_id, requests, errors,
                      prompt_tokens, completion_tokens, latency_ms_sum, ttft_ms_sum, ttft_count, cost)
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (bucket, provider_id, model, key_id) DO UPDATE SET
-                     requests = requests + 1, errors = errors + excluded.errors,
+                     requests = requests + excluded.requests, errors = errors + excluded.errors,
                      prompt_tokens = prompt_tokens + excluded.prompt_tokens,
                      completion_tokens = completion_tokens + excluded.completion_tokens,
                      latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
@@ -461,7 +462,12 @@ impl Store for SqliteStore {
                      prompt_tokens = prompt_tokens + ?4, completion_tokens = completion_tokens + ?5
                  WHERE id = ?1",
             )?;
-            let mut new_conversations = 0i64;
+            // Rollups and conversation totals are summed per batch first: one upsert per group
+            // instead of one per record (the same sums, a fraction of the statements).
+            let mut rollups: Vec<(RollupKey, Rollup)> = Vec::new();
+            let mut rollup_at: HashMap<RollupKey, usize> = HashMap::new();
+            let mut convs: Vec<(&str, ConvDelta)> = Vec::new();
+            let mut conv_at: HashMap<&str, usize> = HashMap::new();
             for u in usage {
                 let failed = u.status >= 400;
                 ins.execute(params![
@@ -483,30 +489,71 @@ impl Store for SqliteStore {
                     u.source.as_str(),
                     u.cost
                 ])?;
-                roll.execute(params![
+                let key = (
                     u.ts_ms.div_euclid(3_600_000),
                     u.provider_id.unwrap_or(0),
-                    u.model,
+                    u.model.as_str(),
                     u.key_id.unwrap_or(0),
-                    failed as i64,
-                    u.prompt_tokens as i64,
-                    u.completion_tokens as i64,
-                    u.latency_ms,
-                    u.ttft_ms.unwrap_or(0.0),
-                    u.ttft_ms.is_some() as i64,
-                    u.cost.unwrap_or(0.0)
-                ])?;
+                );
+                let i = *rollup_at.entry(key).or_insert_with(|| {
+                    rollups.push((key, Rollup::default()));
+                    rollups.len() - 1
+                });
+                let r = &mut rollups[i].1;
+                r.requests += 1;
+                r.errors += failed as i64;
+                r.prompt_tokens += u.prompt_tokens as i64;
+                r.completion_tokens += u.completion_tokens as i64;
+                r.latency_ms_sum += u.latency_ms;
+                r.ttft_ms_sum += u.ttft_ms.unwrap_or(0.0);
+                r.ttft_count += u.ttft_ms.is_some() as i64;
+                r.cost += u.cost.unwrap_or(0.0);
                 // Only answered requests make a conversation; a rejected one has nothing to show.
-                if let Some(cid) = u.conversation_id.as_ref().filter(|_| !failed) {
-                    new_conversations += conv_new.execute(params![cid, u.ts_ms])? as i64;
-                    conv_upd.execute(params![
-                        cid,
-                        u.ts_ms,
-                        (!failed) as i64,
-                        u.prompt_tokens as i64,
-                        u.completion_tokens as i64
-                    ])?;
+                if let Some(cid) = u.conversation_id.as_deref().filter(|_| !failed) {
+                    let i = *conv_at.entry(cid).or_insert_with(|| {
+                        convs.push((
+                            cid,
+                            ConvDelta {
+                                first_ms: u.ts_ms,
+                                last_ms: u.ts_ms,
+                                ..ConvDelta::default()
+                            },
+                        ));
+                        convs.len() - 1
+                    });
+                    let c = &mut convs[i].1;
+                    c.last_ms = c.last_ms.max(u.ts_ms);
+                    c.rounds += 1;
+                    c.prompt_tokens += u.prompt_tokens as i64;
+                    c.completion_tokens += u.completion_tokens as i64;
                 }
+            }
+            for ((bucket, provider_id, model, key_id), r) in &rollups {
+                roll.execute(params![
+                    bucket,
+                    provider_id,
+                    model,
+                    key_id,
+                    r.requests,
+                    r.errors,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    r.latency_ms_sum,
+                    r.ttft_ms_sum,
+                    r.ttft_count,
+                    r.cost
+                ])?;
+            }
+            let mut new_conversations = 0i64;
+            for (cid, c) in &convs {
+                new_conversations += conv_new.execute(params![cid, c.first_ms])? as i64;
+                conv_upd.execute(params![
+                    cid,
+                    c.last_ms,
+                    c.rounds,
+                    c.prompt_tokens,
+                    c.completion_tokens
+                ])?;
             }
             if new_conversations > 0 {
                 tx.execute(
@@ -763,6 +810,32 @@ fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
         updated_at: r.get(5)?,
         messages: Vec::new(),
     })
+}
+
+/// (hour bucket, provider id or 0, model, key id or 0): the primary key of `usage_hourly`.
+type RollupKey<'a> = (i64, i64, &'a str, i64);
+
+/// One batch's sums for a `usage_hourly` row.
+#[derive(Default)]
+struct Rollup {
+    requests: i64,
+    errors: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    latency_ms_sum: f64,
+    ttft_ms_sum: f64,
+    ttft_count: i64,
+    cost: f64,
+}
+
+/// One batch's changes to a `conversations` row.
+#[derive(Default)]
+struct ConvDelta {
+    first_ms: i64,
+    last_ms: i64,
+    rounds: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
 }
 
 #[cfg(test)]
