@@ -584,10 +584,11 @@ impl Hub {
         first_byte: Duration,
     ) -> Result<reqwest::Response> {
         let p = &cand.provider;
-        let mut rb = self
-            .0
-            .http
-            .post(&p.record.endpoint)
+        let rb = match &p.endpoint_url {
+            Some(url) => self.0.http.post(url.clone()),
+            None => self.0.http.post(&p.record.endpoint),
+        };
+        let mut rb = rb
             .bearer_auth(p.api_key.expose())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
