@@ -109,29 +109,35 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A JSON body; malformed JSON, wrong types and oversize bodies become OpenAI errors.
+/// A JSON body; malformed JSON, wrong types and bodies over the configured `body_limit` become
+/// OpenAI errors.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = body_bytes(req, state).await?;
+    async fn from_request(req: Request, st: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req.into_body(), st.cfg.body_limit).await?;
         serde_json::from_slice(&bytes)
             .map(ApiJson)
             .map_err(|e| ApiError(nexus::Error::invalid(format!("invalid JSON body: {e}"))))
     }
 }
 
-/// The raw body, with the size limit turned into a 413 OpenAI error.
-pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<bytes::Bytes, ApiError> {
-    bytes::Bytes::from_request(req, state).await.map_err(|rej| {
-        if rej.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError(nexus::Error::PayloadTooLarge { limit: 0 })
+/// Reads a whole body of at most `limit` bytes; a larger one is a 413 OpenAI error.
+pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // to_bytes reports an over-limit body as a length-limit error in its source chain.
+        let over = std::error::Error::source(&e)
+            .map(|s| s.to_string().contains("length limit"))
+            .unwrap_or(false)
+            || e.to_string().contains("length limit");
+        if over {
+            ApiError(nexus::Error::PayloadTooLarge { limit })
         } else {
             ApiError(nexus::Error::invalid(format!(
-                "cannot read request body: {rej}"
+                "cannot read request body: {e}"
             )))
         }
     })

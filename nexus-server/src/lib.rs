@@ -84,6 +84,8 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::ws::router())
         .merge(routes::health::router())
         .merge(ui::router())
+        // After the merges: it applies to every route registered so far.
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe));
     if !state.cfg.cors_origins.is_empty() {

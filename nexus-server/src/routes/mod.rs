@@ -19,3 +19,15 @@ pub async fn not_found(uri: Uri) -> Response {
 pub fn not_found_response(path: &str) -> Response {
     ApiError(nexus::Error::not_found(format!("route '{path}'"))).into_response()
 }
+
+/// The 405 for a known path with the wrong method, as an OpenAI error body (axum's default has
+/// no body, which OpenAI clients cannot parse).
+pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Response {
+    let body = serde_json::json!({"error": {
+        "message": format!("method {method} is not allowed on '{}'", uri.path()),
+        "type": "invalid_request_error",
+        "param": null,
+        "code": "method_not_allowed",
+    }});
+    (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}

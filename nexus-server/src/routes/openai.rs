@@ -76,23 +76,7 @@ async fn handle_chat(
         .get::<crate::RequestId>()
         .map(|r| r.0.clone());
     let conversation_id = conversation_header(req.headers())?;
-    let limit = st.cfg.body_limit;
-    let body = axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|e| {
-            // to_bytes reports an over-limit body as a length-limit error in its source chain.
-            let over = std::error::Error::source(&e)
-                .map(|s| s.to_string().contains("length limit"))
-                .unwrap_or(false)
-                || e.to_string().contains("length limit");
-            if over {
-                ApiError(nexus::Error::PayloadTooLarge { limit })
-            } else {
-                ApiError(nexus::Error::invalid(format!(
-                    "cannot read request body: {e}"
-                )))
-            }
-        })?;
+    let body = crate::extract::read_body(req.into_body(), st.cfg.body_limit).await?;
     let mut chat = ChatRequest::from_slice(&body)?;
     let stream = chat.stream.unwrap_or(st.cfg.default_stream);
     chat.stream = Some(stream);
