@@ -323,6 +323,30 @@ async fn auth_and_scope_errors() {
             .unwrap();
         expect_error(r, 401, Some("invalid_api_key")).await;
     }
+    // A bad key is a 401 whatever the body: malformed, invalid or oversize.
+    for b in ["{", "", "[]"] {
+        let r = s
+            .http
+            .post(s.url("/v1/chat/completions"))
+            .bearer_auth("nx-not-a-real-key")
+            .header("content-type", "application/json")
+            .body(b)
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 401, Some("invalid_api_key")).await;
+    }
+    let r = s
+        .chat(
+            "nx-not-a-real-key",
+            &json!({"model": "gpt-4o", "messages": []}),
+        )
+        .await;
+    expect_error(r, 401, Some("invalid_api_key")).await;
+    let huge =
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x".repeat(17 << 20)}]});
+    let r = s.chat("nx-not-a-real-key", &huge).await;
+    expect_error(r, 401, Some("invalid_api_key")).await;
     // The admin token is not a client key.
     expect_error(s.chat(ADMIN, &body("gpt-4o", "x")).await, 401, None).await;
     // Out of scope: by model and by provider.

@@ -75,6 +75,10 @@ async fn handle_chat(
         .extensions()
         .get::<crate::RequestId>()
         .map(|r| r.0.clone());
+    // The key first, as OpenAI does: a bad key is a 401 whatever the body says, and the server
+    // never reads (up to body_limit) nor parses a body for an unauthenticated client. The check is
+    // an in-memory lookup; the hub checks scope and limits later.
+    st.hub.registry().authenticate(&token.0)?;
     let conversation_id = conversation_header(req.headers())?;
     let body = crate::extract::read_body(req.into_body(), st.cfg.body_limit).await?;
     let mut chat = ChatRequest::from_slice(&body)?;
