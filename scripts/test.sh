@@ -10,7 +10,9 @@ cargo fmt --all -- --check
 log "clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-log "Rust tests"
+log "Rust tests (unit, integration against the mock upstream)"
 cargo test --workspace --locked
+
+bash scripts/test-server-py.sh
 
 log "all tests passed"

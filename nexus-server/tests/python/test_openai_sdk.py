@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import httpx
+import json
+import urllib.request
+
 import openai
 import pytest
 
@@ -41,7 +43,8 @@ class Stack:
         return openai.OpenAI(base_url=f"{self.base}/v1", api_key=key or self.key, max_retries=0, timeout=30)
 
     def last_upstream_request(self) -> dict:
-        return httpx.get(f"{self.mock}/mock/stats", timeout=10).json()["last_request"]
+        with urllib.request.urlopen(f"{self.mock}/mock/stats", timeout=10) as r:
+            return json.load(r)["last_request"]
 
 
 def _lines(stream, q: "queue.Queue[str]") -> None:
@@ -103,12 +106,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         line = _wait_line(q, server, "listening on http://")
         base = "http://" + line.split("listening on http://", 1)[1].strip()
 
-        admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
-
+        # The stdlib's HTTP client: the SDK's own transport (httpx or its successor) is its
+        # business, so the fixture does not depend on it.
         def post(path: str, body: dict) -> dict:
-            r = admin.post(path, json=body)
-            assert r.status_code == 201, r.text
-            return r.json()
+            req = urllib.request.Request(
+                base + path,
+                data=json.dumps(body).encode(),
+                headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
+                method="POST",
+            )
+            with urllib.request.urlopen(req, timeout=30) as r:
+                assert r.status == 201, r.read()
+                return json.load(r)
 
         good = post("/api/providers", {"name": "mock", "base_url": mock_url, "api_key": "sk-upstream-0123456789"})
         for m in MODELS:
@@ -117,7 +126,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         limited = post("/api/keys", {"name": "limited", "rpm": 1})["key"]
         scoped = post("/api/keys", {"name": "scoped", "models": ["gpt-4o"]})["key"]
         yield Stack(base, mock_url, key, limited, scoped)
-        admin.close()
     finally:
         _stop(server)
         _stop(mock)
