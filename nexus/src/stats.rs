@@ -1,14 +1,13 @@
 //! Usage statistics: the record written once per request, the background writer that batches
 //! records into the store off the request path, and the query shapes of the dashboard.
 //!
-//! The writer is one OS thread fed by a channel. It commits a batch when it holds
+//! The writer is one OS thread fed through a mutex-guarded buffer. It commits a batch when it holds
 //! [`StatsConfig::batch_size`] records or when [`StatsConfig::flush_interval`] has passed since the
 //! first record of the batch, so a crash loses at most one interval. [`StatsWriter::flush`] and
 //! dropping the last handle drain everything.
 
 use serde::{Deserialize, Serialize};
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -261,24 +260,71 @@ impl Default for StatsConfig {
     }
 }
 
-enum Msg {
-    Usage(Box<UsageRecord>),
-    Message(MessageRecord),
-    Flush(mpsc::SyncSender<Result<()>>),
+/// What the request path hands to the writer thread, behind one short-held mutex.
+#[derive(Default)]
+struct Pending {
+    usage: Vec<UsageRecord>,
+    messages: Vec<MessageRecord>,
+    /// When the oldest waiting record arrived; `None` while nothing waits.
+    first_at: Option<Instant>,
+    /// Records (usage and messages) ever queued, and ever taken into a commit.
+    queued: u64,
+    committed: u64,
+    /// The result of the last commit, for `flush`.
+    last_error: Option<String>,
+    flush_wanted: bool,
+    closed: bool,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    /// The writer sleeps on it. The request path signals it only when a batch starts or fills,
+    /// never per record: a wake-up per request was a futex syscall and a context switch each.
+    wake: Condvar,
+    /// `flush` callers sleep on it until their records are committed.
+    done: Condvar,
+    batch_size: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // A panic while holding the lock cannot leave `Pending` half-updated in a way that
+        // matters (pushes and counters), so a poisoned lock is still usable.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, f: impl FnOnce(&mut Pending)) {
+        let mut p = self.lock();
+        if p.closed {
+            drop(p);
+            tracing::error!("stats writer is gone; a record was dropped");
+            return;
+        }
+        f(&mut p);
+        p.queued += 1;
+        let starts = p.first_at.is_none();
+        if starts {
+            p.first_at = Some(Instant::now());
+        }
+        let full = p.usage.len() >= self.batch_size;
+        drop(p);
+        if starts || full {
+            self.wake.notify_one();
+        }
+    }
 }
 
 struct WriterInner {
-    tx: std::sync::Mutex<Option<mpsc::Sender<Msg>>>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for WriterInner {
     fn drop(&mut self) {
-        // Closing the channel makes the thread drain and exit; joining makes "nothing is lost on
-        // shutdown" hold for every owner that drops the Hub.
-        if let Ok(mut tx) = self.tx.lock() {
-            tx.take();
-        }
+        // Closing makes the thread drain and exit; joining makes "nothing is lost on shutdown"
+        // hold for every owner that drops the Hub.
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
         if let Ok(mut t) = self.thread.lock() {
             if let Some(h) = t.take() {
                 let _ = h.join();
@@ -287,10 +333,11 @@ impl Drop for WriterInner {
     }
 }
 
-/// Handle to the background stats writer. Cheap to clone; sending never blocks on the database.
+/// Handle to the background stats writer. Cheap to clone; queuing a record never blocks on the
+/// database and normally makes no system call.
 #[derive(Clone)]
 pub struct StatsWriter {
-    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
     _inner: Arc<WriterInner>,
 }
 
@@ -303,50 +350,60 @@ impl std::fmt::Debug for StatsWriter {
 impl StatsWriter {
     /// Starts the writer thread over `store`.
     pub fn start(store: Arc<dyn Store>, cfg: StatsConfig) -> Result<Self> {
-        let (tx, rx) = mpsc::channel::<Msg>();
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+            batch_size: cfg.batch_size.max(1),
+        });
+        let for_thread = shared.clone();
         let handle = std::thread::Builder::new()
             .name("nexus-stats".into())
-            .spawn(move || writer_loop(store, cfg, rx))
+            .spawn(move || writer_loop(store, cfg, &for_thread))
             .map_err(|e| Error::Internal(format!("cannot start stats writer: {e}")))?;
         Ok(StatsWriter {
-            tx: tx.clone(),
+            shared: shared.clone(),
             _inner: Arc::new(WriterInner {
-                tx: std::sync::Mutex::new(Some(tx)),
-                thread: std::sync::Mutex::new(Some(handle)),
+                shared,
+                thread: Mutex::new(Some(handle)),
             }),
         })
     }
 
     /// Queues a usage record.
     pub fn record(&self, rec: UsageRecord) {
-        if self.tx.send(Msg::Usage(Box::new(rec))).is_err() {
-            tracing::error!("stats writer is gone; a usage record was dropped");
-        }
+        self.shared.push(|p| p.usage.push(rec));
     }
 
     /// Queues a conversation message.
     pub fn message(&self, rec: MessageRecord) {
-        if self.tx.send(Msg::Message(rec)).is_err() {
-            tracing::error!("stats writer is gone; a message record was dropped");
-        }
+        self.shared.push(|p| p.messages.push(rec));
     }
 
     /// Blocks until everything queued before this call is committed.
     pub fn flush(&self) -> Result<()> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.tx
-            .send(Msg::Flush(tx))
-            .map_err(|_| Error::Internal("stats writer is gone".into()))?;
-        rx.recv()
-            .map_err(|_| Error::Internal("stats writer stopped during flush".into()))?
+        let mut p = self.shared.lock();
+        let target = p.queued;
+        if p.committed >= target {
+            return Ok(());
+        }
+        if p.closed {
+            return Err(Error::Internal("stats writer is gone".into()));
+        }
+        p.flush_wanted = true;
+        self.shared.wake.notify_one();
+        while p.committed < target {
+            p = self.shared.done.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        match &p.last_error {
+            None => Ok(()),
+            Some(e) => Err(Error::Storage(e.clone())),
+        }
     }
 }
 
-fn writer_loop(store: Arc<dyn Store>, cfg: StatsConfig, rx: mpsc::Receiver<Msg>) {
-    let mut usage: Vec<UsageRecord> = Vec::with_capacity(cfg.batch_size);
-    let mut messages: Vec<MessageRecord> = Vec::new();
-    let mut first_at: Option<Instant> = None;
-    let commit = |usage: &mut Vec<UsageRecord>, messages: &mut Vec<MessageRecord>| -> Result<()> {
+fn writer_loop(store: Arc<dyn Store>, cfg: StatsConfig, shared: &Shared) {
+    let commit = |usage: &[UsageRecord], messages: &[MessageRecord]| -> Result<()> {
         if usage.is_empty() && messages.is_empty() {
             return Ok(());
         }
@@ -362,47 +419,50 @@ fn writer_loop(store: Arc<dyn Store>, cfg: StatsConfig, rx: mpsc::Receiver<Msg>)
         if let Err(e) = &last {
             tracing::error!(error = %e, records = usage.len(), "failed to write usage batch");
         }
-        usage.clear();
-        messages.clear();
         last
     };
+    let mut usage: Vec<UsageRecord> = Vec::with_capacity(cfg.batch_size);
+    let mut messages: Vec<MessageRecord> = Vec::new();
     loop {
-        let msg = match first_at {
-            None => match rx.recv() {
-                Ok(m) => Some(m),
-                Err(_) => break,
-            },
-            Some(t) => {
-                let left = cfg.flush_interval.saturating_sub(t.elapsed());
-                match rx.recv_timeout(left) {
-                    Ok(m) => Some(m),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        let mut p = shared.lock();
+        loop {
+            if p.closed || p.flush_wanted || p.usage.len() >= shared.batch_size {
+                break;
+            }
+            p = match p.first_at {
+                None => shared.wake.wait(p).unwrap_or_else(|e| e.into_inner()),
+                Some(t) => {
+                    let left = cfg.flush_interval.saturating_sub(t.elapsed());
+                    if left.is_zero() {
+                        break;
+                    }
+                    shared
+                        .wake
+                        .wait_timeout(p, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
                 }
-            }
-        };
-        match msg {
-            Some(Msg::Usage(r)) => {
-                usage.push(*r);
-                first_at.get_or_insert_with(Instant::now);
-            }
-            Some(Msg::Message(m)) => {
-                messages.push(m);
-                first_at.get_or_insert_with(Instant::now);
-            }
-            Some(Msg::Flush(reply)) => {
-                let r = commit(&mut usage, &mut messages);
-                first_at = None;
-                let _ = reply.send(r);
-                continue;
-            }
-            None => {}
+            };
         }
-        let due = first_at.is_some_and(|t| t.elapsed() >= cfg.flush_interval);
-        if usage.len() >= cfg.batch_size || due {
-            let _ = commit(&mut usage, &mut messages);
-            first_at = None;
+        // Swap the buffers so the request path keeps pushing while this thread writes.
+        std::mem::swap(&mut usage, &mut p.usage);
+        std::mem::swap(&mut messages, &mut p.messages);
+        let target = p.queued;
+        let closing = p.closed;
+        p.first_at = None;
+        p.flush_wanted = false;
+        drop(p);
+        let res = commit(&usage, &messages);
+        usage.clear();
+        messages.clear();
+        let mut p = shared.lock();
+        p.committed = target;
+        p.last_error = res.err().map(|e| e.to_string());
+        let drained = p.usage.is_empty() && p.messages.is_empty();
+        drop(p);
+        shared.done.notify_all();
+        if closing && drained {
+            break;
         }
     }
-    let _ = commit(&mut usage, &mut messages);
 }
