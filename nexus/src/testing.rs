@@ -287,6 +287,7 @@ async fn chat(
             .unwrap_or(false);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
     let state = s.clone();
+    let pieces_len = pieces.len() + usize::from(p.malformed || p.mid_error);
     tokio::spawn(async move {
         let mut events: Vec<String> = Vec::with_capacity(pieces.len() + 3);
         events.push(format!(
@@ -329,8 +330,11 @@ async fn chat(
             state.cancelled.fetch_add(1, Ordering::SeqCst);
             return;
         }
+        // Pacing applies to the generated events (content and finish); the usage chunk and
+        // [DONE] follow the finish at once, as real upstreams send them.
+        let paced = pieces_len + 2;
         for (i, ev) in events.into_iter().enumerate() {
-            if p.delay_ms > 0 && i > 0 {
+            if p.delay_ms > 0 && i > 0 && i < paced {
                 tokio::time::sleep(Duration::from_millis(p.delay_ms)).await;
             }
             if (p.stall_mid && i == 2) || (p.close_mid && i == 3) {
