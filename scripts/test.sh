@@ -14,5 +14,6 @@ log "Rust tests (unit, integration against the mock upstream)"
 cargo test --workspace --locked
 
 bash scripts/test-server-py.sh
+bash scripts/test-c.sh
 
 log "all tests passed"
