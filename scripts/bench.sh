@@ -3,7 +3,7 @@
 #
 #   scripts/bench.sh            the full suite (about 15 minutes on 2 cores; builds first)
 #   scripts/bench.sh --smoke    tiny counts (about 30 s after the build): checks the tools still work
-#   BENCH_ONLY=http,memory,soak,stats,tokens scripts/bench.sh    a subset
+#   BENCH_ONLY=http,client,memory,soak,stats,tokens scripts/bench.sh    a subset
 #
 # Everything listens on 127.0.0.1 only, every load is bounded in count and time, and every process
 # this script starts is killed when it exits, on failure too. Results: target/bench/<stamp>/
@@ -19,7 +19,7 @@ for a in "$@"; do
     *) echo "unknown argument: $a" >&2; exit 2 ;;
   esac
 done
-ONLY="${BENCH_ONLY:-http,memory,soak,stats,tokens}"
+ONLY="${BENCH_ONLY:-http,client,memory,soak,stats,tokens}"
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -140,11 +140,11 @@ PY
 
 if [ "$SMOKE" = 1 ]; then
   DUR=1; WARM=0.3; PACED_DUR=1.5; OPEN_N=200; OPEN_MODEL=chunks3-delay500; OPEN_RAMP=0.5; SOAK_N=5000
-  STATS_ROWS=20000; WRITER_N=5000; TOKEN_ARGS=(--smoke)
+  STATS_ROWS=20000; WRITER_N=5000; TOKEN_ARGS=(--smoke); CLIENT_N=500
 else
   DUR="${BENCH_DURATION:-10}"; WARM=1; PACED_DUR=15; OPEN_N="${BENCH_OPEN_STREAMS:-10000}"
   OPEN_MODEL=chunks30-delay1000; OPEN_RAMP=5; SOAK_N="${BENCH_SOAK_REQUESTS:-1000000}"
-  STATS_ROWS="${BENCH_STATS_ROWS:-10000000}"; WRITER_N=200000; TOKEN_ARGS=()
+  STATS_ROWS="${BENCH_STATS_ROWS:-10000000}"; WRITER_N=200000; TOKEN_ARGS=(); CLIENT_N=20000
 fi
 
 if want http || want memory || want soak; then
@@ -175,6 +175,14 @@ if want http; then
       load "paced-c$c" "$via" --model chunks20-delay20 --stream --concurrency "$c" --duration "$PACED_DUR" --warmup "$WARM" --requests 100000
     done
   done
+fi
+
+if want client; then
+  log "library client: Hub::chat / Hub::chat_stream vs reqwest straight to the mock"
+  [ -n "${MOCK_PID:-}" ] || start_mock
+  "$BIN/nexus-bench" client --url "$MOCK_URL" --model chunks20 --requests "$CLIENT_N" \
+    --warmup $((CLIENT_N / 10)) --concurrency 1,32 > "$OUT/client.jsonl" 2> "$OUT/client.err"
+  cat "$OUT/client.jsonl" >> "$RESULTS"
 fi
 
 if want memory; then
@@ -316,6 +324,20 @@ if st:
     print("|---|---|---|---|")
     for k, v in st["queries"].items():
         print(f"| {k} | {v['median_ms']:.2f} | {v['max_ms']:.2f} | {v['result_size']} |")
+cl = {(r["mode"], r["via"], r["concurrency"]): r for r in rows if r.get("bench") == "client"}
+if cl:
+    print()
+    print("| library client | c | direct req/s | Hub req/s | direct p50 / p99 ms | Hub p50 / p99 ms | added p50 / p99 ms | chunks direct / Hub | added per chunk p50 µs |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (mode, via, c), h in sorted(cl.items()):
+        if via != "hub": continue
+        d = cl.get((mode, "direct", c))
+        if not d: continue
+        a50 = q(h,'latency_ms','p50') - q(d,'latency_ms','p50'); a99 = q(h,'latency_ms','p99') - q(d,'latency_ms','p99')
+        per = f"{a50 * 1000 / h['chunks_per_response']:.2f}" if h['chunks_per_response'] else "-"
+        print(f"| {mode} | {c} | {d['rps']:,.0f} | {h['rps']:,.0f} | {q(d,'latency_ms','p50'):.3f} / {q(d,'latency_ms','p99'):.3f} | "
+              f"{q(h,'latency_ms','p50'):.3f} / {q(h,'latency_ms','p99'):.3f} | {a50:.3f} / {a99:.3f} | "
+              f"{d['chunks_per_response']:.0f} / {h['chunks_per_response']:.0f} | {per} |")
 tk = [r for r in rows if r.get("bench") == "tokens"]
 if tk:
     print()

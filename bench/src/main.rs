@@ -4,6 +4,8 @@
 //!   keep-alive connection and sends the next request as soon as the previous answer has been
 //!   read to the end. It records every request's latency, time to first SSE event and the number
 //!   of `data:` events, and prints one JSON object.
+//! - `client`: the library client's own overhead, `Hub::chat` and `Hub::chat_stream` against
+//!   the same requests sent straight to the mock with reqwest, per request and per chunk.
 //! - `stats`: the stats writer's sustained records/s, then the dashboard queries' time on a
 //!   database of `--rows` usage rows generated through the `Store` trait.
 //! - `tokens`: token counting throughput of nexus's exact counter and of tiktoken-rs on a JSON
@@ -11,6 +13,7 @@
 //!
 //! Every run is bounded in count and time. Nothing here asserts on time: it measures and prints.
 
+mod client;
 mod load;
 mod stats;
 mod tokens;
@@ -24,10 +27,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Result of this binary.
 pub type Res<T> = Result<T, BoxError>;
 
-const USAGE: &str = "usage: nexus-bench <load|stats|tokens> [--option value ...]
+const USAGE: &str = "usage: nexus-bench <load|client|stats|tokens> [--option value ...]
   load   --url http://127.0.0.1:PORT [--path /v1/chat/completions] [--key KEY] --model M
          [--stream] [--concurrency 32] [--requests 100000] [--duration 10] [--warmup 1]
          [--ramp 0] [--timeout 60] [--threads 1] [--label NAME]
+  client --url http://127.0.0.1:PORT [--model chunks20] [--requests 20000] [--warmup 1000]
+         [--concurrency 1,32] [--threads 1]
   stats  --db PATH [--rows 10000000] [--batch 20000] [--writer-records 200000]
          [--max-gen-secs 900] [--reps 5]
   tokens --input docs.json --encoding cl100k_base|o200k_base [--impl nexus|tiktoken-rs]
@@ -146,6 +151,7 @@ fn main() -> Res<()> {
     let a = Args::parse(args)?;
     match cmd.as_str() {
         "load" => load::run(&a),
+        "client" => client::run(&a),
         "stats" => stats::run(&a),
         "tokens" => tokens::run(&a),
         other => Err(format!("unknown command '{other}'\n{USAGE}").into()),
