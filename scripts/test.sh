@@ -3,6 +3,8 @@
 # -Wall -Wextra -Werror, valgrind), Python (wheel, pytest, stubtest, the openai SDK against the
 # server) and the browser UI (headless Chromium). Installs what it needs itself.
 source "$(dirname "$0")/common.sh"
+# The admin UI is embedded at build time: install its npm packages before anything compiles.
+ui_deps
 
 log "rustfmt"
 cargo fmt --all -- --check
@@ -15,5 +17,6 @@ cargo test --workspace --locked
 
 bash scripts/test-server-py.sh
 bash scripts/test-c.sh
+bash scripts/test-ui.sh
 
 log "all tests passed"

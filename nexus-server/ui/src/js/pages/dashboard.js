@@ -1,0 +1,237 @@
+// Dashboard: summary tiles and usage charts, refreshed live.
+
+import { get } from "../api.js";
+import { h, icon, clear, card, fmtNum, fmtCompact, fmtMs, toast } from "../dom.js";
+import { themedChart, axis, compactTicks, PALETTE_VARS } from "../charts.js";
+
+const REFRESH_MS = 5000;
+const RANGES = {
+  "24h": { label: "24 hours", bucket: "hour", seconds: 86400 },
+  "7d": { label: "7 days", bucket: "hour", seconds: 7 * 86400 },
+  "30d": { label: "30 days", bucket: "day", seconds: 30 * 86400 },
+};
+let rangeKey = "24h";
+
+const TILES = [
+  { key: "providers", label: "Providers", icon: "server", tone: "violet", sub: (s) => `${fmtNum(s.models)} models · ${fmtNum(s.keys)} keys` },
+  { key: "models", label: "Models", icon: "cubes", tone: "cyan", sub: (s) => `across ${fmtNum(s.providers)} providers` },
+  { key: "conversations", label: "Conversations", icon: "comments", tone: "pink", sub: (s) => `${fmtNum(s.requests)} requests` },
+  { key: "rounds", label: "Rounds", icon: "message", tone: "green", sub: (s) => `${fmtNum(s.errors)} errors` },
+  { key: "total_tokens", label: "Total tokens", icon: "coins", tone: "amber", sub: (s) => `${fmtCompact(s.prompt_tokens)} prompt · ${fmtCompact(s.completion_tokens)} completion`, compact: true },
+];
+
+function bucketLabels(range, now) {
+  const step = range.bucket === "day" ? 86400 : 3600;
+  const start = Math.floor((now - range.seconds) / step) * step + step;
+  const end = Math.floor(now / step) * step;
+  const ts = [];
+  for (let t = start; t <= end; t += step) ts.push(t);
+  const fmt = (t) => {
+    const d = new Date(t * 1000);
+    if (range.bucket === "day") return d.toLocaleDateString(undefined, { month: "short", day: "numeric" });
+    if (range.seconds > 86400) return d.toLocaleString(undefined, { weekday: "short", hour: "2-digit", minute: "2-digit" });
+    return d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+  };
+  return { ts, labels: ts.map(fmt), since: start };
+}
+
+function tileEl(t) {
+  return h(
+    "div",
+    { class: "tile", "data-stat": t.key, "data-tone": t.tone },
+    h("div", { class: "tile-top" }, h("span", { class: "tile-label", text: t.label }), h("span", { class: "tile-icon" }, icon(t.icon))),
+    h("div", { class: "tile-value", text: "–" }),
+    h("div", { class: "tile-sub", text: "\u00a0" }),
+  );
+}
+
+function chartCard(title, ic, id, { span, tall } = {}) {
+  const canvas = h("canvas", { id, role: "img", "aria-label": title });
+  const emptyMsg = h("div", { class: "chart-empty", hidden: true }, h("div", {}, icon("chart-line"), "No traffic in this range yet. Send a chat from the playground to see it here."));
+  const c = card({ title, icon: ic, cls: span ? "span-2" : "", body: h("div", { class: ["chart-box", tall ? "tall" : ""] }, canvas, emptyMsg), testid: id });
+  return { el: c, canvas, emptyMsg };
+}
+
+function aggregate(points) {
+  const m = new Map();
+  for (const p of points) m.set(p.group, (m.get(p.group) || 0) + p.requests);
+  return [...m.entries()].sort((a, b) => b[1] - a[1]);
+}
+
+export default {
+  title: "Dashboard",
+  subtitle: "Traffic, tokens and latency across every provider",
+  async mount(view, ctx) {
+    const live = h("span", { class: "live", title: `Refreshes every ${REFRESH_MS / 1000} s` }, h("span", { class: "live-dot" }), h("span", { class: "live-text", text: "Live" }));
+    const seg = h("div", { class: "segmented", role: "group", "aria-label": "Time range" });
+    for (const [k, r] of Object.entries(RANGES)) {
+      seg.appendChild(
+        h("button", { type: "button", class: k === rangeKey ? "active" : "", "data-range": k, text: r.label, on: { click: () => {
+          rangeKey = k;
+          for (const b of seg.children) b.classList.toggle("active", b.dataset.range === k);
+          refresh(true);
+        } } }),
+      );
+    }
+    ctx.setActions(live, seg);
+
+    const tiles = h("div", { class: "tiles" }, TILES.map(tileEl));
+    const cTokens = chartCard("Tokens over time", "coins", "chart-tokens", { span: true, tall: true });
+    const cModels = chartCard("Requests by model", "cubes", "chart-models");
+    const cProviders = chartCard("Requests by provider", "server", "chart-providers");
+    const cLatency = chartCard("Latency and errors", "gauge-high", "chart-latency", { span: true });
+    clear(view).append(tiles, h("div", { class: "charts" }, cTokens.el, cModels.el, cProviders.el, cLatency.el));
+
+    const charts = [];
+    const tokensChart = themedChart(cTokens.canvas, () => ({
+      type: "bar",
+      data: { labels: [], datasets: [] },
+      options: {
+        interaction: { mode: "index", intersect: false },
+        scales: { x: axis({ stacked: true, grid: { display: false } }), y: axis({ stacked: true, beginAtZero: true, ticks: compactTicks }) },
+        plugins: { legend: { position: "top", align: "end" } },
+        datasets: { bar: { borderRadius: 4, borderSkipped: false, maxBarThickness: 28 } },
+      },
+    }));
+    const modelsChart = themedChart(cModels.canvas, () => ({
+      type: "bar",
+      data: { labels: [], datasets: [] },
+      options: {
+        indexAxis: "y",
+        scales: { x: axis({ beginAtZero: true, ticks: { precision: 0 } }), y: axis({ grid: { display: false } }) },
+        plugins: { legend: { display: false } },
+        datasets: { bar: { borderRadius: 5, maxBarThickness: 22 } },
+      },
+    }));
+    const providersChart = themedChart(cProviders.canvas, () => ({
+      type: "doughnut",
+      data: { labels: [], datasets: [] },
+      options: { cutout: "64%", plugins: { legend: { position: "right" } } },
+    }));
+    const latencyChart = themedChart(cLatency.canvas, () => ({
+      type: "bar",
+      data: { labels: [], datasets: [] },
+      options: {
+        interaction: { mode: "index", intersect: false },
+        scales: {
+          x: axis({ grid: { display: false } }),
+          y: axis({ beginAtZero: true, position: "left", title: { display: true, text: "ms" }, ticks: { callback: (v) => `${v}` } }),
+          y1: axis({ beginAtZero: true, position: "right", grid: { display: false }, ticks: { precision: 0 }, title: { display: true, text: "errors" } }),
+        },
+        plugins: { legend: { position: "top", align: "end" }, tooltip: { callbacks: { label: (c) => (c.dataset.yAxisID === "y1" ? ` ${c.dataset.label}: ${c.raw}` : ` ${c.dataset.label}: ${fmtMs(c.raw)}`) } } },
+      },
+    }));
+    charts.push(tokensChart, modelsChart, providersChart, latencyChart);
+
+    let last = null;
+    let timer = null;
+    let inflight = false;
+    let failed = false;
+
+    async function refresh(force) {
+      if (inflight || (!force && document.hidden) || !ctx.isCurrent()) return;
+      inflight = true;
+      const range = RANGES[rangeKey];
+      const now = Math.floor(Date.now() / 1000);
+      const { ts, labels, since } = bucketLabels(range, now);
+      const q = `bucket=${range.bucket}&since=${since}`;
+      try {
+        const [summary, all, byModel, byProvider] = await Promise.all([
+          get("/api/stats/summary"),
+          get(`/api/stats/timeseries?${q}`),
+          get(`/api/stats/timeseries?${q}&group_by=model`),
+          get(`/api/stats/timeseries?${q}&group_by=provider`),
+        ]);
+        if (!ctx.isCurrent()) return;
+        failed = false;
+        live.classList.remove("paused");
+        live.querySelector(".live-text").textContent = `Live · ${new Date().toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" })}`;
+        for (const t of TILES) {
+          const el = tiles.querySelector(`[data-stat="${t.key}"]`);
+          const v = summary[t.key] ?? 0;
+          const valueEl = el.querySelector(".tile-value");
+          valueEl.textContent = t.compact ? fmtCompact(v) : fmtNum(v);
+          valueEl.title = fmtNum(v);
+          el.dataset.value = String(v);
+          el.querySelector(".tile-sub").textContent = t.sub(summary);
+          if (last && last[t.key] !== v) {
+            el.classList.remove("flash");
+            void el.offsetWidth;
+            el.classList.add("flash");
+          }
+        }
+        last = summary;
+
+        const idx = new Map(ts.map((t, i) => [t, i]));
+        const zeros = () => ts.map(() => 0);
+        const prompt = zeros();
+        const completion = zeros();
+        const requests = zeros();
+        const errors = zeros();
+        const latency = ts.map(() => null);
+        const ttft = ts.map(() => null);
+        for (const p of all.points) {
+          const i = idx.get(p.ts);
+          if (i === undefined) continue;
+          prompt[i] += p.prompt_tokens;
+          completion[i] += p.completion_tokens;
+          requests[i] += p.requests;
+          errors[i] += p.errors;
+          if (p.requests > 0) latency[i] = Math.round(p.avg_latency_ms * 10) / 10;
+          if (p.avg_ttft_ms !== null && p.avg_ttft_ms !== undefined) ttft[i] = Math.round(p.avg_ttft_ms * 10) / 10;
+        }
+        const any = all.points.some((p) => p.requests > 0);
+        cTokens.emptyMsg.hidden = any;
+        cLatency.emptyMsg.hidden = any;
+        tokensChart.update({
+          labels,
+          datasets: [
+            { label: "Prompt", data: prompt, colorVar: "--chart-1" },
+            { label: "Completion", data: completion, colorVar: "--chart-2" },
+          ],
+        });
+        latencyChart.update({
+          labels,
+          datasets: [
+            { type: "line", label: "Avg latency", data: latency, colorVar: "--chart-1", yAxisID: "y", tension: 0.3, spanGaps: true, pointRadius: 2, borderWidth: 2, fillAlpha: 0.15 },
+            { type: "line", label: "Avg TTFT", data: ttft, colorVar: "--chart-4", yAxisID: "y", tension: 0.3, spanGaps: true, pointRadius: 2, borderWidth: 2, borderDash: [5, 4], fillAlpha: 0.15 },
+            { type: "bar", label: "Errors", data: errors, colorVar: "--chart-5", yAxisID: "y1", borderRadius: 3, maxBarThickness: 14, fillAlpha: 0.7 },
+          ],
+        });
+        const m = aggregate(byModel.points).slice(0, 10);
+        cModels.emptyMsg.hidden = m.length > 0;
+        modelsChart.update({
+          labels: m.map((x) => x[0]),
+          datasets: [{ label: "Requests", data: m.map((x) => x[1]), colorVars: m.map((_, i) => PALETTE_VARS[i % PALETTE_VARS.length]) }],
+        });
+        const p = aggregate(byProvider.points);
+        cProviders.emptyMsg.hidden = p.length > 0;
+        providersChart.update({
+          labels: p.map((x) => x[0]),
+          datasets: [{ label: "Requests", data: p.map((x) => x[1]), colorVars: p.map((_, i) => PALETTE_VARS[i % PALETTE_VARS.length]), segmentBorder: true, borderWidth: 2 }],
+        });
+        view.dataset.loaded = "true";
+      } catch (e) {
+        if (!ctx.isCurrent()) return;
+        live.classList.add("paused");
+        live.querySelector(".live-text").textContent = "Offline";
+        if (!failed) toast(`Dashboard refresh failed: ${e.message}`, "error");
+        failed = true;
+      } finally {
+        inflight = false;
+      }
+    }
+
+    await refresh(true);
+    timer = setInterval(() => refresh(false), REFRESH_MS);
+    const onVisible = () => {
+      if (!document.hidden) refresh(false);
+    };
+    document.addEventListener("visibilitychange", onVisible);
+    return () => {
+      clearInterval(timer);
+      document.removeEventListener("visibilitychange", onVisible);
+      for (const c of charts) c.destroy();
+    };
+  },
+};

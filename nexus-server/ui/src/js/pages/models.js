@@ -1,0 +1,172 @@
+// Models per provider: filter by provider, add/edit/delete, click a name to copy it.
+
+import { get, post, patch, del } from "../api.js";
+import {
+  h, icon, clear, card, table, button, iconButton, modal, confirmDialog, field, input, select,
+  formError, toast, emptyState, fmtDate, copyText,
+} from "../dom.js";
+
+function optPrice(inp, name) {
+  const raw = inp.value.trim();
+  if (raw === "") return null;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a number ≥ 0`);
+  return n;
+}
+
+function fmtPrice(v) {
+  return v === null || v === undefined ? "–" : `$${Number(v).toFixed(Number(v) < 1 ? 3 : 2)}`;
+}
+
+function openModelModal({ model, providers, providerId, onSaved }) {
+  const editing = Boolean(model);
+  const f = {
+    provider: select(providers.map((p) => ({ value: p.id, label: `${p.name} (#${p.id})` })), editing ? model.provider_id : providerId, { name: "provider_id", disabled: editing }),
+    name: input({ name: "name", value: editing ? model.name : "", placeholder: "gpt-4o-mini", required: true, autocomplete: "off" }),
+    upstream_name: input({ name: "upstream_name", value: editing ? model.upstream_name || "" : "", placeholder: "same as name", autocomplete: "off" }),
+    description: input({ name: "description", value: editing ? model.description : "", placeholder: "Optional note", autocomplete: "off" }),
+    input_price: input({ name: "input_price", inputmode: "decimal", value: editing && model.input_price !== null ? model.input_price : "", placeholder: "e.g. 0.15" }),
+    output_price: input({ name: "output_price", inputmode: "decimal", value: editing && model.output_price !== null ? model.output_price : "", placeholder: "e.g. 0.60" }),
+  };
+  const err = h("p", { class: "form-error", role: "alert", hidden: true });
+  const form = h(
+    "form",
+    { class: "form-grid", novalidate: true, autocomplete: "off" },
+    field("Provider", f.provider, { required: true, wide: true, hint: editing ? "A model stays with its provider." : undefined }),
+    field("Name", f.name, { required: true, hint: "What clients send as `model`." }),
+    field("Upstream name", f.upstream_name, { hint: "Sent upstream instead, if set (an alias)." }),
+    field("Description", f.description, { wide: true }),
+    field("Input price / 1M tokens", f.input_price),
+    field("Output price / 1M tokens", f.output_price),
+    h("div", { class: "span-2" }, err),
+  );
+  const save = button(editing ? "Save changes" : "Add model", { kind: "primary", icon: editing ? "check" : "plus", type: "submit" });
+  const submit = async (e) => {
+    if (e) e.preventDefault();
+    let body;
+    try {
+      const name = f.name.value.trim();
+      if (!name) throw new Error("Name is required.");
+      body = {
+        name,
+        upstream_name: f.upstream_name.value.trim() || null,
+        description: f.description.value.trim(),
+        input_price: optPrice(f.input_price, "Input price"),
+        output_price: optPrice(f.output_price, "Output price"),
+      };
+    } catch (ex) {
+      formError(err, ex.message);
+      return;
+    }
+    formError(err, "");
+    save.disabled = true;
+    save.classList.add("busy");
+    try {
+      const saved = editing ? await patch(`/api/models/${model.id}`, body) : await post(`/api/providers/${f.provider.value}/models`, body);
+      m.close();
+      toast(editing ? `Model “${saved.name}” saved` : `Model “${saved.name}” added to ${saved.provider_name}`);
+      onSaved(saved);
+    } catch (ex) {
+      formError(err, ex.message);
+    } finally {
+      save.disabled = false;
+      save.classList.remove("busy");
+    }
+  };
+  form.addEventListener("submit", submit);
+  save.addEventListener("click", submit);
+  const m = modal({ title: editing ? `Edit model “${model.name}”` : "Add model", body: form, testid: "model-modal", actions: [button("Cancel", { onClick: () => m.close() }), save] });
+}
+
+export default {
+  title: "Models",
+  subtitle: "The model names clients can ask for, per provider",
+  async mount(view, ctx) {
+    const providers = await get("/api/providers");
+    if (!ctx.isCurrent()) return;
+    const wanted = ctx.params.get("provider");
+    let providerId = providers.some((p) => String(p.id) === wanted) ? wanted : "";
+
+    const filter = select([{ value: "", label: "All providers" }, ...providers.map((p) => ({ value: p.id, label: `${p.name} (#${p.id})` }))], providerId, { "aria-label": "Filter by provider", "data-testid": "provider-filter" });
+    const addBtn = button("Add model", {
+      kind: "primary", icon: "plus", attrs: { "data-testid": "add-model" },
+      onClick: () => openModelModal({ providers, providerId: providerId || (providers[0] && providers[0].id), onSaved: () => load() }),
+    });
+    addBtn.disabled = providers.length === 0;
+    ctx.setActions(addBtn);
+
+    const listHost = h("div");
+    clear(view).append(providers.length ? h("div", { class: "toolbar" }, h("label", { class: "sr-only", text: "Provider" }), filter, h("div", { class: "grow" })) : null, listHost);
+    filter.addEventListener("change", () => {
+      providerId = filter.value;
+      history.replaceState(null, "", providerId ? `#/models?provider=${providerId}` : "#/models");
+      load();
+    });
+
+    async function load() {
+      const list = await get(providerId ? `/api/providers/${providerId}/models` : "/api/models");
+      if (!ctx.isCurrent()) return;
+      render(list);
+    }
+
+    function render(list) {
+      clear(listHost);
+      if (!providers.length) {
+        listHost.appendChild(card({ body: emptyState({ icon: "server", title: "Add a provider first", text: "Models belong to a provider. Add the upstream, then its models.", action: button("Go to providers", { kind: "primary", icon: "server", onClick: () => (location.hash = "#/providers") }) }) }));
+        return;
+      }
+      if (!list.length) {
+        const pname = providerId ? providers.find((p) => String(p.id) === String(providerId))?.name : null;
+        listHost.appendChild(card({ body: emptyState({ icon: "cubes", title: pname ? `“${pname}” has no models yet` : "No models yet", text: "Add the model names this provider serves, such as gpt-4o-mini.", action: button("Add model", { kind: "primary", icon: "plus", onClick: () => addBtn.click() }) }) }));
+        return;
+      }
+      const rows = list.map((m) =>
+        h(
+          "tr",
+          { "data-id": m.id, "data-name": m.name },
+          h("td", { class: "id", text: `#${m.id}` }),
+          h(
+            "td",
+            {},
+            h("button", { type: "button", class: "copy-name", title: "Copy the model name", "data-testid": "copy-model", on: { click: () => copyText(m.name, `Copied “${m.name}”`) } }, h("span", { text: m.name }), icon("copy", "regular")),
+            m.description ? h("div", { class: "cell-sub", text: m.description }) : null,
+          ),
+          h("td", {}, m.upstream_name ? h("span", { class: "mono-pill", text: m.upstream_name }) : h("span", { class: "muted small", text: "same" })),
+          h("td", {}, h("a", { href: `#/models?provider=${m.provider_id}`, text: m.provider_name })),
+          h("td", { class: "num hide-sm", text: fmtPrice(m.input_price) }),
+          h("td", { class: "num hide-sm", text: fmtPrice(m.output_price) }),
+          h("td", { class: "hide-sm nowrap muted small", text: fmtDate(m.created_at) }),
+          h(
+            "td",
+            { class: "actions" },
+            iconButton("pen", "Edit", () => openModelModal({ model: m, providers, onSaved: () => load() })),
+            iconButton("trash", "Delete", async () => {
+              const yes = await confirmDialog({ title: "Delete model?", message: `Delete “${m.name}” (id ${m.id}) from ${m.provider_name}?`, detail: "Clients asking for it will get model_not_found.", confirmLabel: "Delete", danger: true });
+              if (!yes) return;
+              try {
+                await del(`/api/models/${m.id}`);
+                toast(`Model “${m.name}” deleted`);
+                load();
+              } catch (e) {
+                toast(e.message, "error");
+              }
+            }, { kind: "danger" }),
+          ),
+        ),
+      );
+      listHost.appendChild(
+        card({
+          cls: "flush",
+          body: table(
+            [{ label: "ID" }, { label: "Name" }, { label: "Upstream name" }, { label: "Provider" }, { label: "Input $/1M", cls: "num hide-sm" }, { label: "Output $/1M", cls: "num hide-sm" }, { label: "Created", cls: "hide-sm" }, { label: "", cls: "actions" }],
+            rows,
+            { testid: "models-table" },
+          ),
+        }),
+      );
+    }
+
+    await load();
+    if (ctx.params.get("add") === "1" && providers.length) addBtn.click();
+  },
+};

@@ -1,0 +1,290 @@
+// Providers: list, add/edit, enable/disable, delete, and test every model of a provider.
+// The upstream key is write-only: the API returns only `api_key_hint`, and the form never
+// pre-fills the key.
+
+import { get, post, patch, del } from "../api.js";
+import {
+  h, icon, clear, card, table, button, iconButton, modal, confirmDialog, field, input, switchInput,
+  formError, optNumber, toast, emptyState, badge, fmtDate, fmtMs, fmtNum, spinner,
+} from "../dom.js";
+
+function providerForm(p) {
+  const editing = Boolean(p);
+  const o = (p && p.options) || {};
+  const f = {
+    name: input({ name: "name", value: p ? p.name : "", placeholder: "openai", required: true, autocomplete: "off" }),
+    base_url: input({ name: "base_url", type: "url", value: p ? p.base_url : "", placeholder: "https://api.openai.com", required: true, autocomplete: "off" }),
+    api_key: input({
+      name: "api_key", type: "password", autocomplete: "new-password", "aria-label": "Upstream API key",
+      placeholder: editing ? `Unchanged (${p.api_key_hint || "no key"}): type to replace` : "sk-…",
+    }),
+    description: input({ name: "description", value: p ? p.description : "", placeholder: "Optional note", autocomplete: "off" }),
+    enabled: switchInput({ checked: p ? p.enabled : true, label: "Enabled", name: "enabled" }),
+    first_byte_timeout_ms: input({ name: "first_byte_timeout_ms", inputmode: "numeric", value: o.first_byte_timeout_ms ?? "", placeholder: "server default" }),
+    idle_timeout_ms: input({ name: "idle_timeout_ms", inputmode: "numeric", value: o.idle_timeout_ms ?? "", placeholder: "server default" }),
+    max_retries: input({ name: "max_retries", inputmode: "numeric", value: o.max_retries ?? "", placeholder: "server default" }),
+    weight: input({ name: "weight", inputmode: "numeric", value: o.weight ?? "", placeholder: "1" }),
+    normalize: h("select", { name: "normalize" }, triOptions(o.normalize)),
+    request_usage: h("select", { name: "request_usage" }, triOptions(o.request_usage)),
+    headers: h("textarea", { name: "headers", rows: 3, spellcheck: "false", placeholder: '{"X-Org": "acme"}' }),
+  };
+  if (o.headers && Object.keys(o.headers).length) f.headers.value = JSON.stringify(o.headers, null, 2);
+  const err = h("p", { class: "form-error", role: "alert", hidden: true });
+  const keyHint = editing ? "Write-only. Leave empty to keep the current key." : "Stored encrypted; never shown again, only a hint.";
+  const body = h(
+    "form",
+    { class: "form-grid", novalidate: true, autocomplete: "off" },
+    field("Name", f.name, { required: true }),
+    field("Base URL", f.base_url, { required: true, hint: "The chat endpoint is derived from it (…/v1/chat/completions)." }),
+    field("Upstream API key", h("span", { class: "input-wrap" }, f.api_key, revealButton(f.api_key)), { hint: keyHint, wide: true }),
+    field("Description", f.description, { wide: true }),
+    h("div", { class: "span-2" }, f.enabled),
+    h(
+      "details",
+      { class: "advanced" },
+      h("summary", { text: "Advanced options" }),
+      h(
+        "div",
+        { class: "form-grid" },
+        field("First-byte timeout (ms)", f.first_byte_timeout_ms),
+        field("Idle timeout (ms)", f.idle_timeout_ms),
+        field("Max retries", f.max_retries),
+        field("Routing weight", f.weight),
+        field("Normalize responses", f.normalize),
+        field("Ask upstream for usage", f.request_usage),
+        field("Extra headers (JSON object)", f.headers, { wide: true }),
+      ),
+    ),
+    h("div", { class: "span-2" }, err),
+  );
+  return { f, err, body };
+}
+
+function triOptions(v) {
+  return [
+    h("option", { value: "", selected: v === undefined || v === null, text: "Server default" }),
+    h("option", { value: "true", selected: v === true, text: "Yes" }),
+    h("option", { value: "false", selected: v === false, text: "No" }),
+  ];
+}
+
+function revealButton(inp) {
+  const b = h("button", { type: "button", class: "input-addon", title: "Show key", "aria-label": "Show key" }, icon("eye", "regular"));
+  b.addEventListener("click", () => {
+    const show = inp.type === "password";
+    inp.type = show ? "text" : "password";
+    b.firstChild.className = show ? "fa-regular fa-eye-slash" : "fa-regular fa-eye";
+  });
+  return b;
+}
+
+function readForm(f, editing) {
+  const name = f.name.value.trim();
+  const base = f.base_url.value.trim();
+  if (!name) throw new Error("Name is required.");
+  if (!base) throw new Error("Base URL is required.");
+  if (!/^https?:\/\/[^\s/]+/i.test(base)) throw new Error("Base URL must start with http:// or https://.");
+  let headers = {};
+  const raw = f.headers.value.trim();
+  if (raw) {
+    try {
+      headers = JSON.parse(raw);
+    } catch {
+      throw new Error("Extra headers must be a JSON object.");
+    }
+    if (!headers || typeof headers !== "object" || Array.isArray(headers) || Object.values(headers).some((v) => typeof v !== "string")) {
+      throw new Error("Extra headers must be a JSON object of strings.");
+    }
+  }
+  const tri = (s) => (s.value === "" ? null : s.value === "true");
+  const options = {
+    headers,
+    first_byte_timeout_ms: optNumber(f.first_byte_timeout_ms, "First-byte timeout"),
+    idle_timeout_ms: optNumber(f.idle_timeout_ms, "Idle timeout"),
+    max_retries: optNumber(f.max_retries, "Max retries"),
+    weight: optNumber(f.weight, "Weight"),
+    normalize: tri(f.normalize),
+    request_usage: tri(f.request_usage),
+  };
+  for (const k of Object.keys(options)) if (options[k] === null) delete options[k];
+  const body = {
+    name,
+    base_url: base,
+    description: f.description.value.trim(),
+    enabled: f.enabled.querySelector("input").checked,
+    options,
+  };
+  const key = f.api_key.value.trim();
+  if (!editing || key) body.api_key = key;
+  return body;
+}
+
+function openProviderModal(p, onSaved) {
+  const editing = Boolean(p);
+  const { f, err, body } = providerForm(p);
+  const save = button(editing ? "Save changes" : "Add provider", { kind: "primary", icon: editing ? "check" : "plus", type: "submit" });
+  const submit = async (e) => {
+    if (e) e.preventDefault();
+    let payload;
+    try {
+      payload = readForm(f, editing);
+    } catch (ex) {
+      formError(err, ex.message);
+      return;
+    }
+    formError(err, "");
+    save.disabled = true;
+    save.classList.add("busy");
+    try {
+      const saved = editing ? await patch(`/api/providers/${p.id}`, payload) : await post("/api/providers", payload);
+      m.close();
+      toast(editing ? `Provider “${saved.name}” saved` : `Provider “${saved.name}” added (id ${saved.id})`);
+      onSaved(saved);
+    } catch (ex) {
+      formError(err, ex.message);
+    } finally {
+      save.disabled = false;
+      save.classList.remove("busy");
+    }
+  };
+  body.addEventListener("submit", submit);
+  save.addEventListener("click", submit);
+  const m = modal({
+    title: editing ? `Edit provider “${p.name}”` : "Add provider",
+    body,
+    testid: "provider-modal",
+    actions: [button("Cancel", { onClick: () => m.close() }), save],
+  });
+}
+
+export async function runProviderTest(p) {
+  const body = h("div", {}, spinner(`Testing ${p.model_count} model${p.model_count === 1 ? "" : "s"} of “${p.name}”, streamed and not…`));
+  const m = modal({ title: `Test “${p.name}”`, body, size: "lg", testid: "test-modal", actions: [button("Close", { onClick: () => m.close() })] });
+  const started = performance.now();
+  try {
+    const r = await post(`/api/providers/${p.id}/test`, {});
+    const took = performance.now() - started;
+    clear(body);
+    if (!r.results.length) {
+      body.appendChild(emptyState({ icon: "cubes", title: "Nothing to test", text: "This provider has no models yet. Add one on the Models page, then test again.", action: button("Add a model", { kind: "primary", icon: "plus", onClick: () => { m.close(); location.hash = `#/models?provider=${p.id}&add=1`; } }) }));
+      return;
+    }
+    const okCount = r.results.filter((x) => x.ok).length;
+    body.append(
+      h(
+        "div",
+        { class: "test-summary" },
+        badge(`${okCount} of ${r.results.length} passed`, okCount === r.results.length ? "success" : okCount ? "warning" : "danger", okCount === r.results.length ? "circle-check" : "triangle-exclamation"),
+        badge(`took ${fmtMs(took)}`, "neutral", "clock"),
+      ),
+      table(
+        [
+          { label: "Model" }, { label: "Result" }, { label: "Stream" }, { label: "TTFT", cls: "num" }, { label: "Total", cls: "num" },
+          { label: "Tokens", cls: "num" }, { label: "Tokens/s", cls: "num" }, { label: "Error" },
+        ],
+        r.results.map((x) =>
+          h(
+            "tr",
+            { "data-model": x.model },
+            h("td", { class: "cell-main", text: x.model }),
+            h("td", {}, x.ok ? badge("OK", "success", "check") : badge("Failed", "danger", "xmark")),
+            h("td", {}, x.stream_supported ? badge("yes", "success") : badge("no", "neutral")),
+            h("td", { class: "num", text: fmtMs(x.ttft_ms) }),
+            h("td", { class: "num", text: fmtMs(x.total_ms) }),
+            h("td", { class: "num", text: fmtNum(x.completion_tokens) }),
+            h("td", { class: "num", text: x.tokens_per_second ? x.tokens_per_second.toFixed(1) : "–" }),
+            h("td", { class: "cell-sub", title: x.error || "", text: x.error || "" }),
+          ),
+        ),
+        { testid: "test-results" },
+      ),
+    );
+  } catch (e) {
+    clear(body).appendChild(h("div", { class: "callout callout-danger" }, icon("circle-exclamation"), h("div", { text: `The test could not run: ${e.message}` })));
+  }
+}
+
+export default {
+  title: "Providers",
+  subtitle: "Upstream OpenAI-compatible endpoints",
+  async mount(view, ctx) {
+    const load = async () => {
+      const list = await get("/api/providers");
+      if (!ctx.isCurrent()) return;
+      render(list);
+    };
+    ctx.setActions(button("Add provider", { kind: "primary", icon: "plus", onClick: () => openProviderModal(null, load), attrs: { "data-testid": "add-provider" } }));
+
+    const render = (list) => {
+      clear(view);
+      if (!list.length) {
+        view.appendChild(card({ body: emptyState({ icon: "server", title: "No providers yet", text: "Add an OpenAI-compatible upstream (OpenAI, a local server, another gateway) to start routing requests.", action: button("Add provider", { kind: "primary", icon: "plus", onClick: () => openProviderModal(null, load) }) }) }));
+        return;
+      }
+      const rows = list.map((p) =>
+        h(
+          "tr",
+          { "data-id": p.id, "data-name": p.name },
+          h("td", { class: "id", text: `#${p.id}` }),
+          h("td", {}, h("div", { class: "cell-main", text: p.name }), p.description ? h("div", { class: "cell-sub", text: p.description, title: p.description }) : null),
+          h("td", { class: "hide-sm" }, h("div", { class: "mono small", text: p.base_url }), h("div", { class: "cell-sub mono", text: p.endpoint, title: p.endpoint })),
+          h("td", {}, p.api_key_hint ? h("span", { class: "mono-pill", "data-testid": "key-hint", text: p.api_key_hint }) : h("span", { class: "muted small", text: "none" })),
+          h("td", { class: "num" }, h("a", { href: `#/models?provider=${p.id}`, title: "Show models", text: fmtNum(p.model_count) })),
+          h("td", {}, switchInput({
+            checked: p.enabled,
+            title: p.enabled ? "Disable provider" : "Enable provider",
+            onChange: async (on, inp) => {
+              inp.disabled = true;
+              try {
+                await patch(`/api/providers/${p.id}`, { enabled: on });
+                p.enabled = on;
+                toast(`“${p.name}” ${on ? "enabled" : "disabled"}`);
+              } catch (e) {
+                inp.checked = !on;
+                toast(e.message, "error");
+              } finally {
+                inp.disabled = false;
+              }
+            },
+          })),
+          h("td", { class: "hide-sm nowrap muted small", text: fmtDate(p.created_at) }),
+          h(
+            "td",
+            { class: "actions" },
+            iconButton("flask-vial", "Test all models", () => runProviderTest(p), { attrs: { "data-action-test": "" } }),
+            iconButton("pen", "Edit", () => openProviderModal(p, load)),
+            iconButton("trash", "Delete", async () => {
+              const yes = await confirmDialog({
+                title: "Delete provider?",
+                message: `Delete “${p.name}” (id ${p.id}) and its ${p.model_count} model${p.model_count === 1 ? "" : "s"}?`,
+                detail: "Keys scoped to it lose access to it. This cannot be undone.",
+                confirmLabel: "Delete",
+                danger: true,
+              });
+              if (!yes) return;
+              try {
+                await del(`/api/providers/${p.id}`);
+                toast(`Provider “${p.name}” deleted`);
+                load();
+              } catch (e) {
+                toast(e.message, "error");
+              }
+            }, { kind: "danger" }),
+          ),
+        ),
+      );
+      view.appendChild(
+        card({
+          cls: "flush",
+          testid: "providers",
+          body: table(
+            [{ label: "ID" }, { label: "Name" }, { label: "Base URL / endpoint", cls: "hide-sm" }, { label: "Key" }, { label: "Models", cls: "num" }, { label: "Enabled" }, { label: "Created", cls: "hide-sm" }, { label: "", cls: "actions" }],
+            rows,
+            { testid: "providers-table" },
+          ),
+        }),
+      );
+    };
+    await load();
+  },
+};

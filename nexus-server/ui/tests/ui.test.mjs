@@ -1,0 +1,553 @@
+// End-to-end test of the admin UI: the real nexus-server and mock upstream, driven through
+// Debian's headless Chromium with playwright-core. Run by scripts/test-ui.sh (which builds both
+// binaries), or directly: node --test nexus-server/ui/tests/ui.test.mjs
+//
+// Env: NEXUS_SERVER_BIN, NEXUS_MOCK_BIN (default target/debug/...), CHROMIUM (default
+// /usr/bin/chromium), UI_TEST_OUT (default test-output/ui at the repo root).
+
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { randomBytes } from "node:crypto";
+import { chromium } from "playwright-core";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+const SERVER_BIN = process.env.NEXUS_SERVER_BIN || path.join(ROOT, "target/debug/nexus-server");
+const MOCK_BIN = process.env.NEXUS_MOCK_BIN || path.join(ROOT, "target/debug/nexus-mock-upstream");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const OUT = process.env.UI_TEST_OUT || path.join(ROOT, "test-output/ui");
+const ADMIN_TOKEN = `ui-admin-${randomBytes(12).toString("hex")}`;
+const UPSTREAM_SECRET = `sk-upstream-${randomBytes(10).toString("hex")}`;
+const STEP_MS = 15000;
+
+const children = [];
+const tmp = mkdtempSync(path.join(tmpdir(), "nexus-ui-test-"));
+mkdirSync(OUT, { recursive: true });
+
+function killAll() {
+  for (const c of children) {
+    if (c.exitCode === null && c.signalCode === null) {
+      try {
+        c.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
+process.on("exit", () => {
+  killAll();
+  rmSync(tmp, { recursive: true, force: true });
+});
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.on(sig, () => {
+    killAll();
+    process.exit(130);
+  });
+}
+
+/** Starts `bin` and resolves with the first match of `re` on its `stream` output, within `ms`. */
+function start(bin, args, { env = {}, stream, re, ms = 20000, name }) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    children.push(child);
+    let buf = "";
+    let log = "";
+    const timer = setTimeout(() => reject(new Error(`${name} did not start within ${ms} ms:\n${log}`)), ms);
+    const onData = (d) => {
+      buf += d.toString();
+      const m = re.exec(buf);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ child, match: m, logs: () => log });
+      }
+    };
+    child[stream].on("data", onData);
+    child.stdout.on("data", (d) => (log += d.toString()).length > 200000 && (log = log.slice(-100000)));
+    child.stderr.on("data", (d) => (log += d.toString()).length > 200000 && (log = log.slice(-100000)));
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      reject(new Error(`${name} failed to start: ${e.message}`));
+    });
+    child.on("exit", (code, sig) => {
+      clearTimeout(timer);
+      reject(new Error(`${name} exited early (${code ?? sig}):\n${log}`));
+    });
+  });
+}
+
+async function admin(base, method, p, body) {
+  const res = await fetch(base + p, {
+    method,
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(10000),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${p} → ${res.status}: ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/** Polls `fn` until it returns a truthy value, or fails after `ms`. */
+async function until(fn, what, ms = STEP_MS, every = 200) {
+  const deadline = Date.now() + ms;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, every));
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}${last instanceof Error ? `: ${last.message}` : ""}`);
+}
+
+let browser;
+after(async () => {
+  if (browser) await browser.close().catch(() => {});
+  killAll();
+});
+
+test("admin UI end to end", { timeout: 240000 }, async (t) => {
+  // ------------------------------------------------------------ processes
+  const mock = await start(MOCK_BIN, [], { stream: "stdout", re: /(http:\/\/127\.0\.0\.1:\d+)/, name: "mock upstream" });
+  const MOCK_URL = mock.match[1];
+  const server = await start(SERVER_BIN, ["--listen", "127.0.0.1:0", "--db", path.join(tmp, "nexus.db")], {
+    env: { NEXUS_ADMIN_TOKEN: ADMIN_TOKEN, NEXUS_LOG: "warn", RUST_LOG: "warn" },
+    stream: "stderr",
+    re: /listening on (http:\/\/127\.0\.0\.1:\d+)/,
+    name: "nexus-server",
+  });
+  const BASE = server.match[1];
+
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
+    timeout: 30000,
+  });
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, colorScheme: "light", baseURL: BASE });
+  context.setDefaultTimeout(STEP_MS);
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: BASE });
+
+  // Every request must stay on 127.0.0.1; every console error is a failure (except the one
+  // expected 401 of the wrong-token sign-in).
+  const external = [];
+  const consoleErrors = [];
+  let allow401 = false;
+  context.on("request", (r) => {
+    const u = new URL(r.url());
+    if ((u.protocol === "http:" || u.protocol === "https:" || u.protocol === "ws:" || u.protocol === "wss:") && u.hostname !== "127.0.0.1") external.push(r.url());
+  });
+  const page = await context.newPage();
+  page.on("console", (m) => {
+    if (m.type() !== "error") return;
+    if (allow401 && /status of 401/.test(m.text())) return;
+    consoleErrors.push(m.text());
+  });
+  page.on("pageerror", (e) => consoleErrors.push(`pageerror: ${e.message}`));
+  page.on("websocket", (ws) => {
+    if (new URL(ws.url()).hostname !== "127.0.0.1") external.push(ws.url());
+  });
+
+  const shot = (name, opts = {}) => page.screenshot({ path: path.join(OUT, `${name}.png`), fullPage: opts.fullPage ?? true, animations: "disabled" });
+  const go = async (hash, ready) => {
+    await page.evaluate((hsh) => (location.hash = hsh), hash);
+    try {
+      await page.waitForSelector(ready, { state: "visible" });
+    } catch (e) {
+      await shot(`failure-${hash.replace(/\W+/g, "_")}`).catch(() => {});
+      const text = await page.evaluate(() => document.getElementById("view")?.innerText?.slice(0, 500)).catch(() => "");
+      throw new Error(`${e.message}\nview: ${text}`);
+    }
+    // Let toasts and entry animations settle before screenshots.
+    await page.waitForTimeout(250);
+  };
+  const theme = () => page.evaluate(() => document.documentElement.getAttribute("data-theme"));
+  const dismissToasts = () => page.evaluate(() => document.querySelectorAll(".toast").forEach((t) => t.remove()));
+  const tile = (key) => page.$eval(`[data-stat="${key}"]`, (el) => Number(el.dataset.value || "NaN"));
+
+  let providerId;
+  let flakyId;
+  let modelIds = {};
+
+  await t.test("sign in", async () => {
+    await page.goto("/");
+    await page.waitForSelector("#signin-form", { state: "visible" });
+    assert.equal(await theme(), "light", "a first visit follows prefers-color-scheme: light");
+    await shot("light-signin");
+    allow401 = true;
+    await page.fill("#signin-token", "not-the-token");
+    await page.click("#signin-submit");
+    await page.waitForSelector("#signin-error:not([hidden])");
+    assert.match(await page.textContent("#signin-error"), /not valid/);
+    allow401 = false;
+    await page.fill("#signin-token", ADMIN_TOKEN);
+    await page.press("#signin-token", "Enter");
+    await page.waitForSelector("#app:not([hidden])");
+    await page.waitForSelector('#view[data-loaded="true"]');
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("nexus.adminToken")), ADMIN_TOKEN);
+    assert.equal(await tile("providers"), 0);
+  });
+
+  await t.test("empty states", async () => {
+    await dismissToasts();
+    await shot("light-dashboard-empty");
+    await go("#/providers", ".empty");
+    await shot("light-providers-empty");
+    await go("#/keys", ".empty");
+    await go("#/chat", ".chat-empty");
+  });
+
+  await t.test("add a provider (key write-only)", async () => {
+    await go("#/providers", '[data-testid="add-provider"]');
+    await page.click('[data-testid="add-provider"]');
+    const m = page.locator('[data-testid="provider-modal"]');
+    await m.waitFor();
+    await m.locator('input[name="name"]').fill("mock");
+    await m.locator('input[name="base_url"]').fill(MOCK_URL);
+    await m.locator('input[name="api_key"]').fill(UPSTREAM_SECRET);
+    await m.locator('input[name="description"]').fill("The test's mock upstream");
+    await shot("light-provider-modal", { fullPage: false });
+    await m.locator(".modal-foot .btn-primary").click();
+    await page.waitForSelector('tr[data-name="mock"]');
+    await page.waitForSelector(".modal-backdrop", { state: "detached" });
+    const list = await admin(BASE, "GET", "/api/providers");
+    assert.equal(list.length, 1);
+    providerId = list[0].id;
+    const row = page.locator('tr[data-name="mock"]');
+    assert.equal(await row.getAttribute("data-id"), String(providerId), "rows carry the real DB id");
+    assert.equal(await row.locator("td.id").textContent(), `#${providerId}`);
+    assert.equal(await row.locator('[data-testid="key-hint"]').textContent(), list[0].api_key_hint);
+    assert.ok(!(await page.content()).includes(UPSTREAM_SECRET), "the upstream key never reaches the page");
+
+    // Edit: the key field is empty (write-only); saving without it keeps the key.
+    await row.locator('button[title="Edit"]').click();
+    await m.waitFor();
+    assert.equal(await m.locator('input[name="api_key"]').inputValue(), "");
+    await m.locator('input[name="description"]').fill("Mock upstream (edited)");
+    await m.locator(".modal-foot .btn-primary").click();
+    await page.waitForSelector('tr[data-name="mock"] >> text=Mock upstream (edited)');
+    const p = await admin(BASE, "GET", `/api/providers/${providerId}`);
+    assert.equal(p.api_key_hint, list[0].api_key_hint, "editing without a key keeps it");
+  });
+
+  await t.test("add models", async () => {
+    await go(`#/models?provider=${providerId}`, '[data-testid="add-model"]');
+    await shot("light-models-empty");
+    await page.click('[data-testid="add-model"]');
+    const m = page.locator('[data-testid="model-modal"]');
+    await m.waitFor();
+    await m.locator('input[name="name"]').fill("gpt-4o-mini");
+    await m.locator('input[name="input_price"]').fill("0.15");
+    await m.locator('input[name="output_price"]').fill("0.6");
+    await m.locator(".modal-foot .btn-primary").click();
+    await page.waitForSelector('tr[data-name="gpt-4o-mini"]');
+    // Two more through the API: a slow one (to stop) and a failing one (for the error path).
+    // A slow model (to stop) here, and a failing one on a provider of its own: upstream failures
+    // cool their provider down, which must not touch "mock".
+    await admin(BASE, "POST", `/api/providers/${providerId}/models`, { name: "slow-chunks60-delay30" });
+    flakyId = (await admin(BASE, "POST", "/api/providers", { name: "flaky", base_url: MOCK_URL, api_key: "sk-flaky-000000" })).id;
+    await admin(BASE, "POST", `/api/providers/${flakyId}/models`, { name: "broken-fail500" });
+    const models = await admin(BASE, "GET", "/api/models");
+    modelIds = Object.fromEntries(models.map((x) => [x.name, x.id]));
+    await page.reload();
+    await page.waitForSelector('tr[data-name="slow-chunks60-delay30"]');
+    assert.equal(await page.locator('tr[data-name="broken-fail500"]').count(), 0, "the filter shows one provider's models");
+    await page.selectOption('[data-testid="provider-filter"]', "");
+    await page.waitForSelector('tr[data-name="broken-fail500"]');
+    for (const [name, id] of Object.entries(modelIds)) {
+      assert.equal(await page.getAttribute(`tr[data-name="${name}"]`, "data-id"), String(id));
+    }
+    await page.click('tr[data-name="gpt-4o-mini"] [data-testid="copy-model"]');
+    await until(async () => (await page.evaluate(() => navigator.clipboard.readText())) === "gpt-4o-mini", "the copied model name");
+    await dismissToasts();
+    await shot("light-models");
+  });
+
+  await t.test("test all models of the provider", async () => {
+    await go("#/providers", 'tr[data-name="mock"]');
+    await dismissToasts();
+    await shot("light-providers");
+    await page.click('tr[data-name="mock"] [data-action-test]');
+    await page.waitForSelector('[data-testid="test-results"] tr[data-model="slow-chunks60-delay30"]', { timeout: 30000 });
+    assert.match(await page.textContent('[data-testid="test-results"] tr[data-model="gpt-4o-mini"]'), /OK/);
+    assert.match(await page.textContent('[data-testid="test-modal"] .test-summary'), /2 of 2 passed/);
+    await shot("light-provider-test", { fullPage: false });
+    await page.keyboard.press("Escape");
+    await page.waitForSelector('[data-testid="test-modal"]', { state: "detached" });
+    await page.click('tr[data-name="flaky"] [data-action-test]');
+    await page.waitForSelector('[data-testid="test-results"] tr[data-model="broken-fail500"]', { timeout: 30000 });
+    assert.match(await page.textContent('[data-testid="test-results"] tr[data-model="broken-fail500"]'), /Failed/);
+    await page.keyboard.press("Escape");
+    await page.waitForSelector('[data-testid="test-modal"]', { state: "detached" });
+  });
+
+  let keyPlain;
+  await t.test("create a key (plaintext once), disable and enable it", async () => {
+    await go("#/keys", '[data-testid="create-key"]');
+    await page.click('[data-testid="create-key"]');
+    const m = page.locator('[data-testid="key-modal"]');
+    await m.waitFor();
+    await m.locator('input[name="name"]').fill("ui-test-key");
+    await m.locator(`input[name="provider_ids"][value="${providerId}"]`).check();
+    await m.locator('select[name="expiry"]').selectOption("30");
+    await m.locator('input[name="rpm"]').fill("600");
+    await shot("light-key-modal", { fullPage: false });
+    await page.click('[data-testid="create-key-submit"]');
+    await page.waitForSelector('[data-testid="key-created"]');
+    keyPlain = await page.inputValue('[data-testid="new-key"]');
+    assert.ok(keyPlain.length > 20, "the plaintext key is shown");
+    await page.click('[data-testid="copy-key"]');
+    await until(async () => (await page.evaluate(() => navigator.clipboard.readText())) === keyPlain, "the copied key");
+    await shot("light-key-created", { fullPage: false });
+    await page.click('[data-testid="key-done"]');
+    await page.waitForSelector('[data-testid="key-created"]', { state: "detached" });
+    await page.waitForSelector('tr[data-name="ui-test-key"]');
+    const keys = await admin(BASE, "GET", "/api/keys");
+    assert.equal(keys.length, 1);
+    assert.equal(await page.getAttribute('tr[data-name="ui-test-key"]', "data-id"), String(keys[0].id));
+    assert.equal(await page.textContent('tr[data-name="ui-test-key"] [data-testid="key-prefix"]'), `${keys[0].prefix}…`);
+    assert.deepEqual(keys[0].provider_ids, [providerId]);
+    assert.equal(keys[0].rpm, 600);
+    assert.ok(keys[0].expires_at > Date.now() / 1000 + 29 * 86400);
+    assert.ok(!(await page.content()).includes(keyPlain), "after the dialog only the prefix is on the page");
+
+    const callModels = (k) => fetch(`${BASE}/v1/models`, { headers: { Authorization: `Bearer ${k}` }, signal: AbortSignal.timeout(5000) }).then((r) => r.status);
+    assert.equal(await callModels(keyPlain), 200);
+    await page.click('tr[data-name="ui-test-key"] [data-testid="toggle-key"]');
+    await page.waitForSelector('tr[data-name="ui-test-key"] [data-testid="key-status"] >> text=Disabled');
+    assert.equal(await callModels(keyPlain), 401);
+    await page.click('tr[data-name="ui-test-key"] [data-testid="toggle-key"]');
+    await page.waitForSelector('tr[data-name="ui-test-key"] [data-testid="key-status"] >> text=Active');
+    assert.equal(await callModels(keyPlain), 200);
+    await dismissToasts();
+    await shot("light-keys");
+  });
+
+  let before;
+  await t.test("dashboard before chatting", async () => {
+    await go("#/dashboard", '#view[data-loaded="true"]');
+    before = { rounds: await tile("rounds"), tokens: await tile("total_tokens"), conversations: await tile("conversations") };
+    assert.equal(await tile("providers"), 2);
+    assert.equal(await tile("models"), 3);
+  });
+
+  const lastAssistant = () => page.locator('[data-testid="msg-assistant"]').last();
+  const chatTurn = async (text, status = "done") => {
+    const n = await page.locator('[data-testid="msg-assistant"]').count();
+    await page.fill('[data-testid="chat-input"]', text);
+    await page.press('[data-testid="chat-input"]', "Enter");
+    await until(async () => (await page.locator('[data-testid="msg-assistant"]').count()) === n + 1, "the new turn");
+    await until(async () => (await lastAssistant().getAttribute("data-status")) === status, `a ${status} turn`);
+  };
+
+  await t.test("chat: streamed Markdown, multi-turn, usage", async () => {
+    await go("#/chat", '[data-testid="chat-input"]');
+    await until(async () => (await page.getAttribute('[data-testid="chat-conn"]', "data-state")) === "open", "the chat socket");
+    await page.selectOption('[data-testid="chat-provider"]', String(providerId));
+    await page.selectOption('[data-testid="chat-model"]', "gpt-4o-mini");
+    await chatTurn("**bold** and `code`");
+    const a = lastAssistant();
+    assert.equal(await a.locator(".md strong").textContent(), "bold");
+    assert.equal(await a.locator(".md code").first().textContent(), "code");
+    assert.match(await a.locator('[data-testid="usage"]').textContent(), /prompt.*completion.*total/);
+
+    await chatTurn("```rust\nfn main() { println!(\"hi\"); }\n```");
+    assert.ok((await lastAssistant().locator("pre.code-block .hljs-keyword").count()) > 0, "code is highlighted");
+    // The mock records the last request: the history went upstream.
+    const st = await (await fetch(`${MOCK_URL}/mock/stats`)).json();
+    const msgs = st.last_request.messages;
+    assert.equal(msgs.length, 3, "second turn carries the first turn's history");
+    assert.deepEqual(msgs.map((x) => x.role), ["user", "assistant", "user"]);
+    assert.equal(msgs[1].content, "**bold** and `code`");
+  });
+
+  await t.test("chat: injected HTML is shown as text, never run", async () => {
+    const payload = '<img src=x onerror="window.__xss=1"><script>window.__xss=1</script>';
+    await chatTurn(payload);
+    const a = lastAssistant();
+    assert.equal(await page.evaluate(() => window.__xss), undefined);
+    assert.equal(await page.locator('[data-testid="messages"] img, [data-testid="messages"] script').count(), 0);
+    assert.ok((await a.locator(".md").textContent()).includes('<img src=x onerror="window.__xss=1">'), "the markup shows as text");
+    await page.waitForTimeout(300);
+    assert.equal(await page.evaluate(() => window.__xss), undefined);
+  });
+
+  await t.test("chat: stop a streaming answer", async () => {
+    await page.selectOption('[data-testid="chat-model"]', "slow-chunks60-delay30");
+    await page.fill('[data-testid="chat-input"]', "go slowly");
+    await page.click('[data-testid="chat-send"]');
+    await page.waitForSelector('[data-testid="chat-stop"]:not([hidden])');
+    await until(async () => /tok/.test((await lastAssistant().locator(".md").textContent()) || ""), "the first deltas");
+    await page.click('[data-testid="chat-stop"]');
+    await until(async () => (await lastAssistant().getAttribute("data-status")) === "cancelled", "the cancelled turn");
+    assert.match(await lastAssistant().locator('[data-testid="usage"]').textContent(), /stopped/);
+    await page.waitForSelector('[data-testid="chat-send"]:not([hidden])');
+  });
+
+  await t.test("chat: upstream failure is visible", async () => {
+    await page.selectOption('[data-testid="chat-provider"]', String(flakyId));
+    await page.selectOption('[data-testid="chat-model"]', "broken-fail500");
+    await chatTurn("this will fail", "error");
+    const err = await lastAssistant().locator('[data-testid="chat-error"]').textContent();
+    assert.match(err, /failed/i);
+    assert.match(err, /upstream_error|provider_unavailable/);
+    await page.selectOption('[data-testid="chat-provider"]', String(providerId));
+    await page.selectOption('[data-testid="chat-model"]', "gpt-4o-mini");
+    await chatTurn("Here is a list:\n\n- one\n- two\n\n> and a quote");
+    await dismissToasts();
+    await shot("light-chat", { fullPage: false });
+  });
+
+  await t.test("dashboard numbers change after chatting", async () => {
+    await go("#/dashboard", '#view[data-loaded="true"]');
+    // The stats writer batches; the dashboard refreshes itself every few seconds.
+    await until(async () => (await tile("rounds")) > before.rounds && (await tile("total_tokens")) > before.tokens, "rounds and tokens to grow", 20000, 500);
+    assert.ok((await tile("conversations")) >= before.conversations + 1);
+    await until(async () => page.isHidden("#chart-models .chart-empty"), "the per-model chart to show data", 10000, 300);
+    await page.waitForTimeout(400);
+    await shot("light-dashboard");
+  });
+
+  await t.test("token calculator", async () => {
+    await go("#/tokens", '[data-testid="tokens-input"]');
+    await page.fill('[data-testid="tokens-model"]', "gpt-4o");
+    await page.fill('[data-testid="tokens-input"]', "Hello world, this is a token counting test.");
+    await until(async () => Number(await page.getAttribute('[data-testid="token-count"]', "data-value")) > 5 && !(await page.$(".token-count.pending")), "a token count");
+    assert.equal(await page.getAttribute('[data-testid="token-method"]', "data-value"), "exact");
+    assert.equal(await page.textContent('[data-testid="token-encoding"]'), "o200k_base");
+    const textCount = Number(await page.getAttribute('[data-testid="token-count"]', "data-value"));
+    const direct = await admin(BASE, "POST", "/api/tokens/count", { model: "gpt-4o", text: "Hello world, this is a token counting test." });
+    assert.equal(textCount, direct.tokens, "the UI shows the server's count");
+    await shot("light-tokens");
+
+    await page.click('[data-testid="mode-messages"]');
+    await page.fill('[data-testid="tokens-input"]', "[not json");
+    await page.waitForSelector('[data-testid="tokens-error"]:not([hidden])');
+    await page.fill('[data-testid="tokens-input"]', JSON.stringify([{ role: "user", content: "hi there" }]));
+    await page.waitForSelector('[data-testid="tokens-error"]', { state: "hidden" });
+    await until(async () => {
+      const v = Number(await page.getAttribute('[data-testid="token-count"]', "data-value"));
+      return v > 0 && v !== textCount;
+    }, "a messages count");
+    await page.fill('[data-testid="tokens-model"]', "some-local-llama");
+    await until(async () => (await page.getAttribute('[data-testid="token-method"]', "data-value")) === "estimate", "an estimate for an unknown model");
+    await page.fill('[data-testid="tokens-model"]', "gpt-4o");
+    await page.click('[data-testid="mode-text"]');
+  });
+
+  await t.test("theme switch persists across reload", async () => {
+    await go("#/dashboard", '#view[data-loaded="true"]');
+    await page.click("#theme-toggle");
+    assert.equal(await theme(), "dark");
+    await page.reload();
+    await page.waitForSelector('#view[data-loaded="true"]');
+    assert.equal(await theme(), "dark", "the theme survives a reload");
+    assert.equal(await page.evaluate(() => localStorage.getItem("nexus.theme")), "dark");
+    // A first visit with a dark system preference starts dark.
+    const ctx2 = await browser.newContext({ colorScheme: "dark", baseURL: BASE });
+    const p2 = await ctx2.newPage();
+    await p2.goto("/");
+    assert.equal(await p2.evaluate(() => document.documentElement.getAttribute("data-theme")), "dark");
+    await ctx2.close();
+  });
+
+  await t.test("screenshots: dark theme, every page", async () => {
+    await page.waitForTimeout(400);
+    await shot("dark-dashboard");
+    await go("#/providers", 'tr[data-name="mock"]');
+    await shot("dark-providers");
+    await page.click('tr[data-name="mock"] button[title="Edit"]');
+    await page.waitForSelector('[data-testid="provider-modal"]');
+    await shot("dark-provider-modal", { fullPage: false });
+    await page.keyboard.press("Escape");
+    await go(`#/models?provider=${providerId}`, 'tr[data-name="gpt-4o-mini"]');
+    await shot("dark-models");
+    await go("#/keys", 'tr[data-name="ui-test-key"]');
+    await shot("dark-keys");
+    await go("#/chat", '[data-testid="chat-input"]');
+    await until(async () => (await page.getAttribute('[data-testid="chat-conn"]', "data-state")) === "open", "the chat socket");
+    await page.selectOption('[data-testid="chat-provider"]', String(providerId));
+    await page.selectOption('[data-testid="chat-model"]', "gpt-4o-mini");
+    await chatTurn("Dark mode: **bold**, `inline code` and a block:\n\n```js\nconst answer = 42; // comment\n```");
+    await page.selectOption('[data-testid="chat-provider"]', String(flakyId));
+    await page.selectOption('[data-testid="chat-model"]', "broken-fail500");
+    await chatTurn("and an error", "error");
+    await dismissToasts();
+    await shot("dark-chat", { fullPage: false });
+    await go("#/tokens", '[data-testid="tokens-input"]');
+    await page.fill('[data-testid="tokens-input"]', "Tokens in the dark: 日本語のテキストも数えます。");
+    await until(async () => Number(await page.getAttribute('[data-testid="token-count"]', "data-value")) > 5, "a token count");
+    await shot("dark-tokens");
+  });
+
+  await t.test("phone width", async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    try {
+      await phone();
+    } finally {
+      await page.setViewportSize({ width: 1440, height: 900 });
+    }
+  });
+
+  async function phone() {
+    await go("#/dashboard", '#view[data-loaded="true"]');
+    await page.waitForTimeout(500);
+    await shot("phone-dark-dashboard");
+    await page.click(".menu-btn");
+    await page.waitForTimeout(350);
+    await shot("phone-dark-menu", { fullPage: false });
+    await page.click(".sidebar-close");
+    await go("#/providers", 'tr[data-name="mock"]');
+    await shot("phone-dark-providers");
+    await go("#/chat", '[data-testid="chat-input"]');
+    await shot("phone-dark-chat");
+    await page.click("#theme-toggle");
+    assert.equal(await theme(), "light");
+    await go("#/keys", 'tr[data-name="ui-test-key"]');
+    await shot("phone-light-keys");
+    await go("#/tokens", '[data-testid="tokens-input"]');
+    await shot("phone-light-tokens");
+    // No page is wider than the phone.
+    for (const hash of ["#/dashboard", "#/providers", "#/models", "#/keys", "#/chat", "#/tokens"]) {
+      await page.evaluate((hsh) => (location.hash = hsh), hash);
+      await page.waitForTimeout(400);
+      const [w, culprits] = await page.evaluate(() => [
+        document.documentElement.scrollWidth,
+        [...document.querySelectorAll("body *")].filter((el) => el.getBoundingClientRect().right > 392 && !el.closest(".table-wrap, .sidebar")).slice(0, 5).map((el) => `${el.tagName}.${el.className}`),
+      ]);
+      assert.ok(w <= 392, `${hash} is ${w}px wide at phone width (${culprits.join(", ")})`);
+    }
+  }
+
+  await t.test("revoke the key, then sign out", async () => {
+    await go("#/keys", 'tr[data-name="ui-test-key"]');
+    await page.click('tr[data-name="ui-test-key"] [data-testid="revoke-key"]');
+    await page.waitForSelector('[data-testid="confirm"]');
+    await page.click('[data-testid="confirm"] .btn-danger');
+    await page.waitForSelector('tr[data-name="ui-test-key"]', { state: "detached" });
+    assert.equal((await admin(BASE, "GET", "/api/keys")).length, 0);
+    const r = await fetch(`${BASE}/v1/models`, { headers: { Authorization: `Bearer ${keyPlain}` } });
+    assert.equal(r.status, 401);
+    await page.click("#signout");
+    await page.waitForSelector("#signin-form", { state: "visible" });
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("nexus.adminToken")), null);
+    await shot("light-signin-after");
+    await page.click(".signin-theme");
+    await shot("dark-signin");
+  });
+
+  await t.test("no console errors, no request off 127.0.0.1", async () => {
+    assert.deepEqual(consoleErrors, []);
+    assert.deepEqual(external, []);
+  });
+
+  await context.close();
+});
