@@ -508,6 +508,7 @@ test("admin UI end to end", { timeout: 240000 }, async (t) => {
     await go("#/providers", 'tr[data-name="mock"]');
     await shot("phone-dark-providers");
     await go("#/chat", '[data-testid="chat-input"]');
+    await page.evaluate(() => window.scrollTo(0, 0));
     await shot("phone-dark-chat");
     await page.click("#theme-toggle");
     assert.equal(await theme(), "light");

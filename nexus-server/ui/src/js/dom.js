@@ -311,6 +311,12 @@ export function badge(text, kind = "neutral", ic) {
 
 /** A table in a horizontally scrollable wrapper. `columns`: [{label, cls}], `rows`: Node[]. */
 export function table(columns, rows, { testid, cls } = {}) {
+  // Each cell knows its column's label, for the stacked layout at phone width.
+  for (const tr of rows) {
+    [...tr.children].forEach((td, i) => {
+      if (columns[i]) td.dataset.label = columns[i].label;
+    });
+  }
   return h(
     "div",
     { class: "table-wrap" },

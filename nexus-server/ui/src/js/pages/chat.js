@@ -358,7 +358,7 @@ export default {
     const sessTurns = h("dd");
     const sessTokens = h("dd", { "data-testid": "session-tokens" });
     const messages = h("div", { class: "messages", "data-testid": "messages", "aria-live": "polite" });
-    const composer = h("textarea", { rows: 1, placeholder: "Message the model… (Enter to send, Shift+Enter for a new line)", "aria-label": "Message", "data-testid": "chat-input" });
+    const composer = h("textarea", { rows: 1, placeholder: "Message the model…", title: "Enter sends; Shift+Enter starts a new line", "aria-label": "Message", "data-testid": "chat-input" });
     const sendBtn = button("Send", { kind: "primary", icon: "paper-plane", attrs: { "data-testid": "chat-send" } });
     const stopBtn = button("Stop", { kind: "danger", icon: "stop", attrs: { "data-testid": "chat-stop", hidden: true } });
     const clearBtn = button("Clear", { kind: "ghost", icon: "broom", size: "sm", attrs: { "data-testid": "chat-clear" }, onClick: clearChat });

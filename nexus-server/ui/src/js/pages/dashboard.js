@@ -54,7 +54,11 @@ function chartCard(title, ic, id, { span, tall } = {}) {
 
 function aggregate(points) {
   const m = new Map();
-  for (const p of points) m.set(p.group, (m.get(p.group) || 0) + p.requests);
+  // Requests refused before any provider was chosen (e.g. all cooling down) have no group.
+  for (const p of points) {
+    const g = p.group === "(none)" || p.group === "" ? "not routed" : p.group;
+    m.set(g, (m.get(g) || 0) + p.requests);
+  }
   return [...m.entries()].sort((a, b) => b[1] - a[1]);
 }
 

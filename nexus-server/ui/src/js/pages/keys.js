@@ -1,10 +1,10 @@
 // Client API keys: create (name, scopes, expiry, limits), show the plaintext once, then only the
 // prefix; enable/disable and revoke.
 
-import { get, post, patch, del } from "../api.js";
+import { get, post, patch } from "../api.js";
+import { bindSubmit, confirmDelete } from "../actions.js";
 import {
-  h, icon, clear, card, table, button, iconButton, modal, confirmDialog, field, input, select,
-  formError, optNumber, toast, emptyState, badge, fmtDate, fmtRelative, fmtNum, copyText,
+  h, icon, clear, card, table, button, iconButton, modal, field, input, select, optNumber, toast, emptyState, badge, fmtDate, fmtRelative, fmtNum, copyText,
 } from "../dom.js";
 
 const EXPIRY = [
@@ -82,50 +82,30 @@ function openCreateModal({ providers, models, onSaved }) {
     h("div", { class: "span-2" }, err),
   );
   const save = button("Create key", { kind: "primary", icon: "key", type: "submit", attrs: { "data-testid": "create-key-submit" } });
-  const submit = async (e) => {
-    if (e) e.preventDefault();
-    let body;
-    try {
-      const name = f.name.value.trim();
-      if (!name) throw new Error("Name is required.");
-      let expires_at = null;
-      if (f.expiry.value === "custom") {
-        const t = Date.parse(f.expiryDate.value);
-        if (!Number.isFinite(t)) throw new Error("Pick the expiry date and time.");
-        if (t <= Date.now()) throw new Error("The expiry must be in the future.");
-        expires_at = Math.floor(t / 1000);
-      } else if (f.expiry.value !== "never") {
-        expires_at = Math.floor(Date.now() / 1000) + Number(f.expiry.value) * 86400;
-      }
-      body = {
-        name,
-        provider_ids: checked(f.providers).map(Number),
-        models: checked(f.models),
-        expires_at,
-        rpm: optNumber(f.rpm, "Requests per minute", { min: 1 }),
-        tpm: optNumber(f.tpm, "Tokens per minute", { min: 1 }),
-      };
-    } catch (ex) {
-      formError(err, ex.message);
-      return;
+  bindSubmit(form, save, err, async () => {
+    const name = f.name.value.trim();
+    if (!name) throw new Error("Name is required.");
+    let expires_at = null;
+    if (f.expiry.value === "custom") {
+      const t = Date.parse(f.expiryDate.value);
+      if (!Number.isFinite(t)) throw new Error("Pick the expiry date and time.");
+      if (t <= Date.now()) throw new Error("The expiry must be in the future.");
+      expires_at = Math.floor(t / 1000);
+    } else if (f.expiry.value !== "never") {
+      expires_at = Math.floor(Date.now() / 1000) + Number(f.expiry.value) * 86400;
     }
-    formError(err, "");
-    save.disabled = true;
-    save.classList.add("busy");
-    try {
-      const created = await post("/api/keys", body);
-      m.close();
-      showCreatedKey(created);
-      onSaved();
-    } catch (ex) {
-      formError(err, ex.message);
-    } finally {
-      save.disabled = false;
-      save.classList.remove("busy");
-    }
-  };
-  form.addEventListener("submit", submit);
-  save.addEventListener("click", submit);
+    const created = await post("/api/keys", {
+      name,
+      provider_ids: checked(f.providers).map(Number),
+      models: checked(f.models),
+      expires_at,
+      rpm: optNumber(f.rpm, "Requests per minute", { min: 1 }),
+      tpm: optNumber(f.tpm, "Tokens per minute", { min: 1 }),
+    });
+    m.close();
+    showCreatedKey(created);
+    onSaved();
+  });
   const m = modal({ title: "Create API key", body: form, testid: "key-modal", actions: [button("Cancel", { onClick: () => m.close() }), save] });
 }
 
@@ -171,7 +151,7 @@ export default {
           h("td", {}, h("span", { class: "mono-pill", "data-testid": "key-prefix", text: `${k.prefix}…` })),
           h(
             "td",
-            { class: "hide-sm" },
+            {},
             h(
               "div",
               { class: "chips" },
@@ -179,9 +159,9 @@ export default {
               k.models.length ? k.models.map((m) => badge(m, "primary", "cubes")) : badge("All models", "neutral"),
             ),
           ),
-          h("td", { class: "nowrap small hide-sm" }, h("div", { text: k.rpm ? `${fmtNum(k.rpm)} rpm` : "– rpm" }), h("div", { class: "muted", text: k.tpm ? `${fmtNum(k.tpm)} tpm` : "– tpm" })),
-          h("td", { class: "nowrap small hide-sm", title: k.expires_at ? fmtDate(k.expires_at) : "" , text: k.expires_at ? fmtRelative(k.expires_at) : "never" }),
-          h("td", { class: "nowrap small muted hide-sm", title: k.last_used_at ? fmtDate(k.last_used_at) : "", text: fmtRelative(k.last_used_at) }),
+          h("td", { class: "nowrap small" }, h("div", { text: k.rpm ? `${fmtNum(k.rpm)} rpm` : "– rpm" }), h("div", { class: "muted", text: k.tpm ? `${fmtNum(k.tpm)} tpm` : "– tpm" })),
+          h("td", { class: "nowrap small", title: k.expires_at ? fmtDate(k.expires_at) : "" , text: k.expires_at ? fmtRelative(k.expires_at) : "never" }),
+          h("td", { class: "nowrap small muted", title: k.last_used_at ? fmtDate(k.last_used_at) : "", text: fmtRelative(k.last_used_at) }),
           h("td", { "data-testid": "key-status" }, status(k)),
           h(
             "td",
@@ -195,17 +175,15 @@ export default {
                 toast(e.message, "error");
               }
             }, { attrs: { "data-testid": "toggle-key" } }),
-            iconButton("ban", "Revoke", async () => {
-              const yes = await confirmDialog({ title: "Revoke key?", message: `Revoke “${k.name}” (${k.prefix}…)?`, detail: "Clients using it get 401 at once. This cannot be undone; disable it instead to pause it.", confirmLabel: "Revoke", danger: true });
-              if (!yes) return;
-              try {
-                await del(`/api/keys/${k.id}`);
-                toast(`Key “${k.name}” revoked`);
-                load();
-              } catch (e) {
-                toast(e.message, "error");
-              }
-            }, { kind: "danger", attrs: { "data-testid": "revoke-key" } }),
+            iconButton("ban", "Revoke", () => confirmDelete({
+              title: "Revoke key?",
+              message: `Revoke “${k.name}” (${k.prefix}…)?`,
+              detail: "Clients using it get 401 at once. This cannot be undone; disable it instead to pause it.",
+              confirmLabel: "Revoke",
+              path: `/api/keys/${k.id}`,
+              success: `Key “${k.name}” revoked`,
+              after: load,
+            }), { kind: "danger", attrs: { "data-testid": "revoke-key" } }),
           ),
         ),
       );
@@ -213,7 +191,7 @@ export default {
         card({
           cls: "flush",
           body: table(
-            [{ label: "ID" }, { label: "Name" }, { label: "Key" }, { label: "Scope", cls: "hide-sm" }, { label: "Limits", cls: "hide-sm" }, { label: "Expires", cls: "hide-sm" }, { label: "Last used", cls: "hide-sm" }, { label: "Status" }, { label: "", cls: "actions" }],
+            [{ label: "ID" }, { label: "Name" }, { label: "Key" }, { label: "Scope" }, { label: "Limits" }, { label: "Expires" }, { label: "Last used" }, { label: "Status" }, { label: "", cls: "actions" }],
             rows,
             { testid: "keys-table" },
           ),

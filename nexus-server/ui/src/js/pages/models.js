@@ -1,9 +1,9 @@
 // Models per provider: filter by provider, add/edit/delete, click a name to copy it.
 
-import { get, post, patch, del } from "../api.js";
+import { get, post, patch } from "../api.js";
+import { bindSubmit, confirmDelete } from "../actions.js";
 import {
-  h, icon, clear, card, table, button, iconButton, modal, confirmDialog, field, input, select,
-  formError, toast, emptyState, fmtDate, copyText,
+  h, icon, clear, card, table, button, iconButton, modal, field, input, select, toast, emptyState, fmtDate, copyText,
 } from "../dom.js";
 
 function optPrice(inp, name) {
@@ -41,40 +41,21 @@ function openModelModal({ model, providers, providerId, onSaved }) {
     h("div", { class: "span-2" }, err),
   );
   const save = button(editing ? "Save changes" : "Add model", { kind: "primary", icon: editing ? "check" : "plus", type: "submit" });
-  const submit = async (e) => {
-    if (e) e.preventDefault();
-    let body;
-    try {
-      const name = f.name.value.trim();
-      if (!name) throw new Error("Name is required.");
-      body = {
-        name,
-        upstream_name: f.upstream_name.value.trim() || null,
-        description: f.description.value.trim(),
-        input_price: optPrice(f.input_price, "Input price"),
-        output_price: optPrice(f.output_price, "Output price"),
-      };
-    } catch (ex) {
-      formError(err, ex.message);
-      return;
-    }
-    formError(err, "");
-    save.disabled = true;
-    save.classList.add("busy");
-    try {
-      const saved = editing ? await patch(`/api/models/${model.id}`, body) : await post(`/api/providers/${f.provider.value}/models`, body);
-      m.close();
-      toast(editing ? `Model “${saved.name}” saved` : `Model “${saved.name}” added to ${saved.provider_name}`);
-      onSaved(saved);
-    } catch (ex) {
-      formError(err, ex.message);
-    } finally {
-      save.disabled = false;
-      save.classList.remove("busy");
-    }
-  };
-  form.addEventListener("submit", submit);
-  save.addEventListener("click", submit);
+  bindSubmit(form, save, err, async () => {
+    const name = f.name.value.trim();
+    if (!name) throw new Error("Name is required.");
+    const body = {
+      name,
+      upstream_name: f.upstream_name.value.trim() || null,
+      description: f.description.value.trim(),
+      input_price: optPrice(f.input_price, "Input price"),
+      output_price: optPrice(f.output_price, "Output price"),
+    };
+    const saved = editing ? await patch(`/api/models/${model.id}`, body) : await post(`/api/providers/${f.provider.value}/models`, body);
+    m.close();
+    toast(editing ? `Model “${saved.name}” saved` : `Model “${saved.name}” added to ${saved.provider_name}`);
+    onSaved(saved);
+  });
   const m = modal({ title: editing ? `Edit model “${model.name}”` : "Add model", body: form, testid: "model-modal", actions: [button("Cancel", { onClick: () => m.close() }), save] });
 }
 
@@ -133,24 +114,21 @@ export default {
           ),
           h("td", {}, m.upstream_name ? h("span", { class: "mono-pill", text: m.upstream_name }) : h("span", { class: "muted small", text: "same" })),
           h("td", {}, h("a", { href: `#/models?provider=${m.provider_id}`, text: m.provider_name })),
-          h("td", { class: "num hide-sm", text: fmtPrice(m.input_price) }),
-          h("td", { class: "num hide-sm", text: fmtPrice(m.output_price) }),
+          h("td", { class: "num", text: fmtPrice(m.input_price) }),
+          h("td", { class: "num", text: fmtPrice(m.output_price) }),
           h("td", { class: "hide-sm nowrap muted small", text: fmtDate(m.created_at) }),
           h(
             "td",
             { class: "actions" },
             iconButton("pen", "Edit", () => openModelModal({ model: m, providers, onSaved: () => load() })),
-            iconButton("trash", "Delete", async () => {
-              const yes = await confirmDialog({ title: "Delete model?", message: `Delete “${m.name}” (id ${m.id}) from ${m.provider_name}?`, detail: "Clients asking for it will get model_not_found.", confirmLabel: "Delete", danger: true });
-              if (!yes) return;
-              try {
-                await del(`/api/models/${m.id}`);
-                toast(`Model “${m.name}” deleted`);
-                load();
-              } catch (e) {
-                toast(e.message, "error");
-              }
-            }, { kind: "danger" }),
+            iconButton("trash", "Delete", () => confirmDelete({
+              title: "Delete model?",
+              message: `Delete “${m.name}” (id ${m.id}) from ${m.provider_name}?`,
+              detail: "Clients asking for it will get model_not_found.",
+              path: `/api/models/${m.id}`,
+              success: `Model “${m.name}” deleted`,
+              after: load,
+            }), { kind: "danger" }),
           ),
         ),
       );
@@ -158,7 +136,7 @@ export default {
         card({
           cls: "flush",
           body: table(
-            [{ label: "ID" }, { label: "Name" }, { label: "Upstream name" }, { label: "Provider" }, { label: "Input $/1M", cls: "num hide-sm" }, { label: "Output $/1M", cls: "num hide-sm" }, { label: "Created", cls: "hide-sm" }, { label: "", cls: "actions" }],
+            [{ label: "ID" }, { label: "Name" }, { label: "Upstream name" }, { label: "Provider" }, { label: "Input $/1M", cls: "num" }, { label: "Output $/1M", cls: "num" }, { label: "Created", cls: "hide-sm" }, { label: "", cls: "actions" }],
             rows,
             { testid: "models-table" },
           ),

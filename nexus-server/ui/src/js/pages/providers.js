@@ -2,10 +2,10 @@
 // The upstream key is write-only: the API returns only `api_key_hint`, and the form never
 // pre-fills the key.
 
-import { get, post, patch, del } from "../api.js";
+import { get, post, patch } from "../api.js";
+import { bindSubmit, confirmDelete } from "../actions.js";
 import {
-  h, icon, clear, card, table, button, iconButton, modal, confirmDialog, field, input, switchInput,
-  formError, optNumber, toast, emptyState, badge, fmtDate, fmtMs, fmtNum, spinner,
+  h, icon, clear, card, table, button, iconButton, modal, field, input, switchInput, optNumber, toast, emptyState, badge, fmtDate, fmtMs, fmtNum, spinner,
 } from "../dom.js";
 
 function providerForm(p) {
@@ -123,32 +123,13 @@ function openProviderModal(p, onSaved) {
   const editing = Boolean(p);
   const { f, err, body } = providerForm(p);
   const save = button(editing ? "Save changes" : "Add provider", { kind: "primary", icon: editing ? "check" : "plus", type: "submit" });
-  const submit = async (e) => {
-    if (e) e.preventDefault();
-    let payload;
-    try {
-      payload = readForm(f, editing);
-    } catch (ex) {
-      formError(err, ex.message);
-      return;
-    }
-    formError(err, "");
-    save.disabled = true;
-    save.classList.add("busy");
-    try {
-      const saved = editing ? await patch(`/api/providers/${p.id}`, payload) : await post("/api/providers", payload);
-      m.close();
-      toast(editing ? `Provider “${saved.name}” saved` : `Provider “${saved.name}” added (id ${saved.id})`);
-      onSaved(saved);
-    } catch (ex) {
-      formError(err, ex.message);
-    } finally {
-      save.disabled = false;
-      save.classList.remove("busy");
-    }
-  };
-  body.addEventListener("submit", submit);
-  save.addEventListener("click", submit);
+  bindSubmit(body, save, err, async () => {
+    const payload = readForm(f, editing);
+    const saved = editing ? await patch(`/api/providers/${p.id}`, payload) : await post("/api/providers", payload);
+    m.close();
+    toast(editing ? `Provider “${saved.name}” saved` : `Provider “${saved.name}” added (id ${saved.id})`);
+    onSaved(saved);
+  });
   const m = modal({
     title: editing ? `Edit provider “${p.name}”` : "Add provider",
     body,
@@ -186,7 +167,7 @@ export async function runProviderTest(p) {
           h(
             "tr",
             { "data-model": x.model },
-            h("td", { class: "cell-main", text: x.model }),
+            h("td", { class: "cell-main nowrap", text: x.model }),
             h("td", {}, x.ok ? badge("OK", "success", "check") : badge("Failed", "danger", "xmark")),
             h("td", {}, x.stream_supported ? badge("yes", "success") : badge("no", "neutral")),
             h("td", { class: "num", text: fmtMs(x.ttft_ms) }),
@@ -227,7 +208,7 @@ export default {
           { "data-id": p.id, "data-name": p.name },
           h("td", { class: "id", text: `#${p.id}` }),
           h("td", {}, h("div", { class: "cell-main", text: p.name }), p.description ? h("div", { class: "cell-sub", text: p.description, title: p.description }) : null),
-          h("td", { class: "hide-sm" }, h("div", { class: "mono small", text: p.base_url }), h("div", { class: "cell-sub mono", text: p.endpoint, title: p.endpoint })),
+          h("td", { class: "hide-sm ellipsis" }, h("div", { class: "mono small", text: p.base_url, title: p.base_url }), h("div", { class: "cell-sub mono", text: p.endpoint, title: p.endpoint })),
           h("td", {}, p.api_key_hint ? h("span", { class: "mono-pill", "data-testid": "key-hint", text: p.api_key_hint }) : h("span", { class: "muted small", text: "none" })),
           h("td", { class: "num" }, h("a", { href: `#/models?provider=${p.id}`, title: "Show models", text: fmtNum(p.model_count) })),
           h("td", {}, switchInput({
@@ -247,29 +228,20 @@ export default {
               }
             },
           })),
-          h("td", { class: "hide-sm nowrap muted small", text: fmtDate(p.created_at) }),
+          h("td", { class: "hide-sm hide-md nowrap muted small", text: fmtDate(p.created_at) }),
           h(
             "td",
             { class: "actions" },
             iconButton("flask-vial", "Test all models", () => runProviderTest(p), { attrs: { "data-action-test": "" } }),
             iconButton("pen", "Edit", () => openProviderModal(p, load)),
-            iconButton("trash", "Delete", async () => {
-              const yes = await confirmDialog({
-                title: "Delete provider?",
-                message: `Delete “${p.name}” (id ${p.id}) and its ${p.model_count} model${p.model_count === 1 ? "" : "s"}?`,
-                detail: "Keys scoped to it lose access to it. This cannot be undone.",
-                confirmLabel: "Delete",
-                danger: true,
-              });
-              if (!yes) return;
-              try {
-                await del(`/api/providers/${p.id}`);
-                toast(`Provider “${p.name}” deleted`);
-                load();
-              } catch (e) {
-                toast(e.message, "error");
-              }
-            }, { kind: "danger" }),
+            iconButton("trash", "Delete", () => confirmDelete({
+              title: "Delete provider?",
+              message: `Delete “${p.name}” (id ${p.id}) and its ${p.model_count} model${p.model_count === 1 ? "" : "s"}?`,
+              detail: "Keys scoped to it lose access to it. This cannot be undone.",
+              path: `/api/providers/${p.id}`,
+              success: `Provider “${p.name}” deleted`,
+              after: load,
+            }), { kind: "danger" }),
           ),
         ),
       );
@@ -278,7 +250,7 @@ export default {
           cls: "flush",
           testid: "providers",
           body: table(
-            [{ label: "ID" }, { label: "Name" }, { label: "Base URL / endpoint", cls: "hide-sm" }, { label: "Key" }, { label: "Models", cls: "num" }, { label: "Enabled" }, { label: "Created", cls: "hide-sm" }, { label: "", cls: "actions" }],
+            [{ label: "ID" }, { label: "Name" }, { label: "Base URL / endpoint", cls: "hide-sm" }, { label: "Key" }, { label: "Models", cls: "num" }, { label: "Enabled" }, { label: "Created", cls: "hide-sm hide-md" }, { label: "", cls: "actions" }],
             rows,
             { testid: "providers-table" },
           ),
