@@ -17,6 +17,7 @@ cargo test --workspace --locked
 
 bash scripts/test-server-py.sh
 bash scripts/test-c.sh
+bash scripts/test-python.sh
 bash scripts/test-ui.sh
 
 log "all tests passed"

@@ -18,7 +18,7 @@ use nexus::{Caller, HubOptions, RequestContext};
 
 use crate::convert::{dumps, from_py, loads, to_py, Json};
 use crate::errors::{invalid, IntoPyResult};
-use crate::runtime::wait;
+use crate::runtime::{detach, wait};
 use crate::stream::{AsyncChatStream, ChatStream, StreamCore};
 
 /// `**kwargs` as a new dict to add to. A copy: a C caller may hand over a dict it keeps.
@@ -84,7 +84,7 @@ impl Hub {
         py: Python<'_>,
         f: impl FnOnce(&nexus::Hub) -> nexus::Result<T> + Send,
     ) -> PyResult<T> {
-        py.detach(|| f(&self.hub)).py()
+        detach(py, || f(&self.hub)).py()
     }
 }
 
@@ -109,12 +109,11 @@ impl Hub {
             opts.master_key = Some(nexus::crypto::MasterKey::from_base64(k).py()?);
         }
         let path = path.filter(|p| p.as_os_str() != ":memory:");
-        let hub = py
-            .detach(move || match path {
-                None => nexus::Hub::open_in_memory(opts),
-                Some(p) => nexus::Hub::open(&p, opts),
-            })
-            .py()?;
+        let hub = detach(py, move || match path {
+            None => nexus::Hub::open_in_memory(opts),
+            Some(p) => nexus::Hub::open(&p, opts),
+        })
+        .py()?;
         Ok(Hub { hub })
     }
 
@@ -274,7 +273,7 @@ impl Hub {
     /// Counts the tokens of `text` as `model` would: `{"tokens", "method", "encoding"}`. Exact
     /// (`method == "exact"`) where the model's encoding is known, else a labelled estimate.
     fn count_tokens(&self, py: Python<'_>, model: &str, text: &str) -> PyResult<Py<PyAny>> {
-        let c = py.detach(|| self.hub.count_text(model, text));
+        let c = detach(py, || self.hub.count_text(model, text));
         to_py(py, &c)
     }
 
@@ -287,7 +286,7 @@ impl Hub {
         messages: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyAny>> {
         let msgs: Vec<serde_json::Value> = from_py(messages, "messages")?;
-        let c = py.detach(|| self.hub.count_messages(model, &msgs));
+        let c = detach(py, || self.hub.count_messages(model, &msgs));
         to_py(py, &c)
     }
 

@@ -41,5 +41,7 @@ fn _nexus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::AsyncChatStream>()?;
     // Imported now, so a broken install fails at `import nexus`, not at the first error.
     m.add("ERROR_CLASSES", errors::error_classes(py)?)?;
+    let at_exit = wrap_pyfunction!(runtime::_at_exit, m)?;
+    py.import("atexit")?.call_method1("register", (at_exit,))?;
     Ok(())
 }

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::convert::{loads, to_py, Json};
 use crate::errors::IntoPyResult;
-use crate::runtime::{runtime, wait};
+use crate::runtime::{detach, runtime, wait};
 
 /// The state both stream classes share; `__anext__` futures hold it too.
 pub(crate) struct StreamCore {
@@ -109,7 +109,7 @@ impl StreamCore {
 fn drop_detached(s: Option<nexus::ChatStream>) {
     if let Some(s) = s {
         Python::attach(|py| {
-            py.detach(|| {
+            detach(py, || {
                 let _rt = runtime().enter();
                 drop(s);
             })

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -106,3 +108,33 @@ def test_a_signal_interrupts_a_waiting_call(hub: nexus.Hub, mock: Mock) -> None:
         signal.signal(signal.SIGINT, old)
     # The hub is still fine afterwards.
     assert hub.count_tokens("gpt-4o", "hello world")["tokens"] == 2
+
+
+EXIT_WITH_BUSY_THREADS = """
+import sys, threading, nexus
+hub = nexus.Hub()
+p = hub.create_provider("m", sys.argv[1], "k")
+hub.create_model(p["id"], "chunks1000-delay5")
+def busy():
+    while True:
+        for _ in hub.chat_stream("chunks1000-delay5", [{"role": "user", "content": "x"}]):
+            hub.count_tokens("gpt-4o", "x")
+for _ in range(4):
+    threading.Thread(target=busy, daemon=True).start()
+stream = hub.chat_stream("chunks1000-delay5", [{"role": "user", "content": "x"}])
+next(stream)
+print("exiting")
+"""
+
+
+def test_exit_with_daemon_threads_inside_calls(mock: Mock) -> None:
+    # Daemon threads that finish a call while the interpreter shuts down must not take the GIL
+    # back (CPython would pthread_exit them through Rust frames, aborting the process).
+    for _ in range(3):
+        r = subprocess.run(
+            [sys.executable, "-c", EXIT_WITH_BUSY_THREADS, mock.base_url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert (r.returncode, r.stdout.strip()) == (0, "exiting"), r.stderr
