@@ -164,7 +164,7 @@ export function modal({ title, body, actions = [], size = "md", onClose, dismiss
   };
   const dialog = h(
     "div",
-    { class: `modal modal-${size}`, role: "dialog", "aria-modal": "true", "aria-label": title, "data-testid": testid },
+    { class: `modal modal-${size}`, role: "dialog", tabindex: "-1", "aria-modal": "true", "aria-label": title, "data-testid": testid },
     h(
       "header",
       { class: "modal-head" },
@@ -183,7 +183,8 @@ export function modal({ title, body, actions = [], size = "md", onClose, dismiss
   openModals += 1;
   document.body.classList.add("modal-open");
   const first = dialog.querySelector("input:not([type=hidden]):not([disabled]), select, textarea");
-  setTimeout(() => (first || dialog.querySelector(".modal-foot .btn-primary, .modal-foot .btn-danger") || dialog).focus(), 30);
+  // Focus at once: a delayed focus would steal the caret from whatever the user already clicked.
+  (first || dialog.querySelector(".modal-foot .btn-primary, .modal-foot .btn-danger") || dialog).focus();
   return { el: dialog, close };
 }
 
@@ -327,6 +328,12 @@ export function table(columns, rows, { testid, cls } = {}) {
       h("tbody", {}, rows),
     ),
   );
+}
+
+/** Focuses `el` unless the user has already put the focus somewhere else. */
+export function focusIfIdle(el) {
+  const a = document.activeElement;
+  if (!a || a === document.body || a === document.documentElement) el.focus();
 }
 
 export function debounce(fn, ms) {

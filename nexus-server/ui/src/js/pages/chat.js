@@ -2,7 +2,7 @@
 // leaving the page and coming back keeps them; signing out resets both.
 
 import { get, wsUrl } from "../api.js";
-import { h, icon, clear, card, button, field, select, input, toast, fmtNum, fmtMs, emptyState } from "../dom.js";
+import { h, icon, clear, card, button, field, select, input, toast, fmtNum, fmtMs, emptyState, focusIfIdle } from "../dom.js";
 import { setMarkdown } from "../markdown.js";
 
 const state = {
@@ -449,7 +449,7 @@ export default {
     updateSession();
     connect();
     if (!models.length) toast("Add a provider and a model before chatting", "info");
-    setTimeout(() => composer.focus(), 0);
+    setTimeout(() => focusIfIdle(composer), 0);
     return () => {
       state.ui = null;
       clearTimeout(state.reconnectTimer);

@@ -92,7 +92,7 @@ export default {
       data: { labels: [], datasets: [] },
       options: {
         interaction: { mode: "index", intersect: false },
-        scales: { x: axis({ stacked: true, grid: { display: false } }), y: axis({ stacked: true, beginAtZero: true, ticks: compactTicks }) },
+        scales: { x: axis({ stacked: true, grid: { display: false } }), y: axis({ stacked: true, beginAtZero: true, suggestedMax: 10, ticks: { ...compactTicks, precision: 0 } }) },
         plugins: { legend: { position: "top", align: "end" } },
         datasets: { bar: { borderRadius: 4, borderSkipped: false, maxBarThickness: 28 } },
       },
@@ -102,7 +102,7 @@ export default {
       data: { labels: [], datasets: [] },
       options: {
         indexAxis: "y",
-        scales: { x: axis({ beginAtZero: true, ticks: { precision: 0 } }), y: axis({ grid: { display: false } }) },
+        scales: { x: axis({ beginAtZero: true, suggestedMax: 5, ticks: { precision: 0 } }), y: axis({ grid: { display: false } }) },
         plugins: { legend: { display: false } },
         datasets: { bar: { borderRadius: 5, maxBarThickness: 22 } },
       },
@@ -119,8 +119,8 @@ export default {
         interaction: { mode: "index", intersect: false },
         scales: {
           x: axis({ grid: { display: false } }),
-          y: axis({ beginAtZero: true, position: "left", title: { display: true, text: "ms" }, ticks: { callback: (v) => `${v}` } }),
-          y1: axis({ beginAtZero: true, position: "right", grid: { display: false }, ticks: { precision: 0 }, title: { display: true, text: "errors" } }),
+          y: axis({ beginAtZero: true, suggestedMax: 10, position: "left", title: { display: true, text: "ms" } }),
+          y1: axis({ beginAtZero: true, suggestedMax: 5, position: "right", grid: { display: false }, ticks: { precision: 0 }, title: { display: true, text: "errors" } }),
         },
         plugins: { legend: { position: "top", align: "end" }, tooltip: { callbacks: { label: (c) => (c.dataset.yAxisID === "y1" ? ` ${c.dataset.label}: ${c.raw}` : ` ${c.dataset.label}: ${fmtMs(c.raw)}`) } } },
       },

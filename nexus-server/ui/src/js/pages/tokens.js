@@ -1,7 +1,7 @@
 // Token calculator: count text or a messages array for a model, live as you type.
 
 import { post, get } from "../api.js";
-import { h, icon, clear, card, field, input, badge, fmtNum, debounce } from "../dom.js";
+import { h, icon, clear, card, field, input, badge, fmtNum, debounce, focusIfIdle } from "../dom.js";
 
 const EXAMPLE_MESSAGES = JSON.stringify(
   [
@@ -131,7 +131,7 @@ export default {
     });
     clear(view).appendChild(h("div", { class: "tokens-layout" }, editor, result));
     setMode(saved.mode, true);
-    setTimeout(() => area.focus(), 0);
+    setTimeout(() => focusIfIdle(area), 0);
     return () => run.cancel();
   },
 };
