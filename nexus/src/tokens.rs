@@ -63,20 +63,102 @@ impl Encoding {
         }
     }
 
+    fn whole_tokens(self) -> &'static WholeTokens {
+        static CL100K: OnceLock<WholeTokens> = OnceLock::new();
+        static O200K: OnceLock<WholeTokens> = OnceLock::new();
+        let cell = match self {
+            Encoding::Cl100kBase => &CL100K,
+            Encoding::O200kBase => &O200K,
+        };
+        cell.get_or_init(|| WholeTokens::build(&self.tokenizer().bpe))
+    }
+
     /// Builds this encoding's table now (it is otherwise built on first use).
     pub fn warm_up(self) {
-        let _ = self.tokenizer().count("warm up");
+        let _ = self.count("warm up");
     }
 
     /// Exact number of tokens of `text` (special-token text is counted as ordinary text).
     pub fn count(self, text: &str) -> Result<usize> {
-        Ok(self.tokenizer().count(text))
+        let tok = self.tokenizer();
+        let whole = self.whole_tokens();
+        let text = tok.normalize(text);
+        // Most pre-tokenized pieces of real text (words with their leading space) are one token
+        // of the vocabulary. tiktoken itself answers those with one map lookup before it runs BPE;
+        // doing the same skips the BPE encoder's set-up (and its allocations) for ~95% of pieces.
+        Ok(tok
+            .split(text.as_str())
+            .map(|piece| {
+                let b = piece.as_bytes();
+                // Long pieces (runs of CJK ideographs, long identifiers) are rarely one token:
+                // skip the lookup there rather than hash bytes for nothing.
+                if b.len() <= WholeTokens::MAX_PROBE_LEN && whole.contains(&tok.bpe, b) {
+                    1
+                } else {
+                    tok.bpe.count(b)
+                }
+            })
+            .sum())
     }
 
     /// The same count through tiktoken-rs, the reference implementation: slower, and its tables
     /// take more memory. For cross-checks; [`Encoding::count`] gives identical results.
     pub fn count_reference(self, text: &str) -> Result<usize> {
         Ok(self.reference_bpe()?.encode_ordinary(text).len())
+    }
+}
+
+/// The vocabulary as an open-addressing set of token ids, keyed by the token's bytes: answers "is
+/// this piece exactly one token?" without allocating. 4 bytes a slot at a load of at most 1/2
+/// (1 MB for cl100k, 2 MB for o200k); the bytes themselves stay in the BPE table.
+struct WholeTokens {
+    mask: usize,
+    slots: Vec<u32>,
+}
+
+impl WholeTokens {
+    const EMPTY: u32 = u32::MAX;
+    /// Longest piece worth looking up.
+    const MAX_PROBE_LEN: usize = 16;
+
+    fn hash(bytes: &[u8]) -> usize {
+        // FNV-1a: pieces are a few bytes long, where a byte loop beats a block hash's set-up.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        (h ^ (h >> 29)) as usize
+    }
+
+    fn build(bpe: &bpe_openai::byte_pair_encoding::BytePairEncoding) -> Self {
+        let n = bpe.num_tokens();
+        let size = (n * 2).next_power_of_two().max(2);
+        let mask = size - 1;
+        let mut slots = vec![Self::EMPTY; size];
+        for id in 0..n {
+            let Ok(id32) = u32::try_from(id) else { break };
+            let mut i = Self::hash(bpe.token_bytes(id32)) & mask;
+            while slots[i] != Self::EMPTY {
+                i = (i + 1) & mask;
+            }
+            slots[i] = id32;
+        }
+        WholeTokens { mask, slots }
+    }
+
+    fn contains(
+        &self,
+        bpe: &bpe_openai::byte_pair_encoding::BytePairEncoding,
+        piece: &[u8],
+    ) -> bool {
+        let mut i = Self::hash(piece) & self.mask;
+        loop {
+            match self.slots[i] {
+                Self::EMPTY => return false,
+                id if bpe.token_bytes(id) == piece => return true,
+                _ => i = (i + 1) & self.mask,
+            }
+        }
     }
 }
 
@@ -315,6 +397,35 @@ mod tests {
         assert_eq!(Encoding::O200kBase.count("hello world").unwrap(), 2);
         assert_eq!(Encoding::Cl100kBase.count("tiktoken is great!").unwrap(), 6);
         assert_eq!(Encoding::Cl100kBase.count("").unwrap(), 0);
+    }
+
+    /// The whole-token set holds every vocabulary entry and answers no for anything else.
+    #[test]
+    fn whole_token_set_is_the_vocabulary() {
+        for enc in [Encoding::Cl100kBase, Encoding::O200kBase] {
+            let bpe = &enc.tokenizer().bpe;
+            let whole = enc.whole_tokens();
+            let n = bpe.num_tokens() as u32;
+            for id in (0..n).step_by(97).chain([0, n - 1]) {
+                assert!(
+                    whole.contains(bpe, bpe.token_bytes(id)),
+                    "{enc:?} token {id}"
+                );
+            }
+            for piece in [
+                "",
+                " hello world",
+                "zzqxjzzqxjzzqxj",
+                "人工智能模型聚合平台",
+            ] {
+                let one = enc.count_reference(piece).unwrap() == 1;
+                assert_eq!(
+                    whole.contains(bpe, piece.as_bytes()),
+                    one,
+                    "{enc:?} {piece:?}"
+                );
+            }
+        }
     }
 
     /// bpe-openai must count exactly as tiktoken does, on every kind of text the gateway sees.
