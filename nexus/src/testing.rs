@@ -19,7 +19,7 @@
 //! | `miderror` | send one chunk, then an in-band `{"error":...}` event |
 //! | `json` | answer a stream request with a JSON body (not SSE) |
 //!
-//! `GET /mock/stats` returns `{requests, cancelled, completed, last_request}`.
+//! `GET /mock/stats` returns `{requests, cancelled, completed, connections, last_request}`.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -38,6 +38,7 @@ struct MockState {
     requests: AtomicU64,
     cancelled: AtomicU64,
     completed: AtomicU64,
+    connections: AtomicU64,
     flaky: Mutex<HashMap<String, u64>>,
     last_request: Mutex<Option<Value>>,
     last_headers: Mutex<Vec<(String, String)>>,
@@ -70,7 +71,9 @@ impl MockUpstream {
         let app = router(state.clone());
         // Like real upstreams, send each small SSE write at once (no Nagle delay).
         use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
+        let counter = state.clone();
+        let listener = listener.tap_io(move |tcp| {
+            counter.connections.fetch_add(1, Ordering::SeqCst);
             let _ = tcp.set_nodelay(true);
         });
         let task = tokio::spawn(async move {
@@ -97,6 +100,11 @@ impl MockUpstream {
     /// Streams sent to the end.
     pub fn completed(&self) -> u64 {
         self.state.completed.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted (a client that pools its connections opens few).
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     /// The last request body.
@@ -128,6 +136,7 @@ async fn stats(State(s): State<Arc<MockState>>) -> Json<Value> {
         "requests": s.requests.load(Ordering::SeqCst),
         "cancelled": s.cancelled.load(Ordering::SeqCst),
         "completed": s.completed.load(Ordering::SeqCst),
+        "connections": s.connections.load(Ordering::SeqCst),
         "last_request": s.last_request.lock().ok().and_then(|g| g.clone()),
     }))
 }

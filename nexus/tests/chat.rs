@@ -201,6 +201,27 @@ async fn stream_usage_injected_and_stripped_unless_asked() {
     }
 }
 
+/// A stream read to its `[DONE]` gives its upstream connection back to the pool, so the next
+/// request does not pay a new handshake, also when the upstream paces its events.
+#[tokio::test]
+async fn finished_streams_reuse_the_upstream_connection() {
+    let (mock, env, key) = setup(fast_options(), &[("m", "chunks3-delay20")]).await;
+    for _ in 0..3 {
+        let s = env
+            .hub
+            .chat_stream(Caller::Key(key.clone()), sreq("m", "hi"), ctx())
+            .await
+            .unwrap();
+        let (text, _, err, _) = drain(s).await;
+        assert!(err.is_none(), "{err:?}");
+        assert!(!text.is_empty());
+        // The end of the body may be read in the background just after [DONE].
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(mock.requests(), 3);
+    assert_eq!(mock.connections(), 1);
+}
+
 #[tokio::test]
 async fn stream_without_upstream_usage_is_estimated() {
     let (_mock, env, key) = setup(fast_options(), &[("gpt-4o", "nousage")]).await;
