@@ -36,3 +36,19 @@ py_venv() {
     .venv/bin/pip install -q --disable-pip-version-check maturin pytest pytest-asyncio pytest-timeout openai mypy
   fi
 }
+
+start_mock_upstream() {
+  # start_mock_upstream <binary> <stdout file>: starts the mock upstream in the background, sets
+  # MOCK_PID and MOCK_URL (its first stdout line), and kills it when the script exits.
+  mkdir -p "$(dirname "$2")"
+  "$1" > "$2" &
+  MOCK_PID=$!
+  trap 'kill $MOCK_PID 2>/dev/null || true' EXIT
+  MOCK_URL=""
+  for _ in $(seq 100); do
+    MOCK_URL="$(head -n1 "$2" 2>/dev/null || true)"
+    [ -n "$MOCK_URL" ] && break
+    sleep 0.1
+  done
+  [ -n "$MOCK_URL" ] || { echo "mock upstream did not start" >&2; exit 1; }
+}

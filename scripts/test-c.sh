@@ -13,18 +13,7 @@ log "C API: building the library and the mock upstream"
 cargo build --locked -p nexus-ffi
 cargo build --locked -p nexus --features testing --bin nexus-mock-upstream
 
-mkdir -p "$TARGET/c"
-MOCK_OUT="$TARGET/c/mock.out"
-"$TARGET/debug/nexus-mock-upstream" > "$MOCK_OUT" &
-MOCK_PID=$!
-trap 'kill $MOCK_PID 2>/dev/null || true' EXIT
-MOCK_URL=""
-for _ in $(seq 100); do
-  MOCK_URL="$(head -n1 "$MOCK_OUT" 2>/dev/null || true)"
-  [ -n "$MOCK_URL" ] && break
-  sleep 0.1
-done
-[ -n "$MOCK_URL" ] || { echo "mock upstream did not start" >&2; exit 1; }
+start_mock_upstream "$TARGET/debug/nexus-mock-upstream" "$TARGET/c/mock.out"
 
 log "C API: tests under valgrind"
 gcc -std=c11 -g -Wall -Wextra -Werror -Iinclude nexus-ffi/tests/c/test_nexus.c \

@@ -37,18 +37,7 @@ log "Python: pytest against the mock upstream"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 
 log "Python: the examples against the mock upstream"
-mkdir -p "$TARGET/py"
-MOCK_OUT="$TARGET/py/mock.out"
-"$NEXUS_MOCK_BIN" > "$MOCK_OUT" &
-MOCK_PID=$!
-trap 'kill $MOCK_PID 2>/dev/null || true' EXIT
-MOCK_URL=""
-for _ in $(seq 100); do
-  MOCK_URL="$(head -n1 "$MOCK_OUT" 2>/dev/null || true)"
-  [ -n "$MOCK_URL" ] && break
-  sleep 0.1
-done
-[ -n "$MOCK_URL" ] || { echo "mock upstream did not start" >&2; exit 1; }
+start_mock_upstream "$NEXUS_MOCK_BIN" "$TARGET/py/mock.out"
 
 run_example() {
   # run_example <expected substring> <script> <args...>: runs it and checks its output.
