@@ -94,54 +94,41 @@ fn init_logging(cfg: &ServerConfig) {
     }
 }
 
-/// Re-seals every upstream key under `NEXUS_NEW_MASTER_KEY` (or a fresh key), then writes the new
-/// key file. The new key is written to `<keyfile>.new` first so a crash leaves both keys on disk.
+/// Re-seals every sealed value under `NEXUS_NEW_MASTER_KEY` (or, in key-file mode, a fresh key
+/// written to the key file). The work is in the core (`rotate_master_key_at`): it refuses while
+/// any server or program has the database open, and in env mode without a new key it refuses
+/// rather than generate a key nobody would ever see.
 fn rotate(cfg: &ServerConfig) -> Result<(), String> {
-    let key_file = nexus::hub::default_key_file(&cfg.db);
-    let hub = nexus::Hub::open(&cfg.db, cfg.hub.clone()).map_err(|e| e.to_string())?;
-    let new = match std::env::var("NEXUS_NEW_MASTER_KEY")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        Some(v) => nexus::crypto::MasterKey::from_base64(&v).map_err(|e| e.to_string())?,
-        None => nexus::crypto::MasterKey::generate().map_err(|e| e.to_string())?,
+    use nexus::crypto::MasterKey;
+    use nexus::registry::{rotate_master_key_at, MasterKeySource};
+    let nonempty = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let current = match (&cfg.hub.master_key, nonempty("NEXUS_MASTER_KEY")) {
+        (Some(k), _) => MasterKeySource::Env(k.clone()),
+        (None, Some(v)) => {
+            MasterKeySource::Env(MasterKey::from_base64(&v).map_err(|e| e.to_string())?)
+        }
+        (None, None) => MasterKeySource::File(nexus::hub::default_key_file(&cfg.db)),
     };
-    let using_env = std::env::var("NEXUS_MASTER_KEY").is_ok_and(|v| !v.is_empty());
-    let staged = key_file.with_extension("key.new");
-    if !using_env {
-        write_private(&staged, new.to_base64().as_bytes())?;
-    }
-    hub.registry()
-        .rotate_master_key(new.clone())
-        .map_err(|e| e.to_string())?;
-    if using_env {
-        eprintln!("re-encrypted upstream keys under the new master key; set NEXUS_MASTER_KEY to NEXUS_NEW_MASTER_KEY's value from now on");
-    } else {
-        std::fs::rename(&staged, &key_file)
-            .map_err(|e| format!("cannot replace {}: {e}", key_file.display()))?;
-        eprintln!(
-            "re-encrypted upstream keys; new master key written to {} (fingerprint {})",
-            key_file.display(),
-            new.fingerprint()
-        );
+    let new = nonempty("NEXUS_NEW_MASTER_KEY")
+        .map(|v| MasterKey::from_base64(&v).map_err(|e| format!("NEXUS_NEW_MASTER_KEY: {e}")))
+        .transpose()?;
+    let done = rotate_master_key_at(&cfg.db, current, new).map_err(|e| e.to_string())?;
+    match &done.key_file {
+        Some((file, kept)) => eprintln!(
+            "re-encrypted {} sealed values; new master key written to {} (fingerprint {}); \
+             the old key is kept in {} until you delete it",
+            done.resealed,
+            file.display(),
+            done.fingerprint,
+            kept.display()
+        ),
+        None => eprintln!(
+            "re-encrypted {} sealed values under NEXUS_NEW_MASTER_KEY (fingerprint {}); \
+             set NEXUS_MASTER_KEY to that value before the next start",
+            done.resealed, done.fingerprint
+        ),
     }
     Ok(())
-}
-
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 async fn run(cfg: ServerConfig) -> Result<(), String> {

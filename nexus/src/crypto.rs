@@ -117,11 +117,27 @@ impl MasterKey {
     }
 }
 
-/// Writes a file readable only by its owner.
+/// Writes a new file readable only by its owner; fails if it exists.
 fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_private(path, bytes, false)
+}
+
+/// Writes `bytes` to `path` (creating or replacing it), mode 0600, and syncs the file and its
+/// directory so the content survives a power loss: how key files are staged and kept.
+pub fn write_private_file_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_private(path, bytes, true)?;
+    sync_parent_dir(path)
+}
+
+fn write_private(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
+    opts.write(true);
+    if replace {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -130,9 +146,33 @@ fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = opts
         .open(path)
         .map_err(|e| Error::Config(format!("cannot create key file {}: {e}", path.display())))?;
+    // The mode above applies only to a file this call creates; an existing one is narrowed too.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::Config(format!("cannot chmod {}: {e}", path.display())))?;
+    }
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| Error::Config(format!("cannot write key file {}: {e}", path.display())))
+}
+
+/// Syncs the directory holding `path`, so a create or rename in it is durable.
+pub fn sync_parent_dir(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::Config(format!("cannot sync {}: {e}", dir.display())))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// SHA-256 of a secret, hex encoded: how client keys and the admin token are stored.

@@ -592,8 +592,8 @@ impl Hub {
             .bearer_auth(p.api_key.expose())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
-        for (k, v) in &p.record.options.headers {
-            rb = rb.header(k.as_str(), v.as_str());
+        for (k, v) in &p.headers {
+            rb = rb.header(k.as_str(), v.expose());
         }
         let resp = match tokio::time::timeout(first_byte, rb.send()).await {
             Err(_) => {

@@ -2,7 +2,7 @@
 //!
 //! These serialize to the JSON shapes of the admin API (docs/API.md), which the C and Python
 //! bindings reuse, so one shape serves every caller. No record ever carries a secret in clear:
-//! providers expose `api_key_hint`, keys expose `prefix`.
+//! providers expose `api_key_hint` and header hints, keys expose `prefix`.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
@@ -13,9 +13,13 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderOptions {
-    /// Extra headers sent upstream with every request.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
+    /// Extra headers sent upstream with every request. Their values are sealed at rest like the
+    /// upstream key (they often carry one: `api-key`, `x-goog-api-key`), so in every answer the
+    /// values are hints (`abc...wxyz`). In an update, `None` (the field left out) keeps the stored
+    /// headers and `Some` replaces them; a value equal to the stored value's hint keeps that value,
+    /// so an answer sent back unchanged does not overwrite a secret with its hint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
     /// Time allowed until the response head (and, for streams, the first event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_byte_timeout_ms: Option<u64>,
@@ -62,6 +66,10 @@ pub struct Provider {
     pub updated_at: i64,
     /// How many models it serves.
     pub model_count: usize,
+    /// Why this provider is not routable although it may be enabled: its stored options or
+    /// headers cannot be decoded (it fails closed until an update sets them again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
 }
 
 /// Input to create a provider.
@@ -209,6 +217,10 @@ pub struct ClientKey {
     pub created_at: i64,
     /// Unix seconds of the last authenticated use (updated at most once a minute).
     pub last_used_at: Option<i64>,
+    /// Why this key does not authenticate although it may be enabled: its stored scope cannot be
+    /// decoded (it fails closed until an update sets `provider_ids` and `models` again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
 }
 
 /// A key just created: the only time the plaintext exists outside the caller.

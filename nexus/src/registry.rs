@@ -1,12 +1,22 @@
 //! The provider registry: providers, models, client keys and the admin token, kept in the store
 //! and mirrored in an immutable in-memory snapshot.
 //!
-//! The request path (authenticate, route) reads only the snapshot: no database round trip, no
-//! lock held across an await. Every write goes to the store first and then rebuilds the snapshot,
-//! so the snapshot is never ahead of what is durable.
+//! The request path (authenticate, route, the admin token check) reads only the snapshot: no
+//! database round trip, no lock held across an await. Every write goes to the store first and then
+//! rebuilds the snapshot, so the snapshot is never ahead of what is durable.
+//!
+//! Several processes may share one database (two servers, or a server and a Python or C program).
+//! A background thread polls [`Store::registry_version`] every [`RELOAD_INTERVAL`] and reloads the
+//! snapshot when another process changed the registry, so a revoked key or a disabled provider
+//! stops working everywhere within about a second. The thread holds only a `Weak` reference and
+//! ends when the registry is dropped.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use subtle::ConstantTimeEq;
 
 use crate::crypto::{self, MasterKey};
 use crate::error::{Error, Result};
@@ -15,7 +25,17 @@ use crate::records::{
     chat_endpoint, validate_base_url, validate_name, ClientKey, CreatedKey, KeyPatch, Model,
     ModelPatch, NewKey, NewModel, NewProvider, Provider, ProviderPatch,
 };
-use crate::store::{Store, StoredKey, StoredProvider};
+use crate::store::{SqliteStore, Store, StoredKey, StoredProvider};
+
+/// How often the registry checks whether another process changed the database.
+pub const RELOAD_INTERVAL: Duration = Duration::from_millis(500);
+
+/// For stores that cannot report a version cheaply: reload unconditionally every this many
+/// intervals (2 s).
+const BLIND_RELOAD_EVERY: u32 = 4;
+
+/// The shortest admin token accepted from configuration (`NEXUS_ADMIN_TOKEN`).
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 const MASTER_CHECK_META: &str = "master_key_check";
 const MASTER_CHECK_TEXT: &[u8] = b"nexus master key check v1";
@@ -38,13 +58,16 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// A provider ready to be called: its record, endpoint and decrypted key.
+/// A provider ready to be called: its record, endpoint, decrypted key and headers.
 #[derive(Debug, Clone)]
 pub struct ProviderEntry {
-    /// The public record.
+    /// The public record. Its `options.headers` holds hints only; the values to send are in
+    /// [`headers`](Self::headers).
     pub record: Provider,
     /// The upstream key.
     pub api_key: Secret,
+    /// The extra upstream headers (`options.headers`), unsealed, in name order.
+    pub headers: Vec<(String, Secret)>,
     /// `record.endpoint` parsed once here rather than on every request (URL parsing was ~3% of
     /// the gateway's CPU).
     pub(crate) endpoint_url: Option<reqwest::Url>,
@@ -63,19 +86,32 @@ pub struct Candidate {
 struct Snapshot {
     providers: Vec<Arc<ProviderEntry>>,
     provider_index: HashMap<i64, usize>,
+    /// Providers whose stored options or headers do not decode: listed, never routed.
+    broken_providers: HashSet<i64>,
+    /// Keys whose stored scope does not decode: listed, never authenticated.
+    broken_keys: HashSet<i64>,
     models: Vec<Model>,
     models_by_name: HashMap<String, Vec<usize>>,
     keys: Vec<ClientKey>,
     keys_by_hash: HashMap<String, usize>,
+    /// The stored admin token hash (hex bytes), cached so the check is a memory compare.
+    admin_hash: Option<Vec<u8>>,
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    master: RwLock<MasterKey>,
+    snap: RwLock<Arc<Snapshot>>,
+    // Serializes writers (and the watcher's reloads) so a read-modify-write of a row cannot
+    // interleave with another and an older snapshot never replaces a newer one.
+    write: Mutex<()>,
+    /// The store version the current snapshot was loaded at.
+    seen_version: Mutex<Option<u64>>,
 }
 
 /// The registry. Cheap to share behind an `Arc`.
 pub struct Registry {
-    store: Arc<dyn Store>,
-    master: RwLock<MasterKey>,
-    snap: RwLock<Arc<Snapshot>>,
-    // Serializes writers so a read-modify-write of a row cannot interleave with another.
-    write: Mutex<()>,
+    s: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -88,37 +124,93 @@ fn lock_err<T>(_: T) -> Error {
     Error::Internal("registry lock poisoned".into())
 }
 
-impl Registry {
-    /// Opens the registry over `store`, checking that `master` opens this database's secrets.
-    pub fn open(store: Arc<dyn Store>, master: MasterKey) -> Result<Self> {
-        match store.meta_get(MASTER_CHECK_META)? {
-            Some(sealed) => {
-                if master.open(&sealed)? != MASTER_CHECK_TEXT {
-                    return Err(Error::Config("master key check value is corrupt".into()));
+fn check_master(master: &MasterKey, sealed_check: &[u8]) -> Result<()> {
+    if master.open(sealed_check)? != MASTER_CHECK_TEXT {
+        return Err(Error::Config("master key check value is corrupt".into()));
+    }
+    Ok(())
+}
+
+/// Seals a header map as one JSON object; no headers is `None` (a NULL column).
+fn seal_headers(master: &MasterKey, h: &BTreeMap<String, String>) -> Result<Option<Vec<u8>>> {
+    if h.is_empty() {
+        return Ok(None);
+    }
+    let json = serde_json::to_vec(h).map_err(|e| Error::Internal(e.to_string()))?;
+    master.seal(&json).map(Some)
+}
+
+fn open_headers(master: &MasterKey, sealed: Option<&[u8]>) -> Result<BTreeMap<String, String>> {
+    let Some(sealed) = sealed else {
+        return Ok(BTreeMap::new());
+    };
+    serde_json::from_slice(&master.open(sealed)?)
+        .map_err(|e| Error::Storage(format!("sealed headers cannot be decoded: {e}")))
+}
+
+fn header_hints(h: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!h.is_empty()).then(|| {
+        h.iter()
+            .map(|(k, v)| (k.clone(), crypto::key_hint(v)))
+            .collect()
+    })
+}
+
+/// Starts the thread that reloads the snapshot when another process changes the database.
+fn spawn_watcher(weak: Weak<Shared>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("nexus-registry-watch".into())
+        .spawn(move || {
+            let mut last_error: Option<String> = None;
+            let mut tick = 0u32;
+            loop {
+                std::thread::sleep(RELOAD_INTERVAL);
+                // The registry is gone (its hub dropped): so is the reason to watch.
+                let Some(s) = weak.upgrade() else { break };
+                tick = tick.wrapping_add(1);
+                match s.reload_if_changed(tick.is_multiple_of(BLIND_RELOAD_EVERY)) {
+                    Ok(()) => last_error = None,
+                    Err(e) => {
+                        // Logged once per distinct error, not every 500 ms; the old snapshot
+                        // stays in use meanwhile.
+                        let msg = e.to_string();
+                        if last_error.as_deref() != Some(msg.as_str()) {
+                            tracing::error!(error = %msg, "registry reload failed; keeping the previous snapshot");
+                            last_error = Some(msg);
+                        }
+                    }
                 }
             }
-            None => store.meta_set(MASTER_CHECK_META, &master.seal(MASTER_CHECK_TEXT)?)?,
-        }
-        let reg = Registry {
-            store,
-            master: RwLock::new(master),
-            snap: RwLock::new(Arc::new(Snapshot::default())),
-            write: Mutex::new(()),
+        })
+        .map(|_| ())
+        .map_err(|e| Error::Internal(format!("cannot start the registry watcher: {e}")))
+}
+
+impl Shared {
+    fn reload_if_changed(&self, blind_tick: bool) -> Result<()> {
+        let v = self.store.registry_version()?;
+        let changed = match v {
+            Some(v) => *self.seen_version.lock().map_err(lock_err)? != Some(v),
+            None => blind_tick,
         };
-        reg.reload()?;
-        Ok(reg)
+        if !changed {
+            return Ok(());
+        }
+        let _w = self.write.lock().map_err(lock_err)?;
+        self.reload()
     }
 
-    /// The store underneath.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
-    /// Rebuilds the snapshot from the store (also picks up writes by other replicas).
-    pub fn reload(&self) -> Result<()> {
+    fn reload(&self) -> Result<()> {
+        // Read before loading: a change that lands in between moves the version again, so the
+        // watcher's next look reloads once more instead of missing it.
+        let version = self.store.registry_version()?;
         let data = self.store.load_registry()?;
+        let admin_hash = self.store.meta_get(ADMIN_TOKEN_META)?;
         let master = self.master.read().map_err(lock_err)?.clone();
-        let mut snap = Snapshot::default();
+        let mut snap = Snapshot {
+            admin_hash,
+            ..Snapshot::default()
+        };
         let mut counts: HashMap<i64, usize> = HashMap::new();
         for m in &data.models {
             *counts.entry(m.provider_id).or_default() += 1;
@@ -126,6 +218,26 @@ impl Registry {
         for p in data.providers {
             let key = String::from_utf8(master.open(&p.sealed_key)?)
                 .map_err(|_| Error::Storage("upstream key is not UTF-8".into()))?;
+            let mut options = p.options;
+            // Plaintext headers here come from an older build writing after this one sealed
+            // them at open: still send them, but list only hints.
+            let plaintext = options.headers.take();
+            let mut config_error = p.decode_error;
+            let headers = match plaintext {
+                Some(h) => h,
+                None => match open_headers(&master, p.sealed_headers.as_deref()) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        config_error.get_or_insert_with(|| e.to_string());
+                        BTreeMap::new()
+                    }
+                },
+            };
+            if let Some(e) = &config_error {
+                tracing::error!(provider = p.id, name = %p.name, error = %e, "provider is not routable until its options are set again");
+                snap.broken_providers.insert(p.id);
+            }
+            options.headers = header_hints(&headers);
             snap.provider_index.insert(p.id, snap.providers.len());
             let endpoint = chat_endpoint(&p.base_url);
             snap.providers.push(Arc::new(ProviderEntry {
@@ -138,12 +250,14 @@ impl Registry {
                     api_key_hint: p.key_hint,
                     description: p.description,
                     enabled: p.enabled,
-                    options: p.options,
+                    options,
                     created_at: p.created_at,
                     updated_at: p.updated_at,
                     model_count: counts.get(&p.id).copied().unwrap_or(0),
+                    config_error,
                 },
                 api_key: Secret(key),
+                headers: headers.into_iter().map(|(k, v)| (k, Secret(v))).collect(),
             }));
         }
         for (i, m) in data.models.into_iter().enumerate() {
@@ -154,19 +268,89 @@ impl Registry {
             snap.models.push(m);
         }
         for (i, k) in data.keys.into_iter().enumerate() {
-            snap.keys_by_hash.insert(k.hash, i);
-            snap.keys.push(k.record);
+            let mut rec = k.record;
+            if let Some(e) = k.decode_error {
+                // Fail closed: a key whose scope is unreadable authenticates nowhere (it is left
+                // out of the hash index) rather than everywhere.
+                tracing::error!(key = rec.id, name = %rec.name, error = %e, "client key refused until its scope is set again");
+                snap.broken_keys.insert(rec.id);
+                rec.config_error = Some(e);
+            } else {
+                snap.keys_by_hash.insert(k.hash, i);
+            }
+            snap.keys.push(rec);
         }
         *self.snap.write().map_err(lock_err)? = Arc::new(snap);
+        *self.seen_version.lock().map_err(lock_err)? = version;
+        Ok(())
+    }
+}
+
+impl Registry {
+    /// Opens the registry over `store`, checking that `master` opens this database's secrets,
+    /// sealing provider headers left in plaintext by older builds, and starting the thread that
+    /// picks up other processes' changes.
+    pub fn open(store: Arc<dyn Store>, master: MasterKey) -> Result<Self> {
+        match store.meta_get(MASTER_CHECK_META)? {
+            Some(sealed) => check_master(&master, &sealed)?,
+            None => store.meta_set(MASTER_CHECK_META, &master.seal(MASTER_CHECK_TEXT)?)?,
+        }
+        let reg = Registry {
+            s: Arc::new(Shared {
+                store,
+                master: RwLock::new(master),
+                snap: RwLock::new(Arc::new(Snapshot::default())),
+                write: Mutex::new(()),
+                seen_version: Mutex::new(None),
+            }),
+        };
+        reg.seal_plaintext_headers()?;
+        reg.reload()?;
+        spawn_watcher(Arc::downgrade(&reg.s))?;
+        Ok(reg)
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.s.store
+    }
+
+    /// Rebuilds the snapshot from the store (also picks up writes by other processes; the
+    /// background thread calls it when [`Store::registry_version`] moves).
+    pub fn reload(&self) -> Result<()> {
+        self.s.reload()
+    }
+
+    /// Moves header values that an older build stored in the plaintext `options` column into the
+    /// sealed column. Idempotent; each provider is one row update.
+    fn seal_plaintext_headers(&self) -> Result<()> {
+        let _w = self.s.write.lock().map_err(lock_err)?;
+        let data = self.s.store.load_registry()?;
+        for mut p in data.providers {
+            let Some(plain) = p.options.headers.take() else {
+                continue;
+            };
+            if p.decode_error.is_some() {
+                continue;
+            }
+            let master = self.s.master.read().map_err(lock_err)?.clone();
+            p.sealed_headers = seal_headers(&master, &plain)?;
+            self.s.store.update_provider(&p)?;
+            tracing::info!(
+                provider = p.id,
+                "sealed the provider's plaintext header values"
+            );
+        }
         Ok(())
     }
 
     fn snapshot(&self) -> Result<Arc<Snapshot>> {
-        Ok(self.snap.read().map_err(lock_err)?.clone())
+        Ok(self.s.snap.read().map_err(lock_err)?.clone())
     }
 
     fn stored_provider(&self, id: i64) -> Result<StoredProvider> {
-        self.store
+        self.s
+            .store
             .load_registry()?
             .providers
             .into_iter()
@@ -207,14 +391,13 @@ impl Registry {
         if p.api_key.is_empty() {
             return Err(Error::invalid_param("api_key", "api_key must not be empty"));
         }
-        let _w = self.write.lock().map_err(lock_err)?;
+        let _w = self.s.write.lock().map_err(lock_err)?;
         let now = now_ms() / 1000;
-        let sealed = self
-            .master
-            .read()
-            .map_err(lock_err)?
-            .seal(p.api_key.as_bytes())?;
-        let id = self.store.insert_provider(&StoredProvider {
+        let master = self.s.master.read().map_err(lock_err)?.clone();
+        let sealed = master.seal(p.api_key.as_bytes())?;
+        let mut options = p.options;
+        let sealed_headers = seal_headers(&master, &options.headers.take().unwrap_or_default())?;
+        let id = self.s.store.insert_provider(&StoredProvider {
             id: 0,
             name: p.name.trim().to_owned(),
             base_url: p.base_url.trim().to_owned(),
@@ -222,9 +405,11 @@ impl Registry {
             key_hint: crypto::key_hint(&p.api_key),
             description: p.description,
             enabled: p.enabled.unwrap_or(true),
-            options: p.options,
+            options,
+            sealed_headers,
             created_at: now,
             updated_at: now,
+            decode_error: None,
         })?;
         if let Some(pk) = p.personalized_key.filter(|k| !k.is_empty()) {
             self.attach_legacy_key(&pk, id, &p.name)?;
@@ -240,18 +425,25 @@ impl Registry {
         provider_name: &str,
     ) -> Result<()> {
         let hash = crypto::hash_secret(plaintext);
-        let data = self.store.load_registry()?;
+        let data = self.s.store.load_registry()?;
         if let Some(k) = data.keys.into_iter().find(|k| k.hash == hash) {
+            if let Some(e) = k.decode_error {
+                return Err(Error::Conflict(format!(
+                    "client key {} has an unreadable scope ({e}); set it with an update first",
+                    k.record.id
+                )));
+            }
             let mut rec = k.record;
             // An empty scope means "all providers": it already covers this one.
             if !rec.provider_ids.is_empty() && !rec.provider_ids.contains(&provider_id) {
                 rec.provider_ids.push(provider_id);
-                self.store.update_key(&rec)?;
+                self.s.store.update_key(&rec)?;
             }
             return Ok(());
         }
-        self.store.insert_key(&StoredKey {
+        self.s.store.insert_key(&StoredKey {
             hash,
+            decode_error: None,
             record: ClientKey {
                 id: 0,
                 name: format!("personalized key of {provider_name}"),
@@ -264,6 +456,7 @@ impl Registry {
                 tpm: None,
                 created_at: now_ms() / 1000,
                 last_used_at: None,
+                config_error: None,
             },
         })?;
         Ok(())
@@ -271,7 +464,7 @@ impl Registry {
 
     /// Updates a provider.
     pub fn update_provider(&self, id: i64, patch: ProviderPatch) -> Result<Provider> {
-        let _w = self.write.lock().map_err(lock_err)?;
+        let _w = self.s.write.lock().map_err(lock_err)?;
         let mut p = self.stored_provider(id)?;
         if let Some(n) = patch.name {
             validate_name("name", &n)?;
@@ -282,7 +475,7 @@ impl Registry {
             p.base_url = u.trim().to_owned();
         }
         if let Some(k) = patch.api_key.filter(|k| !k.is_empty()) {
-            p.sealed_key = self.master.read().map_err(lock_err)?.seal(k.as_bytes())?;
+            p.sealed_key = self.s.master.read().map_err(lock_err)?.seal(k.as_bytes())?;
             p.key_hint = crypto::key_hint(&k);
         }
         if let Some(d) = patch.description {
@@ -291,11 +484,40 @@ impl Registry {
         if let Some(e) = patch.enabled {
             p.enabled = e;
         }
-        if let Some(o) = patch.options {
-            p.options = o;
+        let master = self.s.master.read().map_err(lock_err)?.clone();
+        match patch.options {
+            Some(mut o) => {
+                if let Some(sent) = o.headers.take() {
+                    // A value equal to the stored value's hint means "unchanged": the form and
+                    // API clients send back what they were shown.
+                    let current =
+                        open_headers(&master, p.sealed_headers.as_deref()).unwrap_or_default();
+                    let merged: BTreeMap<String, String> = sent
+                        .into_iter()
+                        .map(|(k, v)| match current.get(&k) {
+                            Some(cur) if crypto::key_hint(cur) == v => (k, cur.clone()),
+                            _ => (k, v),
+                        })
+                        .collect();
+                    p.sealed_headers = seal_headers(&master, &merged)?;
+                } else if p.decode_error.is_some() {
+                    // Omitted headers are kept; that needs the stored ones to be readable.
+                    open_headers(&master, p.sealed_headers.as_deref())?;
+                }
+                p.options = o;
+                p.decode_error = None;
+            }
+            None => {
+                if let Some(e) = &p.decode_error {
+                    return Err(Error::invalid_param(
+                        "options",
+                        format!("{e}; send `options` to set them again"),
+                    ));
+                }
+            }
         }
         p.updated_at = now_ms() / 1000;
-        self.store.update_provider(&p)?;
+        self.s.store.update_provider(&p)?;
         if let Some(pk) = patch.personalized_key.filter(|k| !k.is_empty()) {
             self.attach_legacy_key(&pk, id, &p.name)?;
         }
@@ -305,8 +527,8 @@ impl Registry {
 
     /// Deletes a provider and its models.
     pub fn delete_provider(&self, id: i64) -> Result<()> {
-        let _w = self.write.lock().map_err(lock_err)?;
-        if !self.store.delete_provider(id)? {
+        let _w = self.s.write.lock().map_err(lock_err)?;
+        if !self.s.store.delete_provider(id)? {
             return Err(Error::not_found(format!("provider {id}")));
         }
         self.reload()
@@ -356,9 +578,10 @@ impl Registry {
                 ));
             }
         }
-        let _w = self.write.lock().map_err(lock_err)?;
+        let _w = self.s.write.lock().map_err(lock_err)?;
         self.provider(provider_id)?;
         let id = self
+            .s
             .store
             .insert_model(provider_id, &m, now_ms() / 1000)
             .map_err(|e| match e {
@@ -377,8 +600,8 @@ impl Registry {
         if let Some(n) = &patch.name {
             validate_name("name", n)?;
         }
-        let _w = self.write.lock().map_err(lock_err)?;
-        if !self.store.update_model(id, &patch)? {
+        let _w = self.s.write.lock().map_err(lock_err)?;
+        if !self.s.store.update_model(id, &patch)? {
             return Err(Error::not_found(format!("model id {id}")));
         }
         self.reload()?;
@@ -387,8 +610,8 @@ impl Registry {
 
     /// Deletes a model.
     pub fn delete_model(&self, id: i64) -> Result<()> {
-        let _w = self.write.lock().map_err(lock_err)?;
-        if !self.store.delete_model(id)? {
+        let _w = self.s.write.lock().map_err(lock_err)?;
+        if !self.s.store.delete_model(id)? {
             return Err(Error::not_found(format!("model id {id}")));
         }
         self.reload()
@@ -414,7 +637,7 @@ impl Registry {
     /// Creates a random key; the plaintext is in the result and nowhere else.
     pub fn create_key(&self, k: NewKey) -> Result<CreatedKey> {
         validate_name("name", &k.name)?;
-        let _w = self.write.lock().map_err(lock_err)?;
+        let _w = self.s.write.lock().map_err(lock_err)?;
         let s = self.snapshot()?;
         for pid in &k.provider_ids {
             if !s.provider_index.contains_key(pid) {
@@ -437,10 +660,12 @@ impl Registry {
             tpm: k.tpm,
             created_at: now_ms() / 1000,
             last_used_at: None,
+            config_error: None,
         };
-        let id = self.store.insert_key(&StoredKey {
+        let id = self.s.store.insert_key(&StoredKey {
             hash: crypto::hash_secret(&plaintext),
             record,
+            decode_error: None,
         })?;
         self.reload()?;
         Ok(CreatedKey {
@@ -451,8 +676,18 @@ impl Registry {
 
     /// Updates a key.
     pub fn update_key(&self, id: i64, p: KeyPatch) -> Result<ClientKey> {
-        let _w = self.write.lock().map_err(lock_err)?;
+        let _w = self.s.write.lock().map_err(lock_err)?;
         let mut k = self.key(id)?;
+        if self.snapshot()?.broken_keys.contains(&id)
+            && (p.provider_ids.is_none() || p.models.is_none())
+        {
+            // Writing the record back as listed would store an empty scope: "everything".
+            return Err(Error::invalid_param(
+                "provider_ids",
+                "this key's stored scope cannot be decoded; send both provider_ids and models",
+            ));
+        }
+        k.config_error = None;
         if let Some(n) = p.name {
             validate_name("name", &n)?;
             k.name = n;
@@ -475,15 +710,15 @@ impl Registry {
         if let Some(v) = p.models {
             k.models = v;
         }
-        self.store.update_key(&k)?;
+        self.s.store.update_key(&k)?;
         self.reload()?;
         self.key(id)
     }
 
     /// Deletes (revokes) a key.
     pub fn delete_key(&self, id: i64) -> Result<()> {
-        let _w = self.write.lock().map_err(lock_err)?;
-        if !self.store.delete_key(id)? {
+        let _w = self.s.write.lock().map_err(lock_err)?;
+        if !self.s.store.delete_key(id)? {
             return Err(Error::not_found(format!("key {id}")));
         }
         self.reload()
@@ -533,7 +768,7 @@ impl Registry {
                 continue;
             };
             let p = &s.providers[pi];
-            if !p.record.enabled {
+            if !p.record.enabled || s.broken_providers.contains(&p.record.id) {
                 continue;
             }
             served = true;
@@ -575,7 +810,7 @@ impl Registry {
                 continue;
             };
             let p = &s.providers[pi].record;
-            if !p.enabled {
+            if !p.enabled || s.broken_providers.contains(&p.id) {
                 continue;
             }
             if let Some(k) = key {
@@ -618,47 +853,193 @@ impl Registry {
 
     // ---- admin token and master key --------------------------------------------------------
 
-    /// Makes sure an admin token exists. With `configured`, that token becomes the admin token.
-    /// Otherwise, when none is stored yet, a random one is generated, stored hashed and returned
-    /// (the caller prints it once).
+    /// Makes sure an admin token exists. With `configured`, that token becomes the admin token;
+    /// it must be at least [`MIN_ADMIN_TOKEN_LEN`] characters. Otherwise, when none is stored
+    /// yet, a random one is generated, stored hashed and returned (the caller prints it once).
     pub fn ensure_admin_token(&self, configured: Option<&str>) -> Result<Option<String>> {
-        if let Some(t) = configured.filter(|t| !t.is_empty()) {
-            self.store
+        let _w = self.s.write.lock().map_err(lock_err)?;
+        let generated = if let Some(t) = configured.filter(|t| !t.is_empty()) {
+            if t.chars().count() < MIN_ADMIN_TOKEN_LEN {
+                return Err(Error::Config(format!(
+                    "the configured admin token (NEXUS_ADMIN_TOKEN) is shorter than \
+                     {MIN_ADMIN_TOKEN_LEN} characters; use a long random value"
+                )));
+            }
+            self.s
+                .store
                 .meta_set(ADMIN_TOKEN_META, crypto::hash_secret(t).as_bytes())?;
+            None
+        } else if self.s.store.meta_get(ADMIN_TOKEN_META)?.is_some() {
             return Ok(None);
-        }
-        if self.store.meta_get(ADMIN_TOKEN_META)?.is_some() {
-            return Ok(None);
-        }
-        let t = crypto::generate_client_key()?.replacen("nx-", "nxa-", 1);
-        self.store
-            .meta_set(ADMIN_TOKEN_META, crypto::hash_secret(&t).as_bytes())?;
-        Ok(Some(t))
+        } else {
+            let t = crypto::generate_client_key()?.replacen("nx-", "nxa-", 1);
+            self.s
+                .store
+                .meta_set(ADMIN_TOKEN_META, crypto::hash_secret(&t).as_bytes())?;
+            Some(t)
+        };
+        self.s.reload()?;
+        Ok(generated)
     }
 
-    /// Checks an admin token.
+    /// Checks an admin token against the hash cached in the snapshot: no database read, no
+    /// lock beyond the snapshot's, and a constant-time comparison.
     pub fn verify_admin_token(&self, presented: &str) -> Result<bool> {
-        let stored = self.store.meta_get(ADMIN_TOKEN_META)?;
-        Ok(stored.is_some_and(|h| h == crypto::hash_secret(presented).as_bytes()))
+        let s = self.snapshot()?;
+        let Some(stored) = s.admin_hash.as_deref() else {
+            return Ok(false);
+        };
+        Ok(crypto::hash_secret(presented)
+            .as_bytes()
+            .ct_eq(stored)
+            .into())
     }
 
-    /// Re-encrypts every upstream key under `new` in one transaction, then uses it.
+    /// Re-encrypts every sealed value (upstream keys, provider headers) under `new` in one
+    /// transaction, then uses it. Only safe when no other process has the database open (their
+    /// registries would keep sealing under the old key): files served by `nexus-server` are
+    /// rotated with [`rotate_master_key_at`], which makes sure of that.
     pub fn rotate_master_key(&self, new: MasterKey) -> Result<()> {
-        let _w = self.write.lock().map_err(lock_err)?;
-        let old = self.master.read().map_err(lock_err)?.clone();
-        let data = self.store.load_registry()?;
-        let mut resealed = Vec::with_capacity(data.providers.len());
-        for p in &data.providers {
-            resealed.push((p.id, new.seal(&old.open(&p.sealed_key)?)?));
-        }
-        self.store
-            .reseal(&resealed, &new.seal(MASTER_CHECK_TEXT)?)?;
-        *self.master.write().map_err(lock_err)? = new;
-        self.reload()
+        let _w = self.s.write.lock().map_err(lock_err)?;
+        let old = self.s.master.read().map_err(lock_err)?.clone();
+        reseal_store(self.s.store.as_ref(), &old, &new)?;
+        *self.s.master.write().map_err(lock_err)? = new;
+        self.s.reload()
     }
 
     /// Records that keys were used (id, unix seconds).
     pub fn touch_keys(&self, uses: &[(i64, i64)]) -> Result<()> {
-        self.store.touch_keys(uses)
+        self.s.store.touch_keys(uses)
     }
+}
+
+/// Re-seals everything under `new`, verifying each value opens under `new` before the commit.
+fn reseal_store(store: &dyn Store, old: &MasterKey, new: &MasterKey) -> Result<usize> {
+    let check = store
+        .meta_get(MASTER_CHECK_META)?
+        .ok_or_else(|| Error::Config("the database has no master key check value".into()))?;
+    check_master(old, &check)?;
+    store.reseal_all(&[MASTER_CHECK_META], &mut |sealed| {
+        let plain = old.open(sealed)?;
+        let resealed = new.seal(&plain)?;
+        if new.open(&resealed)? != plain {
+            return Err(Error::Internal(
+                "a re-sealed value does not decrypt under the new key".into(),
+            ));
+        }
+        Ok(resealed)
+    })
+}
+
+/// Where the current master key of a database comes from, for [`rotate_master_key_at`].
+#[derive(Debug, Clone)]
+pub enum MasterKeySource {
+    /// Given by the environment (`NEXUS_MASTER_KEY`): rotation cannot store the new key, so the
+    /// caller must supply it and set it in the environment afterwards.
+    Env(MasterKey),
+    /// A key file (by default `<db>.key`), replaced by the new key on success.
+    File(PathBuf),
+}
+
+/// What [`rotate_master_key_at`] did.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// Fingerprint of the new key.
+    pub fingerprint: String,
+    /// How many sealed values were re-encrypted (upstream keys, header sets, the check value).
+    pub resealed: usize,
+    /// In key-file mode: the key file now holding the new key, and the file keeping the old one.
+    pub key_file: Option<(PathBuf, PathBuf)>,
+}
+
+/// Re-keys the database at `db` from `current` to `new` (in key-file mode, a fresh random key
+/// when `new` is `None`; in env mode `new` is required, since a key that is not handed back
+/// would make every upstream key undecryptable).
+///
+/// Refuses with [`Error::Conflict`] while any other process (a server, a library user) has the
+/// database open. In key-file mode the new key is first written to `<key>.new` (0600, synced);
+/// then every sealed value is re-encrypted, verified and committed in one durable transaction;
+/// then the old key is kept as `<key>.old` and `<key>.new` is renamed over the key file. If the
+/// process dies after the commit and before the rename, `<key>.new` holds the key to use.
+pub fn rotate_master_key_at(
+    db: &Path,
+    current: MasterKeySource,
+    new: Option<MasterKey>,
+) -> Result<Rotation> {
+    let new = match (&current, new) {
+        (_, Some(k)) => k,
+        (MasterKeySource::File(_), None) => MasterKey::generate()?,
+        (MasterKeySource::Env(_), None) => {
+            return Err(Error::Config(
+                "the current master key comes from the environment (NEXUS_MASTER_KEY), so a \
+                 generated key could not be stored: set NEXUS_NEW_MASTER_KEY to the new key \
+                 (base64 of 32 bytes, e.g. `openssl rand -base64 32`) and run again; nothing \
+                 was changed"
+                    .into(),
+            ))
+        }
+    };
+    if !db.exists() {
+        return Err(Error::Config(format!(
+            "database {} does not exist",
+            db.display()
+        )));
+    }
+    let store = SqliteStore::open_exclusive(db)?;
+    let (old, files) = match &current {
+        MasterKeySource::Env(k) => (k.clone(), None),
+        MasterKeySource::File(f) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| Error::Config(format!("cannot read key file {}: {e}", f.display())))?;
+            let staged = with_suffix(f, ".new");
+            let kept = with_suffix(f, ".old");
+            (
+                MasterKey::from_base64(&text)?,
+                Some((f.clone(), staged, kept)),
+            )
+        }
+    };
+    if let Some((_, staged, _)) = &files {
+        crypto::write_private_file_replacing(staged, new.to_base64().as_bytes())?;
+    }
+    let resealed = match reseal_store(&store, &old, &new) {
+        Ok(n) => n,
+        Err(e) => {
+            // Nothing was committed: the staged key would only mislead a later recovery.
+            if let Some((_, staged, _)) = &files {
+                let _ = std::fs::remove_file(staged);
+            }
+            return Err(e);
+        }
+    };
+    // The exclusive lock (held by `store`) stays until the key file is promoted, so no server
+    // can start in between with the old key file.
+    let key_file = match files {
+        None => None,
+        Some((file, staged, kept)) => {
+            crypto::write_private_file_replacing(&kept, old.to_base64().as_bytes())?;
+            std::fs::rename(&staged, &file).map_err(|e| {
+                Error::Config(format!(
+                    "the database is re-keyed, but {} could not replace {}: {e}; \
+                     rename it by hand",
+                    staged.display(),
+                    file.display()
+                ))
+            })?;
+            crypto::sync_parent_dir(&file)?;
+            Some((file, kept))
+        }
+    };
+    drop(store);
+    Ok(Rotation {
+        fingerprint: new.fingerprint(),
+        resealed,
+        key_file,
+    })
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
 }

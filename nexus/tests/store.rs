@@ -458,3 +458,422 @@ fn sessions_round_trip() {
         ErrorKind::NotFound
     );
 }
+
+// ---- issue 13: fail-closed decoding, cross-process reloads, admin token, file modes, headers ---
+
+fn raw(db: &std::path::Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    c
+}
+
+fn model(name: &str) -> NewModel {
+    NewModel {
+        name: name.into(),
+        ..NewModel::default()
+    }
+}
+
+fn plain_provider(name: &str) -> NewProvider {
+    NewProvider {
+        name: name.into(),
+        base_url: "http://127.0.0.1:9".into(),
+        api_key: "sk-some-upstream-key-1234".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_key_with_an_undecodable_scope_fails_closed() {
+    let env = Env::new(fast_options());
+    let reg = env.hub.registry();
+    let p = reg.create_provider(plain_provider("a")).unwrap();
+    reg.create_model(p.id, model("m")).unwrap();
+    let k = reg
+        .create_key(nexus::records::NewKey {
+            name: "scoped".into(),
+            provider_ids: vec![p.id],
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(reg.authenticate(&k.key).is_ok());
+    raw(&env.db)
+        .execute(
+            "UPDATE client_keys SET provider_ids = '[1,' WHERE id = ?1",
+            [k.record.id],
+        )
+        .unwrap();
+    reg.reload().unwrap();
+    // Not "all providers": the key does not authenticate at all.
+    assert_eq!(
+        reg.authenticate(&k.key).unwrap_err().kind(),
+        ErrorKind::Authentication
+    );
+    let listed = reg.key(k.record.id).unwrap();
+    assert!(listed.config_error.unwrap().contains("provider_ids"));
+    // Patching only the name would write the (empty) listed scope back: refused.
+    let e = reg
+        .update_key(
+            k.record.id,
+            nexus::records::KeyPatch {
+                enabled: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidRequest);
+    reg.update_key(
+        k.record.id,
+        nexus::records::KeyPatch {
+            provider_ids: Some(vec![p.id]),
+            models: Some(vec![]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ok = reg.authenticate(&k.key).unwrap();
+    assert_eq!(ok.provider_ids, vec![p.id]);
+    assert!(ok.config_error.is_none());
+}
+
+#[test]
+fn a_provider_with_undecodable_options_fails_closed() {
+    let env = Env::new(fast_options());
+    let reg = env.hub.registry();
+    let p = reg
+        .create_provider(NewProvider {
+            options: ProviderOptions {
+                first_byte_timeout_ms: Some(1000),
+                ..Default::default()
+            },
+            ..plain_provider("a")
+        })
+        .unwrap();
+    reg.create_model(p.id, model("m")).unwrap();
+    assert_eq!(reg.route(None, "m", None).unwrap().len(), 1);
+    // As a downgrade would see an option it does not know (deny_unknown_fields).
+    raw(&env.db)
+        .execute(
+            "UPDATE service_providers SET options = '{\"from_the_future\":1}' WHERE id = ?1",
+            [p.id],
+        )
+        .unwrap();
+    reg.reload().unwrap();
+    assert_eq!(
+        reg.route(None, "m", None).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert!(reg.visible_models(None).unwrap().is_empty());
+    assert!(reg.provider(p.id).unwrap().config_error.is_some());
+    // Toggling another field cannot resave it with default options.
+    let e = reg
+        .update_provider(
+            p.id,
+            ProviderPatch {
+                description: Some("x".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidRequest);
+    reg.update_provider(
+        p.id,
+        ProviderPatch {
+            options: Some(ProviderOptions::default()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(reg.route(None, "m", None).unwrap().len(), 1);
+}
+
+fn within(limit: std::time::Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    ok()
+}
+
+#[test]
+fn changes_made_through_another_hub_apply_within_two_seconds() {
+    let env = Env::new(fast_options());
+    // A second process on the same file, as a server next to a Python program.
+    let other = Hub::open(&env.db, fast_options()).unwrap();
+    let a = env.hub.registry();
+    let b = other.registry();
+    let two = std::time::Duration::from_secs(2);
+    let p = a.create_provider(plain_provider("a")).unwrap();
+    a.create_model(p.id, model("m")).unwrap();
+    let k = a.create_key(nexus::records::NewKey {
+        name: "k".into(),
+        ..Default::default()
+    });
+    let k = k.unwrap();
+    assert!(
+        within(two, || b.authenticate(&k.key).is_ok()),
+        "new key seen"
+    );
+    assert!(
+        within(two, || b.route(None, "m", None).is_ok()),
+        "new model"
+    );
+    a.delete_key(k.record.id).unwrap();
+    assert!(
+        within(two, || b.authenticate(&k.key).is_err()),
+        "revoked key refused in the other hub"
+    );
+    a.update_provider(
+        p.id,
+        ProviderPatch {
+            enabled: Some(false),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        within(two, || b.route(None, "m", None).is_err()),
+        "disabled provider not routed by the other hub"
+    );
+    // And the other way round, with a bare registry as the writer.
+    let reg = nexus::registry::Registry::open(
+        std::sync::Arc::new(nexus::store::SqliteStore::open(&env.db).unwrap()),
+        common::master(),
+    )
+    .unwrap();
+    reg.create_model(p.id, model("m2")).unwrap();
+    assert!(within(two, || a.model_names().contains(&"m2".to_owned())));
+}
+
+trait Names {
+    fn model_names(&self) -> Vec<String>;
+}
+
+impl Names for nexus::registry::Registry {
+    fn model_names(&self) -> Vec<String> {
+        self.models(None)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect()
+    }
+}
+
+#[test]
+fn the_watcher_ends_when_the_hub_drops() {
+    fn watchers() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|d| {
+                d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                    .filter(|c| c.trim() == "nexus-registry-")
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+    if !std::path::Path::new("/proc/self/task").exists() {
+        return;
+    }
+    let env = Env::new(fast_options());
+    assert!(watchers() >= 1);
+    let before = watchers();
+    let Env { hub, dir, .. } = env;
+    drop(hub);
+    assert!(
+        within(std::time::Duration::from_secs(2), || watchers() < before),
+        "the watcher thread exits after its registry is dropped"
+    );
+    drop(dir);
+}
+
+#[test]
+fn admin_token_is_checked_from_memory_and_short_tokens_are_refused() {
+    let env = Env::new(fast_options());
+    let reg = env.hub.registry();
+    let e = reg.ensure_admin_token(Some("too-short")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(e.to_string().contains("16"), "{e}");
+    reg.ensure_admin_token(Some("a-long-enough-admin-token"))
+        .unwrap();
+    assert!(reg.verify_admin_token("a-long-enough-admin-token").unwrap());
+    assert!(!reg.verify_admin_token("a-long-enough-admin-tokeX").unwrap());
+    assert!(!reg.verify_admin_token("").unwrap());
+    // The hash is cached: with the meta table gone, the check still answers from memory (it
+    // used to read the row on every request, through the writer connection's mutex).
+    let c = raw(&env.db);
+    c.execute_batch("DROP TRIGGER meta_gen_del; DELETE FROM meta WHERE key = 'admin_token_hash';")
+        .unwrap();
+    assert!(reg.verify_admin_token("a-long-enough-admin-token").unwrap());
+    // Another process setting a new token is picked up by the reload.
+    let other = Hub::open(&env.db, fast_options()).unwrap();
+    other
+        .registry()
+        .ensure_admin_token(Some("the-second-admin-token"))
+        .unwrap();
+    assert!(within(std::time::Duration::from_secs(2), || reg
+        .verify_admin_token("the-second-admin-token")
+        .unwrap()));
+    assert!(!reg.verify_admin_token("a-long-enough-admin-token").unwrap());
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn database_wal_shm_lock_and_key_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mock = MockUpstream::start().await.unwrap();
+    let env = Env::new(HubOptions {
+        master_key: None,
+        ..fast_options()
+    });
+    env.provider("p", &mock, ProviderOptions::default(), &[("m", "m")]);
+    env.hub
+        .chat(
+            Caller::Admin { provider_id: None },
+            ChatRequest::user("m", "hi"),
+            RequestContext::default(),
+        )
+        .await
+        .unwrap();
+    env.hub.flush().unwrap();
+    for suffix in ["", "-wal", "-shm", ".lock", ".key"] {
+        let p = env.dir.path().join(format!("hub.db{suffix}"));
+        let mode = std::fs::metadata(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{} is {:o}", p.display(), mode & 0o777);
+    }
+}
+
+#[tokio::test]
+async fn provider_headers_are_sealed_and_answered_as_hints() {
+    let mock = MockUpstream::start().await.unwrap();
+    let env = Env::new(fast_options());
+    let secret = "azure-header-secret-0f1e2d3c4b";
+    let headers: std::collections::BTreeMap<String, String> =
+        [("api-key".to_owned(), secret.to_owned())].into();
+    let id = env.provider(
+        "azure",
+        &mock,
+        ProviderOptions {
+            headers: Some(headers),
+            ..Default::default()
+        },
+        &[("m", "m")],
+    );
+    let reg = env.hub.registry();
+    let shown = reg.provider(id).unwrap();
+    let hint = shown.options.headers.clone().unwrap()["api-key"].clone();
+    assert_eq!(hint, "azu...3c4b");
+    let answers = format!(
+        "{} {:?} {:?}",
+        serde_json::to_string(&reg.providers().unwrap()).unwrap(),
+        reg.providers().unwrap(),
+        reg.route(None, "m", None).unwrap()
+    );
+    assert!(!answers.contains(secret), "{answers}");
+    // The upstream still gets the real value.
+    env.hub
+        .chat(
+            Caller::Admin { provider_id: None },
+            ChatRequest::user("m", "hi"),
+            RequestContext::default(),
+        )
+        .await
+        .unwrap();
+    let sent = mock.last_headers();
+    assert!(sent.iter().any(|(k, v)| k == "api-key" && v == secret));
+    // PATCH: options without headers keep them; the hint sent back keeps the value; new headers
+    // replace them.
+    reg.update_provider(
+        id,
+        ProviderPatch {
+            options: Some(ProviderOptions {
+                max_retries: Some(1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    reg.update_provider(
+        id,
+        ProviderPatch {
+            options: Some(shown.options.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let entry = reg.provider_entry(id).unwrap();
+    assert_eq!(entry.headers.len(), 1);
+    assert_eq!(entry.headers[0].1.expose(), secret);
+    reg.update_provider(
+        id,
+        ProviderPatch {
+            options: Some(ProviderOptions {
+                headers: Some([("x-other".to_owned(), "v2-value-123456".to_owned())].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let entry = reg.provider_entry(id).unwrap();
+    assert_eq!(entry.headers.len(), 1);
+    assert_eq!(entry.headers[0].0, "x-other");
+    env.hub.flush().unwrap();
+    let Env { hub, dir, .. } = env;
+    drop(hub);
+    check_closed_no_key_file(&dir, &[secret, "v2-value-123456"]);
+}
+
+fn check_closed_no_key_file(dir: &tempfile::TempDir, secrets: &[&str]) {
+    for (name, bytes) in files_bytes(dir.path()) {
+        for s in secrets {
+            assert!(
+                !contains(&bytes, s.as_bytes()),
+                "{s} in plaintext in {name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn plaintext_headers_of_an_older_build_are_sealed_on_open() {
+    let env = Env::new(fast_options());
+    let p = env
+        .hub
+        .registry()
+        .create_provider(plain_provider("old"))
+        .unwrap();
+    let secret = "plaintext-legacy-header-77aa88bb";
+    raw(&env.db)
+        .execute(
+            "UPDATE service_providers SET options = ?2 WHERE id = ?1",
+            rusqlite::params![
+                p.id,
+                format!("{{\"headers\":{{\"x-api-key\":\"{secret}\"}}}}")
+            ],
+        )
+        .unwrap();
+    let Env { hub, dir, db } = env;
+    drop(hub);
+    let hub = Hub::open(&db, fast_options()).unwrap();
+    let e = hub.registry().provider_entry(p.id).unwrap();
+    assert_eq!(e.headers[0].1.expose(), secret);
+    let opts: String = raw(&db)
+        .query_row(
+            "SELECT options FROM service_providers WHERE id = ?1",
+            [p.id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!opts.contains(secret), "{opts}");
+    drop(hub);
+    let c = raw(&db);
+    c.execute_batch("VACUUM").unwrap();
+    drop(c);
+    check_closed_no_key_file(&dir, &[secret]);
+}

@@ -2,7 +2,8 @@
 //! embedded SQLite file so that several stateless server replicas share one registry and stats.
 //!
 //! Methods are blocking; async callers run them on a blocking thread. No database type crosses the
-//! trait, and secrets cross it only sealed (upstream keys) or hashed (client keys).
+//! trait, and secrets cross it only sealed (upstream keys, provider headers) or hashed (client
+//! keys and the admin token).
 
 mod sqlite;
 
@@ -33,12 +34,19 @@ pub struct StoredProvider {
     pub description: String,
     /// Enabled.
     pub enabled: bool,
-    /// Options.
+    /// Options, without header values: those live only in `sealed_headers`. (A row written by an
+    /// older build may still carry plaintext headers here; the registry seals them on open.)
     pub options: ProviderOptions,
+    /// The extra upstream headers as a sealed JSON object (name to value); `None` when there are
+    /// none.
+    pub sealed_headers: Option<Vec<u8>>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+    /// Set on load when a stored column (the options JSON) cannot be decoded: the registry then
+    /// keeps the provider out of routing instead of running it with default options.
+    pub decode_error: Option<String>,
 }
 
 /// A client key row as stored: the key hashed.
@@ -48,6 +56,9 @@ pub struct StoredKey {
     pub record: ClientKey,
     /// SHA-256 hex of the plaintext key.
     pub hash: String,
+    /// Set on load when the stored scope (`provider_ids`, `models`) cannot be decoded: the
+    /// registry then refuses the key instead of reading the scope as "everything".
+    pub decode_error: Option<String>,
 }
 
 /// Everything the registry keeps in memory.
@@ -79,8 +90,22 @@ pub trait Store: Send + Sync + 'static {
     fn update_provider(&self, p: &StoredProvider) -> Result<bool>;
     /// Deletes a provider and its models; false when it does not exist.
     fn delete_provider(&self, id: i64) -> Result<bool>;
-    /// Re-seals every upstream key and the master-key check in one transaction.
-    fn reseal(&self, sealed_keys: &[(i64, Vec<u8>)], check: &[u8]) -> Result<()>;
+    /// Replaces every sealed value (upstream keys, provider headers, and the metadata values
+    /// named in `meta_keys`) by `f(old)`, in one transaction that also reads them, so nothing
+    /// sealed under the old key can slip in between. Any error from `f` rolls everything back.
+    /// Returns how many values were re-sealed.
+    fn reseal_all(
+        &self,
+        meta_keys: &[&str],
+        f: &mut dyn FnMut(&[u8]) -> Result<Vec<u8>>,
+    ) -> Result<usize>;
+    /// A number that changes whenever the registry (providers, models, keys, metadata) changes,
+    /// in this process or in another one sharing the database; `None` when the store cannot tell
+    /// cheaply (the registry then reloads on a slower timer). Called every
+    /// [`RELOAD_INTERVAL`](crate::registry::RELOAD_INTERVAL), so it must be cheap.
+    fn registry_version(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
 
     /// Inserts a model and returns its id.
     fn insert_model(&self, provider_id: i64, m: &NewModel, now: i64) -> Result<i64>;
@@ -100,6 +125,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a batch of usage records and messages atomically, with their rollups.
     fn insert_usage(&self, usage: &[UsageRecord], messages: &[MessageRecord]) -> Result<()>;
+    /// Deletes at most `limit` conversation messages older than `before_ms` (unix milliseconds)
+    /// and returns how many went; small batches keep the writer lock short.
+    fn prune_messages(&self, before_ms: i64, limit: usize) -> Result<usize>;
     /// Totals (registry counts are filled in by the caller).
     fn summary(&self) -> Result<Summary>;
     /// A time series; `names` maps ids to labels for grouping.

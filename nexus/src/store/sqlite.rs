@@ -3,12 +3,17 @@
 //! One writer connection (SQLite allows a single writer anyway) and a few reader connections, so
 //! dashboard queries never wait behind a stats batch. Versioned migrations are tracked in
 //! `PRAGMA user_version`.
+//!
+//! The file, its `-wal` and `-shm` files and the lock file are owner-only (0600). Every open
+//! store holds a shared `flock` on `<db>.lock`; `rotate-master-key` needs it exclusively, so it
+//! cannot re-key a database that a server or a library user still has open.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::HashMap;
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{GroupKey, RegistryData, Store, StoredKey, StoredProvider};
 use crate::error::{Error, Result};
@@ -19,14 +24,132 @@ use crate::stats::{
 };
 
 /// Migrations, applied in order; index + 1 is the schema version. Never edit a released one.
-const MIGRATIONS: &[&str] = &[include_str!("sql/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("sql/0001_init.sql"),
+    include_str!("sql/0002_sealed_headers_and_generation.sql"),
+];
 
 const READERS: usize = 2;
+
+/// How long opening waits for a running master-key rotation to release the lock file.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// SQLite implementation of [`Store`].
 pub struct SqliteStore {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
+    /// A connection of its own for [`Store::registry_version`], so the 500 ms poll never queues
+    /// behind a stats batch on the writer; with the last `data_version` and generation it saw.
+    watch: Mutex<(Connection, Option<(i64, u64)>)>,
+    /// The shared (or, for rotation, exclusive) lock on `<db>.lock`, held while the store lives.
+    _lock: Option<File>,
+}
+
+/// The lock file beside a database: `<db>.lock`.
+pub fn lock_file_path(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist. An existing file readable by others
+/// is left as it is (an operator may share it with a group on purpose) but is logged.
+fn create_private(path: &Path) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            warn_if_shared(path);
+            Ok(())
+        }
+        Err(e) => Err(Error::Storage(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Logs a warning when `path` exists and group or others may access it.
+fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{mode:o}"),
+                    "database file is readable by other users; it holds prompts and secrets \
+                     (run chmod 600 on it and its -wal, -shm files)"
+                );
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+fn take_lock(db: &Path, mode: LockMode) -> Result<File> {
+    let path = lock_file_path(db);
+    create_private(&path)?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
+    let in_use = || {
+        Error::Conflict(format!(
+            "database {} is in use by another process (a server or a program using the \
+             library); stop it first",
+            db.display()
+        ))
+    };
+    match mode {
+        LockMode::Exclusive => match f.try_lock() {
+            Ok(()) => Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => Err(in_use()),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::Storage(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            ))),
+        },
+        LockMode::Shared => {
+            // Only a master-key rotation holds the lock exclusively, for a few seconds at most:
+            // wait for it rather than fail a server start that races it.
+            let deadline = Instant::now() + LOCK_WAIT;
+            loop {
+                match f.try_lock_shared() {
+                    Ok(()) => return Ok(f),
+                    Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        return Err(Error::Conflict(format!(
+                            "database {} is locked by a master-key rotation",
+                            db.display()
+                        )))
+                    }
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        return Err(Error::Storage(format!(
+                            "cannot lock {}: {e}",
+                            path.display()
+                        )))
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -49,25 +172,51 @@ fn configure(conn: &Connection, file_backed: bool) -> Result<()> {
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
-    if version > known {
-        return Err(Error::Config(format!(
-            "database schema version {version} is newer than this build supports ({known})"
-        )));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction()?;
+    loop {
+        // IMMEDIATE takes the write lock before the version is read, so two processes opening a
+        // fresh file cannot both decide to run the same migration (the second used to fail with
+        // "table already exists").
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > known {
+            return Err(Error::Config(format!(
+                "database schema version {version} is newer than this build supports ({known})"
+            )));
+        }
+        let Some(sql) = MIGRATIONS.get(version as usize) else {
+            return Ok(());
+        };
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
         tx.commit()?;
     }
-    Ok(())
 }
 
 impl SqliteStore {
-    /// Opens (creating and migrating as needed) the database file at `path`.
+    /// Opens (creating and migrating as needed) the database file at `path`, holding a shared
+    /// lock on `<path>.lock` for the store's life.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_locked(path, LockMode::Shared)
+    }
+
+    /// Opens the database file at `path` for maintenance that no other process may overlap (the
+    /// master-key rotation): fails at once with a [`Error::Conflict`] ("database is in use by
+    /// another process") while any other store has it open.
+    pub fn open_exclusive(path: &Path) -> Result<Self> {
+        Self::open_locked(path, LockMode::Exclusive)
+    }
+
+    fn open_locked(path: &Path, mode: LockMode) -> Result<Self> {
+        let lock = take_lock(path, mode)?;
+        // SQLite creates -wal and -shm with the main file's mode, so making the main file 0600
+        // before SQLite first opens it keeps all three private.
+        create_private(path)?;
+        for side in ["-wal", "-shm"] {
+            let mut s = path.as_os_str().to_owned();
+            s.push(side);
+            warn_if_shared(Path::new(&s));
+        }
         let mut w = Connection::open(path)?;
         configure(&w, true)?;
         migrate(&mut w)?;
@@ -77,9 +226,13 @@ impl SqliteStore {
             configure(&r, true)?;
             readers.push(Mutex::new(r));
         }
+        let watch = Connection::open(path)?;
+        configure(&watch, true)?;
         Ok(SqliteStore {
             writer: Mutex::new(w),
             readers,
+            watch: Mutex::new((watch, None)),
+            _lock: Some(lock),
         })
     }
 
@@ -101,9 +254,13 @@ impl SqliteStore {
             configure(&r, false)?;
             readers.push(Mutex::new(r));
         }
+        let watch = Connection::open_with_flags(&name, flags)?;
+        configure(&watch, false)?;
         Ok(SqliteStore {
             writer: Mutex::new(w),
             readers,
+            watch: Mutex::new((watch, None)),
+            _lock: None,
         })
     }
 
@@ -125,8 +282,9 @@ impl SqliteStore {
     }
 }
 
-fn json_vec<T: serde::de::DeserializeOwned>(s: &str) -> Vec<T> {
-    serde_json::from_str(s).unwrap_or_default()
+/// Decodes a stored JSON column; the error names the column so the log says what is broken.
+fn decode<T: serde::de::DeserializeOwned>(column: &str, s: &str) -> std::result::Result<T, String> {
+    serde_json::from_str(s).map_err(|e| format!("stored {column} cannot be decoded: {e}"))
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
@@ -160,11 +318,17 @@ impl Store for SqliteStore {
         let c = self.w()?;
         let mut st = c.prepare(
             "SELECT id, name, server_url, server_key, key_hint, description, enabled, options,
-                    created_at, updated_at FROM service_providers ORDER BY id",
+                    created_at, updated_at, sealed_headers FROM service_providers ORDER BY id",
         )?;
         let providers = st
             .query_map([], |r| {
                 let opts: String = r.get(7)?;
+                // A broken options value must not silently become the defaults (no headers, no
+                // timeouts): keep the row, flag it, and let the registry fail it closed.
+                let (options, decode_error) = match decode("options", &opts) {
+                    Ok(o) => (o, None),
+                    Err(e) => (Default::default(), Some(e)),
+                };
                 Ok(StoredProvider {
                     id: r.get(0)?,
                     name: r.get(1)?,
@@ -173,9 +337,11 @@ impl Store for SqliteStore {
                     key_hint: r.get(4)?,
                     description: r.get(5)?,
                     enabled: r.get(6)?,
-                    options: serde_json::from_str(&opts).unwrap_or_default(),
+                    options,
+                    sealed_headers: r.get(10)?,
                     created_at: r.get(8)?,
                     updated_at: r.get(9)?,
+                    decode_error,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -207,13 +373,24 @@ impl Store for SqliteStore {
             .query_map([], |r| {
                 let pids: String = r.get(3)?;
                 let models: String = r.get(4)?;
+                // An empty scope means "everything", so a scope that does not decode must never
+                // become empty: the key is flagged and the registry refuses it.
+                let pids = decode::<Vec<i64>>("provider_ids", &pids);
+                let models = decode::<Vec<String>>("models", &models);
+                let decode_error = [pids.as_ref().err(), models.as_ref().err()]
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .reduce(|a, b| format!("{a}; {b}"));
                 Ok(StoredKey {
+                    decode_error,
                     record: ClientKey {
                         id: r.get(0)?,
                         name: r.get(1)?,
                         prefix: r.get(2)?,
-                        provider_ids: json_vec(&pids),
-                        models: json_vec(&models),
+                        provider_ids: pids.unwrap_or_default(),
+                        models: models.unwrap_or_default(),
+                        config_error: None,
                         expires_at: r.get(5)?,
                         enabled: r.get(6)?,
                         rpm: r.get(7)?,
@@ -236,8 +413,8 @@ impl Store for SqliteStore {
         let c = self.w()?;
         c.execute(
             "INSERT INTO service_providers (name, server_url, server_key, key_hint, description,
-                 enabled, options, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 enabled, options, created_at, updated_at, sealed_headers)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 p.name,
                 p.base_url,
@@ -247,7 +424,8 @@ impl Store for SqliteStore {
                 p.enabled,
                 to_json(&p.options)?,
                 p.created_at,
-                p.updated_at
+                p.updated_at,
+                p.sealed_headers
             ],
         )?;
         Ok(c.last_insert_rowid())
@@ -256,7 +434,8 @@ impl Store for SqliteStore {
     fn update_provider(&self, p: &StoredProvider) -> Result<bool> {
         let n = self.w()?.execute(
             "UPDATE service_providers SET name = ?2, server_url = ?3, server_key = ?4,
-                 key_hint = ?5, description = ?6, enabled = ?7, options = ?8, updated_at = ?9
+                 key_hint = ?5, description = ?6, enabled = ?7, options = ?8, updated_at = ?9,
+                 sealed_headers = ?10
              WHERE id = ?1",
             params![
                 p.id,
@@ -267,7 +446,8 @@ impl Store for SqliteStore {
                 p.description,
                 p.enabled,
                 to_json(&p.options)?,
-                p.updated_at
+                p.updated_at,
+                p.sealed_headers
             ],
         )?;
         Ok(n > 0)
@@ -281,22 +461,71 @@ impl Store for SqliteStore {
             > 0)
     }
 
-    fn reseal(&self, sealed_keys: &[(i64, Vec<u8>)], check: &[u8]) -> Result<()> {
+    fn reseal_all(
+        &self,
+        meta_keys: &[&str],
+        f: &mut dyn FnMut(&[u8]) -> Result<Vec<u8>>,
+    ) -> Result<usize> {
         let mut c = self.w()?;
-        let tx = c.transaction()?;
-        for (id, sealed) in sealed_keys {
-            tx.execute(
-                "UPDATE service_providers SET server_key = ?2 WHERE id = ?1",
-                params![id, sealed],
-            )?;
+        // A re-key must survive a power loss once it reports success: the old key file is
+        // replaced right after, so a lost WAL commit would leave the rows under a deleted key.
+        c.pragma_update(None, "synchronous", "FULL")?;
+        let res = (|| -> Result<usize> {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let rows: Vec<(i64, Vec<u8>, Option<Vec<u8>>)> = tx
+                .prepare("SELECT id, server_key, sealed_headers FROM service_providers")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut n = 0;
+            for (id, key, headers) in rows {
+                let key = f(&key)?;
+                let headers = headers.map(|h| f(&h)).transpose()?;
+                n += 1 + headers.is_some() as usize;
+                tx.execute(
+                    "UPDATE service_providers SET server_key = ?2, sealed_headers = ?3
+                     WHERE id = ?1",
+                    params![id, key, headers],
+                )?;
+            }
+            for k in meta_keys {
+                let v: Option<Vec<u8>> = tx
+                    .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                    .optional()?;
+                if let Some(v) = v {
+                    tx.execute(
+                        "UPDATE meta SET value = ?2 WHERE key = ?1",
+                        params![k, f(&v)?],
+                    )?;
+                    n += 1;
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        })();
+        let _ = c.pragma_update(None, "synchronous", "NORMAL");
+        res
+    }
+
+    fn registry_version(&self) -> Result<Option<u64>> {
+        let mut g = self
+            .watch
+            .lock()
+            .map_err(|_| Error::Internal("database watch lock poisoned".into()))?;
+        let (conn, seen) = &mut *g;
+        // data_version moves when another connection (of this or any process) commits; reading
+        // it is a look at the WAL index, no I/O. Only then is the generation row worth a query.
+        let dv: i64 = conn.pragma_query_value(None, "data_version", |r| r.get(0))?;
+        if let Some((seen_dv, generation)) = *seen {
+            if seen_dv == dv {
+                return Ok(Some(generation));
+            }
         }
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('master_key_check', ?1)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [check],
-        )?;
-        tx.commit()?;
-        Ok(())
+        let generation: i64 =
+            conn.query_row("SELECT n FROM registry_generation WHERE id = 1", [], |r| {
+                r.get(0)
+            })?;
+        *seen = Some((dv, generation as u64));
+        Ok(Some(generation as u64))
     }
 
     fn insert_model(&self, provider_id: i64, m: &NewModel, now: i64) -> Result<i64> {
@@ -579,6 +808,14 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn prune_messages(&self, before_ms: i64, limit: usize) -> Result<usize> {
+        Ok(self.w()?.execute(
+            "DELETE FROM chat_messages WHERE id IN
+                 (SELECT id FROM chat_messages WHERE ts_ms < ?1 ORDER BY ts_ms LIMIT ?2)",
+            params![before_ms, limit as i64],
+        )?)
     }
 
     fn summary(&self) -> Result<Summary> {
