@@ -304,9 +304,16 @@ impl Hub {
         self.0.db_path.as_deref()
     }
 
-    /// Whether the database answers.
+    /// Whether the database answers and the stats writer's last commit succeeded (a full disk
+    /// or a read-only file makes this an error).
     pub fn ready(&self) -> Result<()> {
+        self.0.stats.health()?;
         self.0.registry.store().ping()
+    }
+
+    /// The stats writer (for its [`dropped_rows`](StatsWriter::dropped_rows) counter).
+    pub fn stats(&self) -> &StatsWriter {
+        &self.0.stats
     }
 
     // ---- tokens ----------------------------------------------------------------------------

@@ -5,8 +5,15 @@
 //! [`StatsConfig::batch_size`] records or when [`StatsConfig::flush_interval`] has passed since the
 //! first record of the batch, so a crash loses at most one interval. [`StatsWriter::flush`] and
 //! dropping the last handle drain everything.
+//!
+//! Nothing is dropped silently: a batch the store refuses (disk full, read-only file) after the
+//! retries, and records refused because the buffer is full ([`StatsConfig::max_pending`]; message
+//! rows go first), are logged and counted in [`StatsWriter::dropped_rows`], and the failure turns
+//! [`StatsWriter::health`] (and so the hub's readiness) red until a commit succeeds again. The
+//! same thread prunes conversation messages older than [`StatsConfig::message_retention_days`].
 
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -249,6 +256,14 @@ pub struct StatsConfig {
     pub batch_size: usize,
     /// Commit at least this often while records wait; bounds what a crash can lose.
     pub flush_interval: Duration,
+    /// At most this many records (usage and messages) wait in memory, e.g. while the database
+    /// stalls; beyond it message rows are dropped first, then new usage rows (counted).
+    pub max_pending: usize,
+    /// At most this many bytes of message text wait in memory (messages can be 16 MiB each).
+    pub max_pending_message_bytes: usize,
+    /// Conversation messages older than this many days are deleted (in the background, in small
+    /// batches, at start and hourly). 0 keeps them forever.
+    pub message_retention_days: u32,
 }
 
 impl Default for StatsConfig {
@@ -256,9 +271,20 @@ impl Default for StatsConfig {
         StatsConfig {
             batch_size: 512,
             flush_interval: Duration::from_millis(500),
+            max_pending: 100_000,
+            max_pending_message_bytes: 64 << 20,
+            message_retention_days: 30,
         }
     }
 }
+
+/// Messages deleted per retention statement: short enough not to hold the writer lock long.
+const PRUNE_BATCH: usize = 1000;
+/// How often retention runs after the first pass at start.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How long `flush` waits at most: longer than a commit with all its retries and the busy
+/// timeout can take, so only a stuck database or a lost thread reaches it.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the request path hands to the writer thread, behind one short-held mutex.
 #[derive(Default)]
@@ -270,10 +296,14 @@ struct Pending {
     /// Records (usage and messages) ever queued, and ever taken into a commit.
     queued: u64,
     committed: u64,
-    /// The result of the last commit, for `flush`.
+    /// Bytes of message text waiting.
+    message_bytes: usize,
+    /// The result of the last commit, for `flush` and `health`.
     last_error: Option<String>,
     flush_wanted: bool,
     closed: bool,
+    /// The writer thread has ended (normally or by a panic): nothing will commit any more.
+    dead: bool,
 }
 
 struct Shared {
@@ -284,6 +314,10 @@ struct Shared {
     /// `flush` callers sleep on it until their records are committed.
     done: Condvar,
     batch_size: usize,
+    max_pending: usize,
+    max_message_bytes: usize,
+    /// Records that never reached the database: refused batches and buffer overflow.
+    dropped: AtomicU64,
 }
 
 impl Shared {
@@ -293,14 +327,60 @@ impl Shared {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, f: impl FnOnce(&mut Pending)) {
-        let mut p = self.lock();
-        if p.closed {
-            drop(p);
-            tracing::error!("stats writer is gone; a record was dropped");
+    fn drop_rows(&self, n: u64, why: &str) {
+        if n == 0 {
             return;
         }
-        f(&mut p);
+        let total = self.dropped.fetch_add(n, Ordering::Relaxed) + n;
+        // Once per power of two: a flood of drops must not become a flood of log lines.
+        if total.is_power_of_two() || n > 1 {
+            tracing::error!(rows = n, total, "stats rows dropped: {why}");
+        }
+    }
+
+    /// Queues a usage record (`message` None) or a message. Returns nothing: a record that
+    /// cannot be kept is counted and logged.
+    fn push(&self, usage: Option<UsageRecord>, message: Option<MessageRecord>) {
+        let mut p = self.lock();
+        if p.closed || p.dead {
+            drop(p);
+            self.drop_rows(1, "the stats writer is gone");
+            return;
+        }
+        let waiting = p.usage.len() + p.messages.len();
+        if let Some(m) = message {
+            // Messages are the bulk of the bytes and the least important rows: they are the
+            // first to go when the database cannot keep up.
+            if waiting >= self.max_pending
+                || p.message_bytes + m.content.len() > self.max_message_bytes
+            {
+                drop(p);
+                self.drop_rows(1, "the stats buffer is full (message row)");
+                return;
+            }
+            p.message_bytes += m.content.len();
+            p.messages.push(m);
+        } else if let Some(u) = usage {
+            let mut shed = 0u64;
+            if waiting >= self.max_pending {
+                // Make room for the usage row by dropping the oldest message rows.
+                let n = p.messages.len().min(waiting + 1 - self.max_pending);
+                let gone: usize = p.messages.drain(..n).map(|m| m.content.len()).sum();
+                p.message_bytes -= gone;
+                shed = n as u64;
+                if p.usage.len() + p.messages.len() >= self.max_pending {
+                    drop(p);
+                    self.drop_rows(shed + 1, "the stats buffer is full (usage row)");
+                    return;
+                }
+            }
+            p.usage.push(u);
+            if shed > 0 {
+                // `queued` keeps counting them: `committed` jumps to `queued` at the next swap,
+                // so a `flush` waiting for them still returns.
+                self.drop_rows(shed, "the stats buffer is full (message rows shed)");
+            }
+        }
         p.queued += 1;
         let starts = p.first_at.is_none();
         if starts {
@@ -317,6 +397,26 @@ impl Shared {
 struct WriterInner {
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Marks the writer dead when its thread ends, however it ends (a panic included), so `flush`
+/// and `push` stop waiting for it.
+struct DeathNotice<'a>(&'a Shared);
+
+impl Drop for DeathNotice<'_> {
+    fn drop(&mut self) {
+        let mut p = self.0.lock();
+        p.dead = true;
+        let lost = (p.usage.len() + p.messages.len()) as u64;
+        p.usage.clear();
+        p.messages.clear();
+        if !p.closed {
+            p.last_error = Some("the stats writer thread stopped".into());
+        }
+        drop(p);
+        self.0.drop_rows(lost, "the stats writer thread stopped");
+        self.0.done.notify_all();
+    }
 }
 
 impl Drop for WriterInner {
@@ -355,11 +455,17 @@ impl StatsWriter {
             wake: Condvar::new(),
             done: Condvar::new(),
             batch_size: cfg.batch_size.max(1),
+            max_pending: cfg.max_pending.max(1),
+            max_message_bytes: cfg.max_pending_message_bytes,
+            dropped: AtomicU64::new(0),
         });
         let for_thread = shared.clone();
         let handle = std::thread::Builder::new()
             .name("nexus-stats".into())
-            .spawn(move || writer_loop(store, cfg, &for_thread))
+            .spawn(move || {
+                let _notice = DeathNotice(&for_thread);
+                writer_loop(store, cfg, &for_thread)
+            })
             .map_err(|e| Error::Internal(format!("cannot start stats writer: {e}")))?;
         Ok(StatsWriter {
             shared: shared.clone(),
@@ -372,32 +478,85 @@ impl StatsWriter {
 
     /// Queues a usage record.
     pub fn record(&self, rec: UsageRecord) {
-        self.shared.push(|p| p.usage.push(rec));
+        self.shared.push(Some(rec), None);
     }
 
     /// Queues a conversation message.
     pub fn message(&self, rec: MessageRecord) {
-        self.shared.push(|p| p.messages.push(rec));
+        self.shared.push(None, Some(rec));
     }
 
-    /// Blocks until everything queued before this call is committed.
+    /// Rows (usage and messages) that never reached the database since the start: batches the
+    /// store refused after the retries, buffer overflow, and rows queued after the writer
+    /// stopped. Exposed by the server as `nexus_stats_rows_dropped_total`.
+    pub fn dropped_rows(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Whether the writer can write: an error while its last commit failed (full disk,
+    /// read-only database) or after its thread stopped; green again after a successful commit.
+    pub fn health(&self) -> Result<()> {
+        let p = self.shared.lock();
+        if p.dead && !p.closed {
+            return Err(Error::Storage("the stats writer thread stopped".into()));
+        }
+        match &p.last_error {
+            None => Ok(()),
+            Some(e) => Err(Error::Storage(format!("stats writer: {e}"))),
+        }
+    }
+
+    /// Blocks until everything queued before this call is committed (or given up, which is an
+    /// error). Never waits forever: it returns when the writer thread stops, and after
+    /// one minute at most.
     pub fn flush(&self) -> Result<()> {
         let mut p = self.shared.lock();
         let target = p.queued;
         if p.committed >= target {
             return Ok(());
         }
-        if p.closed {
+        if p.closed || p.dead {
             return Err(Error::Internal("stats writer is gone".into()));
         }
         p.flush_wanted = true;
         self.shared.wake.notify_one();
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
         while p.committed < target {
-            p = self.shared.done.wait(p).unwrap_or_else(|e| e.into_inner());
+            if p.dead {
+                return Err(Error::Internal("the stats writer thread stopped".into()));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Storage(
+                    "stats flush timed out: the database does not take writes".into(),
+                ));
+            }
+            p = self
+                .shared
+                .done
+                .wait_timeout(p, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         match &p.last_error {
             None => Ok(()),
             Some(e) => Err(Error::Storage(e.clone())),
+        }
+    }
+}
+
+/// Deletes messages past the retention in small batches; returns how many went.
+fn prune(store: &dyn Store, days: u32) -> Result<usize> {
+    if days == 0 {
+        return Ok(0);
+    }
+    let before = crate::now_ms() - i64::from(days) * 86_400_000;
+    let mut total = 0;
+    loop {
+        let n = store.prune_messages(before, PRUNE_BATCH)?;
+        total += n;
+        if n < PRUNE_BATCH {
+            return Ok(total);
         }
     }
 }
@@ -410,17 +569,36 @@ fn writer_loop(store: Arc<dyn Store>, cfg: StatsConfig, shared: &Shared) {
         let mut last = Err(Error::Internal("unreachable".into()));
         // A busy database is transient; retry a few times before giving the batch up.
         for attempt in 0..5u32 {
-            last = store.insert_usage(usage, messages);
+            // A store that panics must not take the writer (and every later flush) with it.
+            last = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                store.insert_usage(usage, messages)
+            }))
+            .unwrap_or_else(|_| Err(Error::Internal("the store panicked".into())));
             if last.is_ok() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20 << attempt));
         }
         if let Err(e) = &last {
-            tracing::error!(error = %e, records = usage.len(), "failed to write usage batch");
+            tracing::error!(error = %e, records = usage.len(), messages = messages.len(), "failed to write usage batch");
+            shared.drop_rows(
+                (usage.len() + messages.len()) as u64,
+                "the database refused the batch",
+            );
         }
         last
     };
+    let run_prune = || match prune(store.as_ref(), cfg.message_retention_days) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            messages = n,
+            days = cfg.message_retention_days,
+            "pruned old conversation messages"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not prune old conversation messages"),
+    };
+    run_prune();
+    let mut next_prune = Instant::now() + PRUNE_EVERY;
     let mut usage: Vec<UsageRecord> = Vec::with_capacity(cfg.batch_size);
     let mut messages: Vec<MessageRecord> = Vec::new();
     loop {
@@ -429,8 +607,22 @@ fn writer_loop(store: Arc<dyn Store>, cfg: StatsConfig, shared: &Shared) {
             if p.closed || p.flush_wanted || p.usage.len() >= shared.batch_size {
                 break;
             }
+            if Instant::now() >= next_prune {
+                drop(p);
+                run_prune();
+                next_prune = Instant::now() + PRUNE_EVERY;
+                p = shared.lock();
+                continue;
+            }
+            let until_prune = next_prune.saturating_duration_since(Instant::now());
             p = match p.first_at {
-                None => shared.wake.wait(p).unwrap_or_else(|e| e.into_inner()),
+                None => {
+                    shared
+                        .wake
+                        .wait_timeout(p, until_prune)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
                 Some(t) => {
                     let left = cfg.flush_interval.saturating_sub(t.elapsed());
                     if left.is_zero() {
@@ -438,7 +630,7 @@ fn writer_loop(store: Arc<dyn Store>, cfg: StatsConfig, shared: &Shared) {
                     }
                     shared
                         .wake
-                        .wait_timeout(p, left)
+                        .wait_timeout(p, left.min(until_prune))
                         .unwrap_or_else(|e| e.into_inner())
                         .0
                 }
@@ -447,6 +639,7 @@ fn writer_loop(store: Arc<dyn Store>, cfg: StatsConfig, shared: &Shared) {
         // Swap the buffers so the request path keeps pushing while this thread writes.
         std::mem::swap(&mut usage, &mut p.usage);
         std::mem::swap(&mut messages, &mut p.messages);
+        p.message_bytes = 0;
         let target = p.queued;
         let closing = p.closed;
         p.first_at = None;

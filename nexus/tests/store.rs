@@ -877,3 +877,276 @@ fn plaintext_headers_of_an_older_build_are_sealed_on_open() {
     drop(c);
     check_closed_no_key_file(&dir, &[secret]);
 }
+
+// ---- stats writer: failures are visible and counted, the buffer is bounded, retention ---------
+
+use nexus::records::{ClientKey, ModelPatch, Session, SessionMessage};
+use nexus::stats::{
+    ConversationStats, MessageRecord, RequestSource, StatsConfig, StatsWriter, Summary, Timeseries,
+    UsageRecord, UsageSource,
+};
+use nexus::store::{GroupKey, RegistryData, SqliteStore, Store, StoredKey, StoredProvider};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A real store whose usage writes can be made to fail, panic or block, as a full disk, a
+/// read-only file, a bug or a stalled database would.
+struct FlakyStore {
+    inner: SqliteStore,
+    fail: AtomicBool,
+    panic: AtomicBool,
+    gate: Mutex<()>,
+}
+
+impl FlakyStore {
+    fn new(db: &std::path::Path) -> Arc<FlakyStore> {
+        Arc::new(FlakyStore {
+            inner: SqliteStore::open(db).unwrap(),
+            fail: AtomicBool::new(false),
+            panic: AtomicBool::new(false),
+            gate: Mutex::new(()),
+        })
+    }
+}
+
+type R<T> = nexus::Result<T>;
+
+impl Store for FlakyStore {
+    fn ping(&self) -> R<()> {
+        self.inner.ping()
+    }
+    fn meta_get(&self, key: &str) -> R<Option<Vec<u8>>> {
+        self.inner.meta_get(key)
+    }
+    fn meta_set(&self, key: &str, value: &[u8]) -> R<()> {
+        self.inner.meta_set(key, value)
+    }
+    fn load_registry(&self) -> R<RegistryData> {
+        self.inner.load_registry()
+    }
+    fn insert_provider(&self, p: &StoredProvider) -> R<i64> {
+        self.inner.insert_provider(p)
+    }
+    fn update_provider(&self, p: &StoredProvider) -> R<bool> {
+        self.inner.update_provider(p)
+    }
+    fn delete_provider(&self, id: i64) -> R<bool> {
+        self.inner.delete_provider(id)
+    }
+    fn reseal_all(&self, meta_keys: &[&str], f: &mut dyn FnMut(&[u8]) -> R<Vec<u8>>) -> R<usize> {
+        self.inner.reseal_all(meta_keys, f)
+    }
+    fn registry_version(&self) -> R<Option<u64>> {
+        self.inner.registry_version()
+    }
+    fn insert_model(&self, provider_id: i64, m: &NewModel, now: i64) -> R<i64> {
+        self.inner.insert_model(provider_id, m, now)
+    }
+    fn update_model(&self, id: i64, patch: &ModelPatch) -> R<bool> {
+        self.inner.update_model(id, patch)
+    }
+    fn delete_model(&self, id: i64) -> R<bool> {
+        self.inner.delete_model(id)
+    }
+    fn insert_key(&self, k: &StoredKey) -> R<i64> {
+        self.inner.insert_key(k)
+    }
+    fn update_key(&self, k: &ClientKey) -> R<bool> {
+        self.inner.update_key(k)
+    }
+    fn delete_key(&self, id: i64) -> R<bool> {
+        self.inner.delete_key(id)
+    }
+    fn touch_keys(&self, uses: &[(i64, i64)]) -> R<()> {
+        self.inner.touch_keys(uses)
+    }
+    fn insert_usage(&self, usage: &[UsageRecord], messages: &[MessageRecord]) -> R<()> {
+        let _g = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        if self.panic.load(Ordering::SeqCst) {
+            panic!("store bug");
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(nexus::Error::Storage("database or disk is full".into()));
+        }
+        self.inner.insert_usage(usage, messages)
+    }
+    fn prune_messages(&self, before_ms: i64, limit: usize) -> R<usize> {
+        self.inner.prune_messages(before_ms, limit)
+    }
+    fn summary(&self) -> R<Summary> {
+        self.inner.summary()
+    }
+    fn timeseries(&self, q: &TimeseriesQuery, names: &dyn Fn(GroupKey) -> String) -> R<Timeseries> {
+        self.inner.timeseries(q, names)
+    }
+    fn conversation(&self, id: &str) -> R<Option<ConversationStats>> {
+        self.inner.conversation(id)
+    }
+    fn create_session(&self, s: &Session) -> R<()> {
+        self.inner.create_session(s)
+    }
+    fn list_sessions(&self) -> R<Vec<Session>> {
+        self.inner.list_sessions()
+    }
+    fn get_session(&self, id: &str) -> R<Option<Session>> {
+        self.inner.get_session(id)
+    }
+    fn append_session_messages(&self, id: &str, msgs: &[SessionMessage], now: i64) -> R<bool> {
+        self.inner.append_session_messages(id, msgs, now)
+    }
+    fn delete_session(&self, id: &str) -> R<bool> {
+        self.inner.delete_session(id)
+    }
+}
+
+fn usage_row(i: usize) -> UsageRecord {
+    UsageRecord {
+        ts_ms: nexus::now_ms(),
+        request_id: format!("r{i}"),
+        conversation_id: None,
+        key_id: None,
+        provider_id: None,
+        model: "m".into(),
+        upstream_model: None,
+        prompt_tokens: 1,
+        completion_tokens: 1,
+        usage_source: UsageSource::Estimate,
+        status: 200,
+        error_kind: None,
+        latency_ms: 1.0,
+        ttft_ms: None,
+        stream: false,
+        source: RequestSource::Library,
+        cost: None,
+    }
+}
+
+fn message_row(ts_ms: i64, text: &str) -> MessageRecord {
+    MessageRecord {
+        ts_ms,
+        conversation_id: "c".into(),
+        provider_id: None,
+        model: "m".into(),
+        role: "user".into(),
+        content: text.into(),
+        tokens: 1,
+    }
+}
+
+#[test]
+fn a_failing_database_turns_readiness_red_and_counts_every_dropped_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FlakyStore::new(&dir.path().join("hub.db"));
+    let hub = Hub::with_store(store.clone(), common::master(), fast_options()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let chat = |n: usize| {
+        for _ in 0..n {
+            // An unknown model: refused before any network, yet recorded.
+            let _ = rt.block_on(hub.chat(
+                Caller::Admin { provider_id: None },
+                ChatRequest::user("nope", "x"),
+                RequestContext::default(),
+            ));
+        }
+    };
+    hub.ready().unwrap();
+    store.fail.store(true, Ordering::SeqCst);
+    chat(3);
+    assert!(hub.flush().is_err(), "a refused batch is reported");
+    assert_eq!(hub.ready().unwrap_err().kind(), ErrorKind::Storage);
+    assert_eq!(hub.stats().dropped_rows(), 3);
+    // The disk has room again: the next commit turns readiness green.
+    store.fail.store(false, Ordering::SeqCst);
+    chat(1);
+    hub.flush().unwrap();
+    hub.ready().unwrap();
+    assert_eq!(hub.stats().dropped_rows(), 3);
+    assert_eq!(hub.summary().unwrap().requests, 1);
+    // A store that panics neither kills the writer nor hangs flush.
+    store.panic.store(true, Ordering::SeqCst);
+    chat(1);
+    assert!(hub.flush().is_err());
+    assert_eq!(hub.stats().dropped_rows(), 4);
+    store.panic.store(false, Ordering::SeqCst);
+    chat(1);
+    hub.flush().unwrap();
+    assert_eq!(hub.summary().unwrap().requests, 2);
+}
+
+#[test]
+fn the_stats_buffer_is_bounded_and_sheds_messages_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FlakyStore::new(&dir.path().join("hub.db"));
+    let w = StatsWriter::start(
+        store.clone(),
+        StatsConfig {
+            flush_interval: std::time::Duration::from_millis(5),
+            max_pending: 10,
+            ..StatsConfig::default()
+        },
+    )
+    .unwrap();
+    // The database stalls with one batch in flight.
+    let gate = store.gate.lock().unwrap();
+    w.record(usage_row(0));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for _ in 0..5 {
+        w.message(message_row(nexus::now_ms(), "some text"));
+    }
+    for i in 1..=10 {
+        w.record(usage_row(i)); // each sheds one message once the buffer is full
+    }
+    w.record(usage_row(11)); // no message left to shed: this one is dropped
+    w.message(message_row(nexus::now_ms(), "more")); // full: dropped
+    assert_eq!(w.dropped_rows(), 7);
+    drop(gate);
+    w.flush().unwrap();
+    assert_eq!(store.summary().unwrap().requests, 11);
+    let n: i64 = raw(&dir.path().join("hub.db"))
+        .query_row("SELECT count(*) FROM chat_messages", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn old_conversation_messages_are_pruned_at_start() {
+    let env = Env::new(fast_options());
+    let day = 86_400_000i64;
+    let now = nexus::now_ms();
+    {
+        let store = SqliteStore::open(&env.db).unwrap();
+        let mut old: Vec<MessageRecord> = (0..2500)
+            .map(|i| message_row(now - 40 * day - i, "old"))
+            .collect();
+        old.push(message_row(now - day, "recent"));
+        store.insert_usage(&[], &old).unwrap();
+    }
+    let count = |db: &std::path::Path| -> i64 {
+        raw(db)
+            .query_row("SELECT count(*) FROM chat_messages", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count(&env.db), 2501);
+    let Env { hub, dir, db } = env;
+    drop(hub);
+    // Keep forever: nothing goes.
+    let mut keep = fast_options();
+    keep.stats.message_retention_days = 0;
+    let hub = Hub::open(&db, keep).unwrap();
+    hub.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(count(&db), 2501);
+    drop(hub);
+    // The default 30 days: the old ones go (in batches), the recent one stays.
+    let hub = Hub::open(&db, fast_options()).unwrap();
+    assert!(within(std::time::Duration::from_secs(5), || count(&db) == 1));
+    let left: String = raw(&db)
+        .query_row("SELECT content FROM chat_messages", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, "recent");
+    drop(hub);
+    drop(dir);
+}
