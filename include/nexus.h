@@ -10,6 +10,8 @@
  *  - every fallible call returns a NexusResult; nexus_last_error_message() describes
  *    the last failure on the calling thread;
  *  - a NexusHub may be used by many threads at once; a NexusStream by one at a time.
+ *  - a callback must return normally: no C++ exception may escape it and no longjmp may
+ *    leave it (unwinding through the library is undefined behaviour).
  */
 
 #ifndef NEXUS_H
@@ -82,6 +84,10 @@ typedef struct NexusStream NexusStream;
 // Called by [`nexus_chat_stream_each`] for every chunk: the chunk's JSON (NUL-terminated, valid
 // only during the call), its length, and the caller's `user_data`. Return 0 to go on, anything
 // else to stop (which cancels the upstream request).
+//
+// The callback must return normally: it must not unwind into the library (no C++ exception may
+// escape it, no `longjmp` out of it). Unwinding through Rust frames is undefined behaviour;
+// catch exceptions inside the callback and return non-zero to stop instead.
 typedef int (*NexusChunkCallback)(const char *chunk_json, size_t len, void *user_data);
 
 // A token count.
@@ -106,9 +112,11 @@ const char *nexus_version(void);
 // until the next failing call on the same thread; do not free it.
 const char *nexus_last_error_message(void);
 
-// A short constant name for a result code, e.g. `"NEXUS_NOT_FOUND"`. A static string: never
-// free it.
-const char *nexus_result_name(enum NexusResult code);
+// A short constant name for a result code, e.g. `"NEXUS_NOT_FOUND"`; `"NEXUS_UNKNOWN"` for a
+// value this library does not define (say, a code from a newer header). It takes an `int`, not
+// a `NexusResult`, because an out-of-range enum value would be undefined behaviour in Rust. A
+// static string: never free it.
+const char *nexus_result_name(int code);
 
 // Releases a string returned by this library. `NULL` is a no-op. Never pass a string that did
 // not come from this library.
@@ -269,7 +277,9 @@ void nexus_chat_stream_free(struct NexusStream *stream);
 // the upstream request and returns OK).
 //
 // # Safety
-// As for [`nexus_chat`]; `callback` must be a valid function; `user_data` is passed through.
+// As for [`nexus_chat`]; `callback` must be a valid function that never unwinds (no C++
+// exception escapes it, no `longjmp` out of it; see [`NexusChunkCallback`]); `user_data` is
+// passed through.
 enum NexusResult nexus_chat_stream_each(const struct NexusHub *hub,
                                         const char *api_key,
                                         const char *request_json,

@@ -140,6 +140,10 @@ pub struct NexusStream {
 /// Called by [`nexus_chat_stream_each`] for every chunk: the chunk's JSON (NUL-terminated, valid
 /// only during the call), its length, and the caller's `user_data`. Return 0 to go on, anything
 /// else to stop (which cancels the upstream request).
+///
+/// The callback must return normally: it must not unwind into the library (no C++ exception may
+/// escape it, no `longjmp` out of it). Unwinding through Rust frames is undefined behaviour;
+/// catch exceptions inside the callback and return non-zero to stop instead.
 pub type NexusChunkCallback = Option<
     unsafe extern "C" fn(chunk_json: *const c_char, len: usize, user_data: *mut c_void) -> c_int,
 >;
@@ -295,31 +299,38 @@ pub extern "C" fn nexus_last_error_message() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
-/// A short constant name for a result code, e.g. `"NEXUS_NOT_FOUND"`. A static string: never
-/// free it.
+/// A short constant name for a result code, e.g. `"NEXUS_NOT_FOUND"`; `"NEXUS_UNKNOWN"` for a
+/// value this library does not define (say, a code from a newer header). It takes an `int`, not
+/// a `NexusResult`, because an out-of-range enum value would be undefined behaviour in Rust. A
+/// static string: never free it.
 #[no_mangle]
-pub extern "C" fn nexus_result_name(code: NexusResult) -> *const c_char {
-    let s: &'static str = match code {
-        NexusResult::NexusOk => "NEXUS_OK\0",
-        NexusResult::NexusNullArgument => "NEXUS_NULL_ARGUMENT\0",
-        NexusResult::NexusInvalidUtf8 => "NEXUS_INVALID_UTF8\0",
-        NexusResult::NexusInvalidJson => "NEXUS_INVALID_JSON\0",
-        NexusResult::NexusPanic => "NEXUS_PANIC\0",
-        NexusResult::NexusInvalidRequest => "NEXUS_INVALID_REQUEST\0",
-        NexusResult::NexusPayloadTooLarge => "NEXUS_PAYLOAD_TOO_LARGE\0",
-        NexusResult::NexusAuthentication => "NEXUS_AUTHENTICATION\0",
-        NexusResult::NexusPermissionDenied => "NEXUS_PERMISSION_DENIED\0",
-        NexusResult::NexusNotFound => "NEXUS_NOT_FOUND\0",
-        NexusResult::NexusConflict => "NEXUS_CONFLICT\0",
-        NexusResult::NexusRateLimited => "NEXUS_RATE_LIMITED\0",
-        NexusResult::NexusTimeout => "NEXUS_TIMEOUT\0",
-        NexusResult::NexusUpstream => "NEXUS_UPSTREAM\0",
-        NexusResult::NexusTransport => "NEXUS_TRANSPORT\0",
-        NexusResult::NexusUnavailable => "NEXUS_UNAVAILABLE\0",
-        NexusResult::NexusStorage => "NEXUS_STORAGE\0",
-        NexusResult::NexusConfig => "NEXUS_CONFIG\0",
-        NexusResult::NexusInternal => "NEXUS_INTERNAL\0",
-    };
+pub extern "C" fn nexus_result_name(code: c_int) -> *const c_char {
+    use NexusResult as R;
+    const NAMES: &[(NexusResult, &str)] = &[
+        (R::NexusOk, "NEXUS_OK\0"),
+        (R::NexusNullArgument, "NEXUS_NULL_ARGUMENT\0"),
+        (R::NexusInvalidUtf8, "NEXUS_INVALID_UTF8\0"),
+        (R::NexusInvalidJson, "NEXUS_INVALID_JSON\0"),
+        (R::NexusPanic, "NEXUS_PANIC\0"),
+        (R::NexusInvalidRequest, "NEXUS_INVALID_REQUEST\0"),
+        (R::NexusPayloadTooLarge, "NEXUS_PAYLOAD_TOO_LARGE\0"),
+        (R::NexusAuthentication, "NEXUS_AUTHENTICATION\0"),
+        (R::NexusPermissionDenied, "NEXUS_PERMISSION_DENIED\0"),
+        (R::NexusNotFound, "NEXUS_NOT_FOUND\0"),
+        (R::NexusConflict, "NEXUS_CONFLICT\0"),
+        (R::NexusRateLimited, "NEXUS_RATE_LIMITED\0"),
+        (R::NexusTimeout, "NEXUS_TIMEOUT\0"),
+        (R::NexusUpstream, "NEXUS_UPSTREAM\0"),
+        (R::NexusTransport, "NEXUS_TRANSPORT\0"),
+        (R::NexusUnavailable, "NEXUS_UNAVAILABLE\0"),
+        (R::NexusStorage, "NEXUS_STORAGE\0"),
+        (R::NexusConfig, "NEXUS_CONFIG\0"),
+        (R::NexusInternal, "NEXUS_INTERNAL\0"),
+    ];
+    let s: &'static str = NAMES
+        .iter()
+        .find(|(r, _)| *r as c_int == code)
+        .map_or("NEXUS_UNKNOWN\0", |(_, n)| n);
     s.as_ptr().cast()
 }
 
@@ -774,7 +785,9 @@ pub unsafe extern "C" fn nexus_chat_stream_free(stream: *mut NexusStream) {
 /// the upstream request and returns OK).
 ///
 /// # Safety
-/// As for [`nexus_chat`]; `callback` must be a valid function; `user_data` is passed through.
+/// As for [`nexus_chat`]; `callback` must be a valid function that never unwinds (no C++
+/// exception escapes it, no `longjmp` out of it; see [`NexusChunkCallback`]); `user_data` is
+/// passed through.
 #[no_mangle]
 pub unsafe extern "C" fn nexus_chat_stream_each(
     hub: *const NexusHub,

@@ -91,6 +91,11 @@ int main(int argc, char **argv) {
   CHECK(strlen(nexus_version()) > 0);
   CHECK(strcmp(nexus_result_name(NEXUS_NOT_FOUND), "NEXUS_NOT_FOUND") == 0);
   CHECK(strcmp(nexus_result_name(NEXUS_OK), "NEXUS_OK") == 0);
+  /* Out-of-range codes (say, from a newer header) get an answer, not undefined behaviour. */
+  CHECK(strcmp(nexus_result_name(9999), "NEXUS_UNKNOWN") == 0);
+  CHECK(strcmp(nexus_result_name(-1), "NEXUS_UNKNOWN") == 0);
+  CHECK(strcmp(nexus_result_name(5), "NEXUS_UNKNOWN") == 0);
+  CHECK(strcmp(nexus_result_name(NEXUS_INTERNAL), "NEXUS_INTERNAL") == 0);
   nexus_string_free(NULL);
   nexus_hub_free(NULL);
   nexus_chat_stream_free(NULL);
