@@ -54,6 +54,11 @@ fn start(db: &Path) -> Server {
         .spawn()
         .expect("spawn nexus-server");
     let stderr = child.stderr.take().unwrap();
+    // Owned by a `Server` from here, so every exit path (a panic included) reaps the process.
+    let mut srv = Server {
+        child,
+        addr: String::new(),
+    };
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -64,14 +69,14 @@ fn start(db: &Path) -> Server {
     let mut seen = Vec::new();
     while Instant::now() < deadline {
         let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
-            if let Ok(Some(st)) = child.try_wait() {
+            if let Ok(Some(st)) = srv.child.try_wait() {
                 panic!("server exited early ({st}): {seen:?}");
             }
             continue;
         };
         if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr = rest.trim().to_owned();
-            return Server { child, addr };
+            srv.addr = rest.trim().to_owned();
+            return srv;
         }
         seen.push(line);
     }
