@@ -1,6 +1,8 @@
 // Providers: list, add/edit, enable/disable, delete, and test every model of a provider.
 // The upstream key is write-only: the API returns only `api_key_hint`, and the form never
-// pre-fills the key.
+// pre-fills the key. Extra header values are sealed like the key: the API returns hints
+// (`abc...wxyz`), the form shows those, and sends `headers` only when the text was edited (the
+// server keeps a value that comes back equal to its hint).
 
 import { get, post, patch } from "../api.js";
 import { bindSubmit, confirmDelete } from "../actions.js";
@@ -29,6 +31,8 @@ function providerForm(p) {
     headers: h("textarea", { name: "headers", rows: 3, spellcheck: "false", placeholder: '{"X-Org": "acme"}' }),
   };
   if (o.headers && Object.keys(o.headers).length) f.headers.value = JSON.stringify(o.headers, null, 2);
+  // What the form started with: unchanged text means "keep the stored headers".
+  f.headers.dataset.initial = f.headers.value;
   const err = h("p", { class: "form-error", role: "alert", hidden: true });
   const keyHint = editing ? "Write-only. Leave empty to keep the current key." : "Stored encrypted; never shown again, only a hint.";
   const body = h(
@@ -52,7 +56,12 @@ function providerForm(p) {
         field("Routing weight", f.weight),
         field("Normalize responses", f.normalize),
         field("Ask upstream for usage", f.request_usage),
-        field("Extra headers (JSON object)", f.headers, { wide: true }),
+        field("Extra headers (JSON object)", f.headers, {
+          wide: true,
+          hint: editing
+            ? "Values are stored encrypted and shown as hints. Leave a hint as it is to keep that value; type a new value to replace it."
+            : "Values are stored encrypted (they may hold keys such as api-key) and shown only as hints afterwards.",
+        }),
       ),
     ),
     h("div", { class: "span-2" }, err),
@@ -86,7 +95,8 @@ function readForm(f, editing) {
   if (!/^https?:\/\/[^\s/]+/i.test(base)) throw new Error("Base URL must start with http:// or https://.");
   let headers = {};
   const raw = f.headers.value.trim();
-  if (raw) {
+  const headersEdited = !editing || raw !== (f.headers.dataset.initial || "").trim();
+  if (raw && headersEdited) {
     try {
       headers = JSON.parse(raw);
     } catch {
@@ -98,7 +108,8 @@ function readForm(f, editing) {
   }
   const tri = (s) => (s.value === "" ? null : s.value === "true");
   const options = {
-    headers,
+    // Omitted when untouched: the server then keeps the stored (sealed) values.
+    headers: headersEdited ? headers : null,
     first_byte_timeout_ms: optNumber(f.first_byte_timeout_ms, "First-byte timeout"),
     idle_timeout_ms: optNumber(f.idle_timeout_ms, "Idle timeout"),
     max_retries: optNumber(f.max_retries, "Max retries"),
