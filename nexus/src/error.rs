@@ -264,15 +264,28 @@ impl Error {
         Error::NotFound { what: what.into() }
     }
 
-    /// The HTTP status to answer with. An upstream HTTP error keeps the upstream status when it is a
-    /// client error the caller can act on (400-429); other upstream failures are 502.
+    /// The HTTP status to answer with. An upstream HTTP error keeps the upstream status when it was
+    /// caused by the caller's own request (400, 404, 409, 413, 422) or is a rate limit (429). An
+    /// upstream 401/403 means the hub's upstream credentials are bad, not the caller's: 502. Every
+    /// other upstream failure (3xx, 5xx, a malformed answer) is 502.
     pub fn http_status(&self) -> u16 {
         match self {
             Error::Upstream {
                 status: Some(s), ..
-            } if (400..=429).contains(s) => *s,
+            } if matches!(s, 400 | 404 | 409 | 413 | 422 | 429) => *s,
             _ => self.kind().http_status(),
         }
+    }
+
+    /// Whether this is an upstream answer refusing the hub's upstream credentials (401/403).
+    pub fn is_upstream_auth(&self) -> bool {
+        matches!(
+            self,
+            Error::Upstream {
+                status: Some(401 | 403),
+                ..
+            }
+        )
     }
 
     /// The OpenAI error `code` field.
@@ -287,6 +300,13 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::RateLimited { .. } => "rate_limit_exceeded",
             Error::Timeout { .. } => "timeout",
+            Error::Upstream {
+                status: Some(401 | 403),
+                ..
+            } => "upstream_auth_failed",
+            Error::Upstream {
+                status: Some(429), ..
+            } => "rate_limit_exceeded",
             Error::Upstream { .. } => "upstream_error",
             Error::Transport(_) => "connection_error",
             Error::Unavailable(_) => "provider_unavailable",
@@ -315,14 +335,59 @@ impl Error {
     }
 
     /// The message safe to send to a client. Server-side failures (storage, internal) are not
-    /// described in detail to callers; the detail belongs in the log.
+    /// described in detail to callers, and neither are upstream failures: their text may name
+    /// the upstream's host or echo its credentials, so a client sees the status class and a
+    /// stable message. The detail belongs in the operator's log, found by the request id.
     pub fn public_message(&self) -> String {
-        match self.kind() {
-            ErrorKind::Storage | ErrorKind::Internal => {
+        match self {
+            Error::Storage(_) | Error::Internal(_) => {
                 "the server failed to handle the request; see the server log".to_owned()
             }
+            Error::Upstream {
+                status: Some(401 | 403),
+                ..
+            } => "the upstream provider refused the gateway's credentials".to_owned(),
+            Error::Upstream {
+                status: Some(s @ (400 | 404 | 409 | 413 | 422)),
+                message,
+                ..
+            } => {
+                // The caller's own request was refused (a bad parameter, a too-long prompt): the
+                // reason is theirs to fix, so it is passed on, scrubbed of anything that looks
+                // like a credential, a URL or a host.
+                let why = scrub_upstream_text(message);
+                if why.is_empty() {
+                    format!("upstream returned {s}")
+                } else {
+                    format!("upstream returned {s}: {why}")
+                }
+            }
+            Error::Upstream {
+                status: Some(s), ..
+            } => format!("upstream returned {s}"),
+            Error::Upstream { status: None, .. } => {
+                "upstream returned a malformed or failed response".to_owned()
+            }
+            Error::Transport(_) => "could not reach the upstream provider".to_owned(),
             _ => self.to_string(),
         }
+    }
+
+    /// The OpenAI error body, with the request id in the message and as `request_id` when given,
+    /// so a caller can quote it to the operator.
+    pub fn to_openai_json_for(&self, request_id: Option<&str>) -> serde_json::Value {
+        let mut v = self.to_openai_json();
+        if let Some(id) = request_id {
+            if let Some(e) = v
+                .get_mut("error")
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                let msg = format!("{} (request id {id})", self.public_message());
+                e.insert("message".into(), msg.into());
+                e.insert("request_id".into(), id.into());
+            }
+        }
+        v
     }
 
     /// The OpenAI error body `{"error":{"message","type","param","code"}}`.
@@ -337,17 +402,73 @@ impl Error {
         })
     }
 
-    /// Whether a retry (or failover to another provider) may succeed.
+    /// Whether a retry (or failover to another provider) may succeed. A non-stream answer that
+    /// ran past its total timeout is not retried: its length is the caller's choice
+    /// (`max_tokens`), and each retry would be generated, and billed, again.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Transport(_) | Error::Timeout { .. } => true,
+            Error::Transport(_) => true,
+            Error::Timeout { phase } => *phase != TimeoutPhase::Total,
             Error::Upstream {
                 status: Some(s), ..
-            } => matches!(s, 429 | 500 | 502 | 503 | 504 | 529),
+            } => matches!(s, 401 | 403 | 429 | 500 | 502 | 503 | 504 | 529),
             Error::RateLimited { .. } => true,
             _ => false,
         }
     }
+
+    /// Whether another attempt on the same provider may succeed. Bad upstream credentials
+    /// (401/403) fail over at once: the same key fails the same way.
+    pub fn retry_same_provider(&self) -> bool {
+        self.is_retryable() && !self.is_upstream_auth()
+    }
+
+    /// Whether this failure is the provider's fault and counts toward its cooldown: connect
+    /// errors, timeouts waiting for the upstream, 5xx, 429 and 401/403. A 4xx caused by one
+    /// caller's request, or a long generation the caller asked for, never cools a provider for
+    /// everyone.
+    pub fn is_provider_fault(&self) -> bool {
+        match self {
+            Error::Transport(_) => true,
+            Error::Timeout { phase } => *phase != TimeoutPhase::Total,
+            Error::Upstream {
+                status: Some(s), ..
+            } => matches!(s, 401 | 403 | 429) || (500..600).contains(s) || (300..400).contains(s),
+            _ => false,
+        }
+    }
+}
+
+/// An upstream's error text fit for a tenant: at most 300 bytes, with every word that looks like
+/// a credential (long mixed letters and digits, `sk-`/`nx-`/`AIza` prefixes), a URL, an e-mail
+/// address or a `host:port` replaced by `[redacted]`.
+pub fn scrub_upstream_text(s: &str) -> String {
+    let mut out = String::new();
+    for word in s.split_whitespace() {
+        let core = word.trim_matches(|c: char| !c.is_alphanumeric());
+        let letters = core.chars().any(|c| c.is_ascii_alphabetic());
+        let digits = core.chars().any(|c| c.is_ascii_digit());
+        let hostport = core.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.is_empty() && !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())
+        });
+        let secret = word.contains("://")
+            || word.contains('@')
+            || hostport
+            || (core.len() >= 16 && letters && digits)
+            || ["sk-", "nx-", "AIza", "Bearer"]
+                .iter()
+                .any(|p| core.starts_with(p));
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(if secret { "[redacted]" } else { word });
+        if out.len() > 300 {
+            out = crate::openai::truncate(&out, 300);
+            out.push('…');
+            break;
+        }
+    }
+    out
 }
 
 impl From<rusqlite::Error> for Error {
@@ -410,5 +531,49 @@ mod tests {
         assert_eq!(mk(500).http_status(), 502);
         assert!(mk(503).is_retryable());
         assert!(!mk(400).is_retryable());
+        assert_eq!(mk(401).http_status(), 502);
+        assert_eq!(mk(403).openai_code(), "upstream_auth_failed");
+        assert!(mk(401).is_retryable() && !mk(401).retry_same_provider());
+        assert!(mk(302).is_provider_fault() && mk(302).http_status() == 502);
+        assert!(!mk(400).is_provider_fault() && mk(429).is_provider_fault());
+    }
+
+    #[test]
+    fn upstream_detail_is_not_public() {
+        let e = Error::Upstream {
+            status: Some(503),
+            message: "provider 'acme' at 10.0.0.7:8080 said: bad key sk-live-abcdef".into(),
+            body: Some("sk-live-abcdef".into()),
+            retry_after: None,
+        };
+        let v = e.to_openai_json_for(Some("req1"));
+        let text = v.to_string();
+        assert!(!text.contains("acme") && !text.contains("10.0.0.7") && !text.contains("sk-live"));
+        assert_eq!(
+            v["error"]["message"],
+            "upstream returned 503 (request id req1)"
+        );
+        assert_eq!(v["error"]["request_id"], "req1");
+        let t = Error::Transport("connection failed (http://10.0.0.7:8080)".into());
+        assert!(!t.to_openai_json().to_string().contains("10.0.0.7"));
+        assert!(!Error::Timeout {
+            phase: TimeoutPhase::Total
+        }
+        .is_retryable());
+        let bad = Error::Upstream {
+            status: Some(400),
+            message: "Invalid 'max_tokens': too large. Key sk-abc123 at https://internal.example:8443/v1 user@x.io".into(),
+            body: None,
+            retry_after: None,
+        };
+        let m = bad.public_message();
+        assert!(
+            m.starts_with("upstream returned 400: Invalid 'max_tokens': too large."),
+            "{m}"
+        );
+        assert!(
+            !m.contains("sk-abc") && !m.contains("internal.example") && !m.contains("user@"),
+            "{m}"
+        );
     }
 }

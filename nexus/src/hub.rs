@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,19 +13,21 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::admission::{Admission, Admitted, TokenReservation};
 use crate::crypto::{self, MasterKey};
-use crate::error::{Error, ErrorKind, Result, TimeoutPhase};
+use crate::error::{Error, Result, TimeoutPhase};
 use crate::now_ms;
-use crate::openai::{self, ChatChunk, ChatCompletion, ChatRequest, Usage};
+use crate::openai::{self, ChatChunk, ChatCompletion, ChatRequest, RequestLimits, Usage};
 use crate::records::{ClientKey, NewSession, Session, SessionMessage};
 use crate::registry::{Candidate, Registry};
-use crate::resilience::{CacheConfig, Health, RateLimiter, ResponseCache, RetryConfig};
+use crate::resilience::{CacheConfig, ResponseCache, RetryConfig};
 use crate::stats::{
     ConversationStats, MessageRecord, RequestSource, StatsConfig, StatsWriter, Summary, Timeseries,
     TimeseriesQuery, UsageRecord, UsageSource,
 };
 use crate::store::{GroupKey, SqliteStore, Store};
 use crate::tokens::{Encoding, TokenCount, TokenEstimator};
+use crate::upstream::{rate_limit_headers, EventStream, Upstream, UpstreamLimits};
 
 /// Hub settings. `Default` is what the server runs with.
 #[derive(Debug, Clone)]
@@ -49,6 +50,13 @@ pub struct HubOptions {
     pub record_messages: bool,
     /// Per-model encoding overrides for the token estimator.
     pub token_overrides: std::collections::HashMap<String, Option<Encoding>>,
+    /// Bounds on one request (messages, content parts, JSON values).
+    pub request_limits: RequestLimits,
+    /// Bounds on one upstream answer (body and stream event sizes).
+    pub upstream_limits: UpstreamLimits,
+    /// Completion tokens reserved under a key's token limit when a request sets no
+    /// `max_tokens`/`max_completion_tokens`.
+    pub default_max_tokens: u64,
 }
 
 impl Default for HubOptions {
@@ -63,6 +71,9 @@ impl Default for HubOptions {
             cache: None,
             record_messages: true,
             token_overrides: Default::default(),
+            request_limits: RequestLimits::default(),
+            upstream_limits: UpstreamLimits::default(),
+            default_max_tokens: 4096,
         }
     }
 }
@@ -72,6 +83,8 @@ impl Default for HubOptions {
 pub enum Caller {
     /// A client key as presented (`Authorization: Bearer ...`).
     Key(String),
+    /// A key already admitted by [`Hub::admit`] (the server admits before reading the body).
+    Admitted(Admitted),
     /// A trusted caller (admin UI, the library's owner): no key checks; optionally pinned to one
     /// provider.
     Admin {
@@ -181,14 +194,12 @@ type CachedAnswer = (ChatCompletion, Bytes, i64, String);
 
 struct HubInner {
     registry: Registry,
-    http: reqwest::Client,
+    upstream: Upstream,
     tokens: TokenEstimator,
     stats: StatsWriter,
-    health: Health,
-    limiter: RateLimiter,
+    admission: Admission,
     cache: Option<ResponseCache<CachedAnswer>>,
     opts: HubOptions,
-    rr: AtomicU64,
     touched: Mutex<std::collections::HashMap<i64, i64>>,
     db_path: Option<PathBuf>,
 }
@@ -250,13 +261,7 @@ impl Hub {
         db_path: Option<PathBuf>,
     ) -> Result<Hub> {
         let registry = Registry::open(store.clone(), master)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(opts.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| Error::Internal(format!("cannot build HTTP client: {e}")))?;
+        let upstream = Upstream::new(opts.connect_timeout, opts.upstream_limits)?;
         let stats = StatsWriter::start(store, opts.stats.clone())?;
         // Building a BPE table takes a few hundred milliseconds and 30-70 MB; build the ones the
         // configured models count with now, off the request path. Others are built on first use.
@@ -276,14 +281,12 @@ impl Hub {
         }
         Ok(Hub(Arc::new(HubInner {
             registry,
-            http,
+            upstream,
             tokens,
             stats,
-            health: Health::default(),
-            limiter: RateLimiter::default(),
+            admission: Admission::default(),
             cache: opts.cache.clone().map(ResponseCache::new),
             opts,
-            rr: AtomicU64::new(0),
             touched: Mutex::new(Default::default()),
             db_path,
         })))
@@ -330,8 +333,17 @@ impl Hub {
 
     // ---- stats -----------------------------------------------------------------------------
 
+    /// The bounds a request body is parsed under ([`ChatRequest::from_slice_limited`]).
+    pub fn request_limits(&self) -> &RequestLimits {
+        &self.0.opts.request_limits
+    }
+
+    // Every read of usage below first commits what is queued: a request already answered is in
+    // the answer (read-your-writes), so a dashboard never lags behind what a client received.
+
     /// Dashboard totals.
     pub fn summary(&self) -> Result<Summary> {
+        self.flush()?;
         let mut s = self.0.registry.store().summary()?;
         let (p, m, k) = self.0.registry.counts()?;
         s.providers = p as u64;
@@ -342,6 +354,7 @@ impl Hub {
 
     /// A usage time series.
     pub fn timeseries(&self, q: &TimeseriesQuery) -> Result<Timeseries> {
+        self.flush()?;
         let reg = &self.0.registry;
         let names = |g: GroupKey| match g {
             GroupKey::Model(m) => m.to_owned(),
@@ -358,6 +371,7 @@ impl Hub {
 
     /// One conversation's totals and messages.
     pub fn conversation(&self, id: &str) -> Result<ConversationStats> {
+        self.flush()?;
         self.0
             .registry
             .store()
@@ -455,31 +469,104 @@ impl Hub {
 
     // ---- chat ------------------------------------------------------------------------------
 
+    /// Authenticates a client key and takes one request from its per-minute allowance. Call it
+    /// before reading a request body (the server does), then pass [`Caller::Admitted`]: an
+    /// unknown key or a key over its request rate costs the hub no body read and no parse.
+    pub fn admit(&self, presented: &str) -> Result<Admitted> {
+        let r = self.0.admission.admit(&self.0.registry, presented);
+        if let Err(e @ Error::RateLimited { .. }) = &r {
+            // Refusals for a known key are part of its usage history.
+            if let Ok(key) = self.0.registry.authenticate(presented) {
+                let mut rec = self.new_record(None, "", None, RequestSource::Library, false);
+                rec.key_id = Some(key.id);
+                self.record_failure(rec, e, Instant::now());
+            }
+        }
+        r
+    }
+
+    fn new_record(
+        &self,
+        request_id: Option<&str>,
+        model: &str,
+        conversation_id: Option<&str>,
+        source: RequestSource,
+        stream: bool,
+    ) -> UsageRecord {
+        UsageRecord {
+            ts_ms: now_ms(),
+            request_id: request_id.map_or_else(crypto::random_id, str::to_owned),
+            conversation_id: conversation_id.map(str::to_owned),
+            key_id: None,
+            provider_id: None,
+            model: model.to_owned(),
+            upstream_model: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            usage_source: UsageSource::Estimate,
+            status: 200,
+            error_kind: None,
+            latency_ms: 0.0,
+            ttft_ms: None,
+            stream,
+            source,
+            cost: None,
+        }
+    }
+
+    /// Admission for one parsed request: the key (admitted once), its candidates in order, and
+    /// its tokens reserved under the key's per-minute token limit.
     fn prepare(
         &self,
-        caller: &Caller,
+        caller: Caller,
         req: &ChatRequest,
-    ) -> Result<(Option<ClientKey>, Vec<Candidate>)> {
+    ) -> Result<(Option<ClientKey>, Vec<Candidate>, TokenReservation)> {
         req.validate()?;
+        let lim = &self.0.opts.request_limits;
+        if req.messages.len() > lim.max_messages {
+            return Err(Error::invalid_param(
+                "messages",
+                format!("`messages` has more than {} entries", lim.max_messages),
+            ));
+        }
         let (key, pin) = match caller {
-            Caller::Key(k) => (Some(self.0.registry.authenticate(k)?), None),
-            Caller::Admin { provider_id } => (None, *provider_id),
+            // The failure row of a refused key is written by the caller of `prepare`.
+            Caller::Key(k) => (
+                Some(self.0.admission.admit(&self.0.registry, &k)?.key().clone()),
+                None,
+            ),
+            Caller::Admitted(a) => (Some(a.key().clone()), None),
+            Caller::Admin { provider_id } => (None, provider_id),
         };
         let mut cands = self.0.registry.route(key.as_ref(), &req.model, pin)?;
-        self.order_candidates(&mut cands)?;
-        if let Some(k) = &key {
-            let prompt = if k.tpm.is_some() {
-                self.0
+        self.0.admission.order_candidates(&mut cands)?;
+        let reservation = match &key {
+            Some(k) if k.tpm.is_some() => {
+                let prompt = self
+                    .0
                     .tokens
                     .count_messages(&req.model, &req.messages)
-                    .tokens
-            } else {
-                0
-            };
-            self.0.limiter.admit(k.id, k.rpm, k.tpm, prompt)?;
+                    .tokens;
+                let completion = ["max_completion_tokens", "max_tokens"]
+                    .iter()
+                    .find_map(|f| req.extra.get(*f).and_then(Value::as_u64))
+                    .unwrap_or(self.0.opts.default_max_tokens);
+                let n = req
+                    .extra
+                    .get("n")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1)
+                    .max(1);
+                self.0
+                    .admission
+                    .reserve(k, prompt + completion.saturating_mul(n))?
+            }
+            _ => TokenReservation::none(),
+        };
+        if let Some(k) = &key {
             self.touch_key(k.id);
         }
-        Ok((key, cands))
+        Ok((key, cands, reservation))
     }
 
     fn touch_key(&self, id: i64) {
@@ -508,70 +595,6 @@ impl Hub {
         }
     }
 
-    /// Weighted rotation among healthy candidates, cooling ones left out.
-    fn order_candidates(&self, c: &mut Vec<Candidate>) -> Result<()> {
-        let mut soonest: Option<Duration> = None;
-        c.retain(|cand| match self.0.health.check(cand.provider.record.id) {
-            Ok(()) => true,
-            Err(left) => {
-                soonest = Some(soonest.map_or(left, |s| s.min(left)));
-                false
-            }
-        });
-        if c.is_empty() {
-            return Err(Error::Unavailable(format!(
-                "every provider serving this model is cooling down after failures; retry in {}s",
-                soonest.map_or(1, |d| d.as_secs().max(1))
-            )));
-        }
-        let weights: Vec<u64> = c
-            .iter()
-            .map(|x| x.provider.record.options.weight.unwrap_or(1) as u64)
-            .collect();
-        let total: u64 = weights.iter().sum();
-        if c.len() > 1 && total > 0 {
-            let mut slot = self.0.rr.fetch_add(1, Ordering::Relaxed) % total;
-            let mut first = 0;
-            for (i, w) in weights.iter().enumerate() {
-                if slot < *w {
-                    first = i;
-                    break;
-                }
-                slot -= w;
-            }
-            c.rotate_left(first);
-        }
-        Ok(())
-    }
-
-    fn upstream_body(
-        &self,
-        req: &ChatRequest,
-        cand: &Candidate,
-        stream: bool,
-        inject_usage: bool,
-    ) -> Result<Vec<u8>> {
-        let mut r = req.clone();
-        r.model = cand.model.upstream().to_owned();
-        r.stream = if stream {
-            Some(true)
-        } else {
-            req.stream.filter(|s| *s)
-        };
-        if stream && inject_usage {
-            let mut so = match r.stream_options.take() {
-                Some(Value::Object(m)) => m,
-                _ => serde_json::Map::new(),
-            };
-            so.insert("include_usage".into(), Value::Bool(true));
-            r.stream_options = Some(Value::Object(so));
-        }
-        if !stream {
-            r.stream_options = None;
-        }
-        serde_json::to_vec(&r).map_err(|e| Error::Internal(e.to_string()))
-    }
-
     fn timeouts(&self, cand: &Candidate) -> (Duration, Duration) {
         let o = &cand.provider.record.options;
         (
@@ -584,83 +607,12 @@ impl Hub {
         )
     }
 
-    async fn send(
-        &self,
-        cand: &Candidate,
-        body: Vec<u8>,
-        first_byte: Duration,
-    ) -> Result<reqwest::Response> {
-        let p = &cand.provider;
-        let rb = match &p.endpoint_url {
-            Some(url) => self.0.http.post(url.clone()),
-            None => self.0.http.post(&p.record.endpoint),
-        };
-        let mut rb = rb
-            .bearer_auth(p.api_key.expose())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        for (k, v) in &p.headers {
-            rb = rb.header(k.as_str(), v.expose());
-        }
-        let resp = match tokio::time::timeout(first_byte, rb.send()).await {
-            Err(_) => {
-                return Err(Error::Timeout {
-                    phase: TimeoutPhase::FirstByte,
-                })
-            }
-            Ok(Err(e)) if e.is_connect() => {
-                return Err(if e.is_timeout() {
-                    Error::Timeout {
-                        phase: TimeoutPhase::Connect,
-                    }
-                } else {
-                    Error::Transport(redact(&e))
-                })
-            }
-            Ok(Err(e)) if e.is_timeout() => {
-                return Err(Error::Timeout {
-                    phase: TimeoutPhase::FirstByte,
-                })
-            }
-            Ok(Err(e)) => return Err(Error::Transport(redact(&e))),
-            Ok(Ok(r)) => r,
-        };
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
-        let body = match tokio::time::timeout(first_byte, resp.bytes()).await {
-            Ok(Ok(b)) => String::from_utf8_lossy(&b[..b.len().min(65536)]).into_owned(),
-            _ => String::new(),
-        };
-        let message = serde_json::from_str::<Value>(&body)
-            .ok()
-            .and_then(|v| {
-                v.get("error")
-                    .and_then(|e| e.get("message").or(Some(e)))
-                    .and_then(|m| m.as_str().map(str::to_owned))
-                    .or_else(|| v.get("message").and_then(Value::as_str).map(str::to_owned))
-            })
-            .unwrap_or_else(|| format!("provider '{}' answered HTTP {status}", p.record.name));
-        Err(Error::Upstream {
-            status: Some(status),
-            message,
-            body: Some(body),
-            retry_after,
-        })
-    }
-
     /// Runs `attempt` over the candidates with retries, backoff and failover. Returns the result
-    /// and the candidate that produced it.
+    /// and the candidate that produced it. Upstream detail is logged here, with the request id;
+    /// the caller only ever sees [`Error::public_message`].
     async fn with_failover<T, F, Fut>(
         &self,
+        request_id: &str,
         cands: &[Candidate],
         mut attempt: F,
     ) -> (Result<T>, usize, f64)
@@ -669,11 +621,13 @@ impl Hub {
         Fut: std::future::Future<Output = Result<T>>,
     {
         let cfg = &self.0.opts.retry;
+        let health = &self.0.admission.health;
         let mut upstream_ms = 0.0;
-        let mut last_err = Error::Internal("no candidate".into());
+        let mut last: Option<(Error, usize)> = None;
         for (ci, cand) in cands.iter().enumerate() {
             let pid = cand.provider.record.id;
-            if ci > 0 && self.0.health.check(pid).is_err() {
+            // A provider that went into cooldown during this request's earlier attempts.
+            if ci > 0 && health.is_cooling(pid) {
                 continue;
             }
             let max = cand
@@ -689,32 +643,31 @@ impl Hub {
                 upstream_ms += t.elapsed().as_secs_f64() * 1000.0;
                 match r {
                     Ok(v) => {
-                        self.0.health.success(pid);
+                        health.success(pid);
                         return (Ok(v), ci, upstream_ms);
                     }
                     Err(e) => {
-                        let health_failure = e.is_retryable()
-                            && e.kind() != ErrorKind::RateLimited
-                            && !matches!(
-                                e,
-                                Error::Upstream {
-                                    status: Some(429),
-                                    ..
-                                }
-                            );
-                        if health_failure {
-                            self.0.health.failure(pid, cfg);
+                        if e.is_provider_fault() {
+                            health.failure(pid, cfg);
                         }
+                        tracing::warn!(
+                            request_id,
+                            provider = %cand.provider.record.name,
+                            provider_id = pid,
+                            attempt = n,
+                            error = %e,
+                            "upstream attempt failed"
+                        );
                         if !e.is_retryable() {
                             return (Err(e), ci, upstream_ms);
                         }
-                        tracing::warn!(provider = %cand.provider.record.name, attempt = n, error = %e, "upstream attempt failed");
-                        let delay = if n < max && !self.0.health.is_cooling(pid) {
+                        let delay = if n < max && e.retry_same_provider() && !health.is_cooling(pid)
+                        {
                             cfg.delay(n, e.retry_after())
                         } else {
                             None
                         };
-                        last_err = e;
+                        last = Some((e, ci));
                         match delay {
                             Some(d) => tokio::time::sleep(d).await,
                             None => break,
@@ -723,7 +676,40 @@ impl Hub {
                 }
             }
         }
-        (Err(last_err), cands.len().saturating_sub(1), upstream_ms)
+        match last {
+            Some((e, ci)) => (Err(e), ci, upstream_ms),
+            None => (
+                Err(Error::Unavailable(
+                    "every provider serving this model is cooling down after failures".into(),
+                )),
+                0,
+                upstream_ms,
+            ),
+        }
+    }
+
+    /// The cache key of a request for a caller: who asks (a key, or a pinned trusted caller),
+    /// the candidates they may use (provider and upstream model), and the request itself. A key
+    /// never receives an answer cached for another key, provider or model.
+    fn cache_key(
+        &self,
+        key: Option<&ClientKey>,
+        pin: Option<i64>,
+        cands: &[Candidate],
+        req: &ChatRequest,
+    ) -> Option<[u8; 32]> {
+        self.0.cache.as_ref()?;
+        let scope: Vec<(i64, &str)> = cands
+            .iter()
+            .map(|c| (c.provider.record.id, c.model.upstream()))
+            .collect();
+        let who = match key {
+            Some(k) => format!("key:{}", k.id),
+            None => format!("trusted:{}", pin.unwrap_or(0)),
+        };
+        serde_json::to_vec(&(who, scope, &req.model, &req.messages, &req.extra))
+            .ok()
+            .map(|b| ResponseCache::<CachedAnswer>::key(&b))
     }
 
     /// A non-streaming chat completion.
@@ -733,33 +719,35 @@ impl Hub {
         req: ChatRequest,
         ctx: RequestContext,
     ) -> Result<ChatResponse> {
+        self.chat_inner(caller, req, ctx, true).await
+    }
+
+    async fn chat_inner(
+        &self,
+        caller: Caller,
+        req: ChatRequest,
+        ctx: RequestContext,
+        use_cache: bool,
+    ) -> Result<ChatResponse> {
         let start = Instant::now();
-        let ts_ms = now_ms();
-        let request_id = ctx.request_id.clone().unwrap_or_else(crypto::random_id);
         let conversation_id = ctx
             .conversation_id
             .clone()
             .unwrap_or_else(crypto::random_id);
-        let mut rec = UsageRecord {
-            ts_ms,
-            request_id: request_id.clone(),
-            conversation_id: Some(conversation_id.clone()),
-            key_id: None,
-            provider_id: None,
-            model: req.model.clone(),
-            upstream_model: None,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            usage_source: UsageSource::Estimate,
-            status: 200,
-            error_kind: None,
-            latency_ms: 0.0,
-            ttft_ms: None,
-            stream: false,
-            source: ctx.source,
-            cost: None,
+        let mut rec = self.new_record(
+            ctx.request_id.as_deref(),
+            &req.model,
+            Some(&conversation_id),
+            ctx.source,
+            false,
+        );
+        let request_id = rec.request_id.clone();
+        let ts_ms = rec.ts_ms;
+        let pin = match &caller {
+            Caller::Admin { provider_id } => *provider_id,
+            _ => None,
         };
-        let (key, cands) = match self.prepare(&caller, &req) {
+        let (key, cands, mut reservation) = match self.prepare(caller, &req) {
             Ok(v) => v,
             Err(e) => {
                 self.record_failure(rec, &e, start);
@@ -768,56 +756,62 @@ impl Hub {
         };
         rec.key_id = key.as_ref().map(|k| k.id);
 
-        let cache_key = self.0.cache.as_ref().and_then(|_| {
-            serde_json::to_vec(&(&req.model, &req.messages, &req.extra))
-                .ok()
-                .map(|b| ResponseCache::<CachedAnswer>::key(&b))
-        });
+        let cache_key = if use_cache {
+            self.cache_key(key.as_ref(), pin, &cands, &req)
+        } else {
+            None
+        };
         if let (Some(cache), Some(k)) = (&self.0.cache, &cache_key) {
             if let Some((completion, body, pid, pname)) = cache.get(k) {
-                rec.provider_id = Some(pid);
-                rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-                self.0.stats.record(rec);
-                let usage = completion.usage.clone().unwrap_or_default();
-                return Ok(ChatResponse {
-                    completion,
-                    body,
-                    usage,
-                    usage_source: UsageSource::Upstream,
-                    request_id,
-                    conversation_id,
-                    provider_id: pid,
-                    provider_name: pname,
-                    rate_limit_headers: vec![],
-                    upstream_ms: 0.0,
-                    cached: true,
-                });
+                if cands.iter().any(|c| c.provider.record.id == pid) {
+                    let usage = completion.usage.clone().unwrap_or_default();
+                    rec.provider_id = Some(pid);
+                    rec.prompt_tokens = usage.prompt_tokens;
+                    rec.completion_tokens = usage.completion_tokens;
+                    rec.usage_source = UsageSource::Cache;
+                    rec.cost = Some(0.0);
+                    rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+                    self.0.stats.record(rec);
+                    // A cached answer cost the upstream nothing: no tokens are counted.
+                    reservation.settle(0);
+                    return Ok(ChatResponse {
+                        completion,
+                        body,
+                        usage,
+                        usage_source: UsageSource::Cache,
+                        request_id,
+                        conversation_id,
+                        provider_id: pid,
+                        provider_name: pname,
+                        rate_limit_headers: vec![],
+                        upstream_ms: 0.0,
+                        cached: true,
+                    });
+                }
             }
         }
 
+        // One body per candidate, built on first use and shared by its retries.
+        let mut bodies: Vec<Option<Bytes>> = vec![None; cands.len()];
         let (result, ci, upstream_ms) = self
-            .with_failover(&cands, |ci| {
-                let cand = cands[ci].clone();
-                let hub = self.clone();
-                let req = &req;
+            .with_failover(&request_id, &cands, |ci| {
+                let cand = &cands[ci];
+                let body = match &bodies[ci] {
+                    Some(b) => Ok(b.clone()),
+                    None => upstream_body(&req, cand, false, false).inspect(|b| {
+                        bodies[ci] = Some(b.clone());
+                    }),
+                };
+                let (first_byte, _) = self.timeouts(cand);
                 async move {
-                    let (first_byte, _) = hub.timeouts(&cand);
-                    let body = hub.upstream_body(req, &cand, false, false)?;
-                    let resp = hub.send(&cand, body, first_byte).await?;
+                    let resp = self.0.upstream.send(cand, body?, first_byte).await?;
                     let rl = rate_limit_headers(resp.headers());
-                    let bytes = match tokio::time::timeout(first_byte, resp.bytes()).await {
-                        Err(_) => {
-                            return Err(Error::Timeout {
-                                phase: TimeoutPhase::Total,
-                            })
-                        }
-                        Ok(Err(e)) => return Err(Error::Transport(redact(&e))),
-                        Ok(Ok(b)) => b,
-                    };
+                    let bytes = self.0.upstream.read_body(resp, first_byte).await?;
                     Ok((bytes, rl))
                 }
             })
             .await;
+        drop(bodies);
         let cand = &cands[ci];
         rec.provider_id = Some(cand.provider.record.id);
         rec.upstream_model = Some(cand.model.upstream().to_owned());
@@ -843,9 +837,24 @@ impl Hub {
                 .map(|c| (c, bytes.clone()))
                 .map_err(|e| malformed(&e, &bytes))
         };
+        // Only a chat completion is relayed: any other JSON (an internal API's answer, say) is an
+        // upstream error, never handed to the client.
+        let parsed = parsed.and_then(|(c, b)| {
+            if c.choices.is_empty() {
+                Err(Error::Upstream {
+                    status: None,
+                    message: "upstream answer is not a chat completion (no choices)".into(),
+                    body: Some(openai::truncate(&String::from_utf8_lossy(&bytes), 4096)),
+                    retry_after: None,
+                })
+            } else {
+                Ok((c, b))
+            }
+        });
         let (completion, body) = match parsed {
             Ok(v) => v,
             Err(e) => {
+                tracing::warn!(request_id = %request_id, provider = %cand.provider.record.name, error = %e, "upstream answer refused");
                 self.record_failure(rec, &e, start);
                 return Err(e);
             }
@@ -860,11 +869,18 @@ impl Hub {
                     .tokens
                     .count_messages(&req.model, &req.messages)
                     .tokens;
-                let c = self
-                    .0
-                    .tokens
-                    .count_text(&req.model, completion.content().unwrap_or(""))
-                    .tokens;
+                // Every choice (n > 1) and its reasoning text are completion tokens.
+                let c: u64 = completion
+                    .choices
+                    .iter()
+                    .filter_map(|ch| ch.get("message"))
+                    .flat_map(|m| {
+                        ["content", "reasoning_content", "reasoning", "refusal"]
+                            .into_iter()
+                            .filter_map(|f| m.get(f).and_then(Value::as_str))
+                    })
+                    .map(|t| self.0.tokens.count_text(&req.model, t).tokens)
+                    .sum();
                 (
                     Usage {
                         prompt_tokens: p,
@@ -881,9 +897,7 @@ impl Hub {
         rec.usage_source = source;
         rec.cost = cost(&cand.model, &usage);
         rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-        if let Some(k) = &key {
-            self.0.limiter.add_tokens(k.id, usage.completion_tokens);
-        }
+        reservation.settle(usage.prompt_tokens + usage.completion_tokens);
         self.record_messages(
             &conversation_id,
             cand,
@@ -973,32 +987,19 @@ impl Hub {
         ctx: RequestContext,
     ) -> Result<ChatStream> {
         let start = Instant::now();
-        let ts_ms = now_ms();
-        let request_id = ctx.request_id.clone().unwrap_or_else(crypto::random_id);
         let conversation_id = ctx
             .conversation_id
             .clone()
             .unwrap_or_else(crypto::random_id);
-        let mut rec = UsageRecord {
-            ts_ms,
-            request_id: request_id.clone(),
-            conversation_id: Some(conversation_id.clone()),
-            key_id: None,
-            provider_id: None,
-            model: req.model.clone(),
-            upstream_model: None,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            usage_source: UsageSource::Estimate,
-            status: 200,
-            error_kind: None,
-            latency_ms: 0.0,
-            ttft_ms: None,
-            stream: true,
-            source: ctx.source,
-            cost: None,
-        };
-        let (key, cands) = match self.prepare(&caller, &req) {
+        let mut rec = self.new_record(
+            ctx.request_id.as_deref(),
+            &req.model,
+            Some(&conversation_id),
+            ctx.source,
+            true,
+        );
+        let request_id = rec.request_id.clone();
+        let (key, cands, reservation) = match self.prepare(caller, &req) {
             Ok(v) => v,
             Err(e) => {
                 self.record_failure(rec, &e, start);
@@ -1007,55 +1008,29 @@ impl Hub {
         };
         rec.key_id = key.as_ref().map(|k| k.id);
         let client_wants_usage = req.wants_stream_usage();
+        let req = Arc::new(req);
 
-        let (result, ci, _) = self
-            .with_failover(&cands, |ci| {
-                let cand = cands[ci].clone();
-                let hub = self.clone();
-                let req = &req;
-                async move {
-                    let (first_byte, _) = hub.timeouts(&cand);
-                    let inject = !client_wants_usage
-                        && cand.provider.record.options.request_usage.unwrap_or(true);
-                    let body = hub.upstream_body(req, &cand, true, inject)?;
-                    let resp = hub.send(&cand, body, first_byte).await?;
-                    let ct = resp
-                        .headers()
-                        .get(reqwest::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_ascii_lowercase();
-                    if !ct.starts_with("text/event-stream") {
-                        return Err(Error::Upstream {
-                            status: Some(resp.status().as_u16()),
-                            message: format!(
-                                "expected text/event-stream from upstream, got '{ct}'"
-                            ),
-                            body: None,
-                            retry_after: None,
-                        });
+        let mut bodies: Vec<Option<(Bytes, bool)>> = vec![None; cands.len()];
+        let (result, ci, upstream_ms) = self
+            .with_failover(&request_id, &cands, |ci| {
+                let cand = &cands[ci];
+                let built = match &bodies[ci] {
+                    Some(b) => Ok(b.clone()),
+                    None => {
+                        let inject = !client_wants_usage
+                            && cand.provider.record.options.request_usage.unwrap_or(true);
+                        upstream_body(&req, cand, true, inject).map(|b| {
+                            bodies[ci] = Some((b.clone(), inject));
+                            (b, inject)
+                        })
                     }
+                };
+                let (first_byte, _) = self.timeouts(cand);
+                async move {
+                    let (body, inject) = built?;
+                    let resp = self.0.upstream.send(cand, body, first_byte).await?;
                     let rl = rate_limit_headers(resp.headers());
-                    let mut events: EventStream =
-                        Box::pin(eventsource_stream::EventStream::new(resp.bytes_stream()));
-                    // Read the first event here so that a failure before anything reached the
-                    // caller can still be retried or failed over.
-                    let first = match tokio::time::timeout(first_byte, events.next()).await {
-                        Err(_) => {
-                            return Err(Error::Timeout {
-                                phase: TimeoutPhase::FirstByte,
-                            })
-                        }
-                        Ok(None) => {
-                            return Err(Error::Transport(
-                                "upstream closed the stream before the first event".into(),
-                            ))
-                        }
-                        Ok(Some(Err(e))) => {
-                            return Err(Error::Transport(format!("stream broke: {e}")))
-                        }
-                        Ok(Some(Ok(ev))) => ev.data,
-                    };
+                    let (events, first) = self.0.upstream.open_sse(resp, first_byte).await?;
                     if first.contains("\"error\"") {
                         // An error payload as the first event is worth a retry or failover too.
                         if let Err(Error::Upstream { message, body, .. }) =
@@ -1073,6 +1048,7 @@ impl Hub {
                 }
             })
             .await;
+        drop(bodies);
         let cand = cands[ci].clone();
         rec.provider_id = Some(cand.provider.record.id);
         rec.upstream_model = Some(cand.model.upstream().to_owned());
@@ -1089,16 +1065,17 @@ impl Hub {
             hub: self.clone(),
             rec: Some(rec),
             start,
-            req_model: req.model.clone(),
-            messages: req.messages,
+            req,
             cand: cand.clone(),
-            key_id: key.as_ref().map(|k| k.id),
+            reservation,
             text: String::new(),
+            counted: 0,
             usage: None,
             finish_reason: None,
             ttft: None,
             summary: summary.clone(),
             conversation_id: conversation_id.clone(),
+            chunk_id: None,
         };
         let state = StreamState {
             events,
@@ -1106,6 +1083,7 @@ impl Hub {
             idle,
             acct,
             strip_usage: injected && !client_wants_usage,
+            synthesize_usage: client_wants_usage,
             normalize: cand.provider.record.options.normalize.unwrap_or(false),
             finished: false,
         };
@@ -1120,6 +1098,7 @@ impl Hub {
             provider_id: cand.provider.record.id,
             provider_name: cand.provider.record.name.clone(),
             rate_limit_headers: rl,
+            upstream_ms,
             summary,
         })
     }
@@ -1147,8 +1126,14 @@ impl Hub {
             let mut req = ChatRequest::user(&m.name, "Who are you? Answer in one sentence.");
             req.extra.insert("max_tokens".into(), 64.into());
             let t = Instant::now();
+            // The test asks the provider itself: never an answer from the cache.
             let ns = self
-                .chat(caller.clone(), req.clone(), RequestContext::default())
+                .chat_inner(
+                    caller.clone(),
+                    req.clone(),
+                    RequestContext::default(),
+                    false,
+                )
                 .await;
             r.non_stream_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
             let t = Instant::now();
@@ -1189,17 +1174,6 @@ impl Hub {
     }
 }
 
-type EventStream = Pin<
-    Box<
-        dyn Stream<
-                Item = std::result::Result<
-                    eventsource_stream::Event,
-                    eventsource_stream::EventStreamError<reqwest::Error>,
-                >,
-            > + Send,
-    >,
->;
-
 fn malformed(e: &serde_json::Error, body: &[u8]) -> Error {
     Error::Upstream {
         status: None,
@@ -1209,58 +1183,52 @@ fn malformed(e: &serde_json::Error, body: &[u8]) -> Error {
     }
 }
 
-/// reqwest errors can include the URL; keep them, but never a query string (some upstreams take
-/// keys there).
-fn redact(e: &reqwest::Error) -> String {
-    let s = e.without_url_ref_string();
-    match e.url() {
-        Some(u) => format!(
-            "{s} ({}://{}{})",
-            u.scheme(),
-            u.host_str().unwrap_or(""),
-            u.port().map(|p| format!(":{p}")).unwrap_or_default()
-        ),
-        None => s,
-    }
+/// The request as one candidate receives it, borrowed from the caller's request: nothing of the
+/// conversation is cloned to build it.
+#[derive(Serialize)]
+struct UpstreamRequest<'a> {
+    model: &'a str,
+    messages: &'a [Value],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<std::borrow::Cow<'a, Value>>,
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, Value>,
 }
 
-trait WithoutUrl {
-    fn without_url_ref_string(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref_string(&self) -> String {
-        let mut e = None;
-        let mut src: Option<&dyn std::error::Error> = std::error::Error::source(self);
-        while let Some(s) = src {
-            e = Some(s.to_string());
-            src = s.source();
-        }
-        let kind = if self.is_connect() {
-            "connection failed"
-        } else if self.is_timeout() {
-            "timed out"
-        } else if self.is_body() || self.is_decode() {
-            "response body failed"
-        } else {
-            "request failed"
+fn upstream_body(
+    req: &ChatRequest,
+    cand: &Candidate,
+    stream: bool,
+    inject_usage: bool,
+) -> Result<Bytes> {
+    let stream_options = if !stream {
+        None
+    } else if inject_usage {
+        let mut so = match &req.stream_options {
+            Some(Value::Object(m)) => m.clone(),
+            _ => serde_json::Map::new(),
         };
-        match e {
-            Some(cause) => format!("{kind}: {cause}"),
-            None => kind.to_owned(),
-        }
-    }
-}
-
-fn rate_limit_headers(h: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
-    h.iter()
-        .filter(|(k, _)| k.as_str().starts_with("x-ratelimit-"))
-        .filter_map(|(k, v)| {
-            v.to_str()
-                .ok()
-                .map(|v| (k.as_str().to_owned(), v.to_owned()))
-        })
-        .collect()
+        so.insert("include_usage".into(), Value::Bool(true));
+        Some(std::borrow::Cow::Owned(Value::Object(so)))
+    } else {
+        req.stream_options.as_ref().map(std::borrow::Cow::Borrowed)
+    };
+    let r = UpstreamRequest {
+        model: cand.model.upstream(),
+        messages: &req.messages,
+        stream: if stream {
+            Some(true)
+        } else {
+            req.stream.filter(|s| *s)
+        },
+        stream_options,
+        extra: &req.extra,
+    };
+    serde_json::to_vec(&r)
+        .map(Bytes::from)
+        .map_err(|e| Error::Internal(e.to_string()))
 }
 
 fn cost(m: &crate::records::Model, u: &Usage) -> Option<f64> {
@@ -1285,48 +1253,74 @@ fn message_text(m: &Value) -> String {
     }
 }
 
+/// Streamed text is counted in pieces of this size, so an endless answer holds bounded memory.
+const COUNT_PIECE: usize = 256 * 1024;
+
 /// Accounts for one stream and writes its usage record exactly once: at the end, on error, or
 /// when the stream is dropped early (then with what was produced so far).
 struct Accounting {
     hub: Hub,
     rec: Option<UsageRecord>,
     start: Instant,
-    req_model: String,
-    messages: Vec<Value>,
+    req: Arc<ChatRequest>,
     cand: Candidate,
-    key_id: Option<i64>,
+    reservation: TokenReservation,
+    /// Completion text (every choice, reasoning included) not yet counted.
     text: String,
-    usage: Option<Usage>,
+    /// Completion tokens of the text already counted.
+    counted: u64,
+    usage: Option<(Usage, UsageSource)>,
     finish_reason: Option<String>,
     ttft: Option<f64>,
     summary: Arc<Mutex<Option<StreamSummary>>>,
     conversation_id: String,
+    /// `id` and `created` of the upstream's chunks, for a chunk the hub adds.
+    chunk_id: Option<(String, i64)>,
 }
 
 impl Accounting {
+    fn add_text(&mut self, t: &str) {
+        self.text.push_str(t);
+        if self.text.len() >= COUNT_PIECE {
+            self.counted += self
+                .hub
+                .0
+                .tokens
+                .count_text(&self.req.model, &self.text)
+                .tokens;
+            self.text.clear();
+        }
+    }
+
+    /// The usage of the stream so far: the upstream's, else counted from the prompt and the
+    /// streamed text (and kept, so the row and any usage chunk the hub sends agree).
+    fn usage(&mut self) -> (Usage, UsageSource) {
+        if let Some(u) = &self.usage {
+            return u.clone();
+        }
+        let tokens = &self.hub.0.tokens;
+        let p = tokens
+            .count_messages(&self.req.model, &self.req.messages)
+            .tokens;
+        let c = self.counted + tokens.count_text(&self.req.model, &self.text).tokens;
+        let u = (
+            Usage {
+                prompt_tokens: p,
+                completion_tokens: c,
+                total_tokens: p + c,
+                ..Usage::default()
+            },
+            UsageSource::Estimate,
+        );
+        self.usage = Some(u.clone());
+        u
+    }
+
     fn finish(&mut self, error: Option<&Error>, cancelled: bool) {
         let Some(mut rec) = self.rec.take() else {
             return;
         };
-        let tokens = &self.hub.0.tokens;
-        let (usage, source) = match self.usage.take() {
-            Some(u) => (u, UsageSource::Upstream),
-            None => {
-                let p = tokens
-                    .count_messages(&self.req_model, &self.messages)
-                    .tokens;
-                let c = tokens.count_text(&self.req_model, &self.text).tokens;
-                (
-                    Usage {
-                        prompt_tokens: p,
-                        completion_tokens: c,
-                        total_tokens: p + c,
-                        ..Usage::default()
-                    },
-                    UsageSource::Estimate,
-                )
-            }
-        };
+        let (usage, source) = self.usage();
         rec.prompt_tokens = usage.prompt_tokens;
         rec.completion_tokens = usage.completion_tokens;
         rec.usage_source = source;
@@ -1341,9 +1335,8 @@ impl Accounting {
             rec.status = 499;
             rec.error_kind = Some("cancelled".into());
         }
-        if let Some(k) = self.key_id {
-            self.hub.0.limiter.add_tokens(k, usage.completion_tokens);
-        }
+        self.reservation
+            .settle(usage.prompt_tokens + usage.completion_tokens);
         let finish_reason = if cancelled {
             Some("cancelled".to_owned())
         } else {
@@ -1359,17 +1352,10 @@ impl Accounting {
                 error_kind: rec.error_kind.clone(),
             });
         }
-        let req = ChatRequest {
-            model: self.req_model.clone(),
-            messages: std::mem::take(&mut self.messages),
-            stream: None,
-            stream_options: None,
-            extra: Default::default(),
-        };
         self.hub.record_messages(
             &self.conversation_id,
             &self.cand,
-            &req,
+            &self.req,
             &self.text,
             &usage,
             rec.ts_ms,
@@ -1384,12 +1370,22 @@ impl Drop for Accounting {
     }
 }
 
+#[derive(Deserialize)]
+struct ChunkIds {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    created: Option<i64>,
+}
+
 struct StreamState {
     events: EventStream,
     pending: Option<String>,
     idle: Duration,
     acct: Accounting,
     strip_usage: bool,
+    /// The client asked for usage: if the upstream sends none, the hub sends its own count.
+    synthesize_usage: bool,
     normalize: bool,
     finished: bool,
 }
@@ -1434,7 +1430,7 @@ impl StreamState {
             let chunk = if self.normalize {
                 match serde_json::from_str::<Value>(d) {
                     Ok(v) => ChatChunk::parse(
-                        openai::normalize_chunk(v, &self.acct.req_model).to_string(),
+                        openai::normalize_chunk(v, &self.acct.req.model).to_string(),
                     ),
                     Err(e) => Err(Error::Upstream {
                         status: None,
@@ -1450,15 +1446,26 @@ impl StreamState {
                 Ok(c) => c,
                 Err(e) => return self.fail(e),
             };
+            if self.acct.chunk_id.is_none() {
+                if let Ok(ChunkIds {
+                    id: Some(id),
+                    created,
+                }) = serde_json::from_str::<ChunkIds>(chunk.json())
+                {
+                    self.acct.chunk_id = Some((id, created.unwrap_or(now_ms() / 1000)));
+                }
+            }
             if let Some(u) = chunk.usage() {
                 // The last usage object wins; upstreams that repeat it send running totals.
-                self.acct.usage = Some(u.clone());
+                self.acct.usage = Some((u.clone(), UsageSource::Upstream));
             }
-            if let Some(t) = chunk.delta() {
-                if self.acct.ttft.is_none() && !t.is_empty() {
-                    self.acct.ttft = Some(self.acct.start.elapsed().as_secs_f64() * 1000.0);
-                }
-                self.acct.text.push_str(t);
+            let mut produced = false;
+            for t in chunk.completion_texts() {
+                produced |= !t.is_empty();
+                self.acct.add_text(t);
+            }
+            if produced && self.acct.ttft.is_none() {
+                self.acct.ttft = Some(self.acct.start.elapsed().as_secs_f64() * 1000.0);
             }
             if let Some(f) = chunk.finish_reason() {
                 self.acct.finish_reason = Some(f.to_owned());
@@ -1470,14 +1477,37 @@ impl StreamState {
         }
     }
 
+    /// The normal end. When the client asked for usage and the upstream sent none (llama.cpp's
+    /// server and older vLLM ignore `include_usage`), the hub sends the usage chunk itself,
+    /// counted from the prompt and the streamed text, exactly once, before the end.
     fn end(&mut self) -> Option<Result<ChatChunk>> {
         self.finished = true;
+        let synth = if self.synthesize_usage && self.acct.usage.is_none() {
+            let (usage, _) = self.acct.usage();
+            let (id, created) =
+                self.acct.chunk_id.clone().unwrap_or_else(|| {
+                    (format!("chatcmpl-{}", crypto::random_id()), now_ms() / 1000)
+                });
+            let v = serde_json::json!({
+                "id": id, "object": "chat.completion.chunk", "created": created,
+                "model": self.acct.req.model, "choices": [], "usage": usage,
+            });
+            ChatChunk::parse(v.to_string()).ok()
+        } else {
+            None
+        };
         self.acct.finish(None, false);
-        None
+        synth.map(Ok)
     }
 
     fn fail(&mut self, e: Error) -> Option<Result<ChatChunk>> {
         self.finished = true;
+        tracing::warn!(
+            request_id = %self.acct.rec.as_ref().map_or("", |r| r.request_id.as_str()),
+            provider = %self.acct.cand.provider.record.name,
+            error = %e,
+            "upstream stream failed"
+        );
         self.acct.finish(Some(&e), false);
         Some(Err(e))
     }
@@ -1497,6 +1527,8 @@ pub struct ChatStream {
     pub provider_name: String,
     /// Upstream `x-ratelimit-*` headers.
     pub rate_limit_headers: Vec<(String, String)>,
+    /// Milliseconds spent waiting for the upstream to open the stream (all attempts).
+    pub upstream_ms: f64,
     summary: Arc<Mutex<Option<StreamSummary>>>,
 }
 

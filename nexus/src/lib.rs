@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
 pub mod crypto;
 pub mod error;
 pub mod hub;
@@ -38,7 +39,9 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokens;
+pub mod upstream;
 
+pub use admission::Admitted;
 pub use error::{Error, ErrorKind, Result};
 pub use hub::{Caller, ChatResponse, ChatStream, Hub, HubOptions, RequestContext, StreamSummary};
 

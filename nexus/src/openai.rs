@@ -39,18 +39,36 @@ impl ChatRequest {
         }
     }
 
-    /// Parses and validates a request body.
+    /// Parses and validates a request body under the default [`RequestLimits`].
     pub fn from_slice(body: &[u8]) -> Result<Self> {
-        let req: ChatRequest = serde_json::from_slice(body).map_err(|e| {
-            let param = ["model", "messages", "stream", "stream_options"]
-                .into_iter()
-                .find(|f| e.to_string().contains(&format!("`{f}`")))
-                .map(str::to_owned);
-            Error::InvalidRequest {
-                message: format!("invalid request body: {e}"),
-                param,
+        Self::from_slice_limited(body, &RequestLimits::default())
+    }
+
+    /// Parses and validates a request body in one pass, refusing it as soon as it goes over a
+    /// limit: a 16 MiB body of tiny messages must not become a gigabyte of JSON trees.
+    pub fn from_slice_limited(body: &[u8], limits: &RequestLimits) -> Result<Self> {
+        use serde::de::DeserializeSeed;
+        let budget = Budget::new(limits);
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let parsed = RequestSeed(&budget)
+            .deserialize(&mut de)
+            .and_then(|r| de.end().map(|()| r));
+        let req = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(over) = budget.over.take() {
+                    return Err(over);
+                }
+                let param = ["model", "messages", "stream", "stream_options"]
+                    .into_iter()
+                    .find(|f| e.to_string().contains(&format!("`{f}`")))
+                    .map(str::to_owned);
+                return Err(Error::InvalidRequest {
+                    message: format!("invalid request body: {e}"),
+                    param,
+                });
             }
-        })?;
+        };
         req.validate()?;
         Ok(req)
     }
@@ -89,6 +107,283 @@ impl ChatRequest {
             .and_then(|o| o.get("include_usage"))
             .and_then(Value::as_bool)
             .unwrap_or(false)
+    }
+}
+
+/// Bounds on what one request may make the gateway hold. Each is a 400 when exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestLimits {
+    /// Most entries in `messages`.
+    pub max_messages: usize,
+    /// Most parts in one message's `content` array.
+    pub max_content_parts: usize,
+    /// Most JSON values in the whole body, an object counting as 8 (an object costs about eight
+    /// times a scalar in memory). Long strings (images, documents) count as one.
+    pub max_json_values: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_messages: 10_000,
+            max_content_parts: 1_000,
+            max_json_values: 1_000_000,
+        }
+    }
+}
+
+/// What one parse may still allocate; the first limit crossed is kept to answer with.
+struct Budget {
+    limits: RequestLimits,
+    values: std::cell::Cell<usize>,
+    over: std::cell::Cell<Option<Error>>,
+}
+
+impl Budget {
+    fn new(limits: &RequestLimits) -> Self {
+        Budget {
+            limits: *limits,
+            values: std::cell::Cell::new(limits.max_json_values),
+            over: std::cell::Cell::new(None),
+        }
+    }
+
+    fn spend<E: serde::de::Error>(&self, n: usize) -> std::result::Result<(), E> {
+        match self.values.get().checked_sub(n) {
+            Some(left) => {
+                self.values.set(left);
+                Ok(())
+            }
+            None => Err(self.refuse(
+                None,
+                format!(
+                    "request body is too complex: more than {} JSON values",
+                    self.limits.max_json_values
+                ),
+            )),
+        }
+    }
+
+    fn refuse<E: serde::de::Error>(&self, param: Option<&str>, message: String) -> E {
+        let e = E::custom(&message);
+        self.over.set(Some(Error::InvalidRequest {
+            message,
+            param: param.map(str::to_owned),
+        }));
+        e
+    }
+}
+
+/// Deserializes the request's top level with every value counted against the budget.
+struct RequestSeed<'a>(&'a Budget);
+
+impl<'de> serde::de::DeserializeSeed<'de> for RequestSeed<'_> {
+    type Value = ChatRequest;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<ChatRequest, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RequestSeed<'_> {
+    type Value = ChatRequest;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a chat completion request object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<ChatRequest, A::Error> {
+        use serde::de::Error as _;
+        let b = self.0;
+        let (mut model, mut messages, mut stream, mut stream_options) = (None, None, None, None);
+        let mut extra = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            b.spend(1)?;
+            match k.as_str() {
+                "model" => model = Some(map.next_value::<String>()?),
+                "messages" => messages = Some(map.next_value_seed(MessagesSeed(b))?),
+                "stream" => stream = map.next_value::<Option<bool>>()?,
+                "stream_options" => stream_options = map.next_value_seed(OptionalValue(b))?,
+                _ => {
+                    let v = map.next_value_seed(ValueSeed(b))?;
+                    extra.insert(k, v);
+                }
+            }
+        }
+        Ok(ChatRequest {
+            model: model.ok_or_else(|| A::Error::missing_field("model"))?,
+            messages: messages.ok_or_else(|| A::Error::missing_field("messages"))?,
+            stream,
+            stream_options,
+            extra,
+        })
+    }
+}
+
+/// `messages`: at most `max_messages`, each a bounded JSON value whose `content` array has at
+/// most `max_content_parts` parts.
+struct MessagesSeed<'a>(&'a Budget);
+
+impl<'de> serde::de::DeserializeSeed<'de> for MessagesSeed<'_> {
+    type Value = Vec<Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Vec<Value>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for MessagesSeed<'_> {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of messages")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Vec<Value>, A::Error> {
+        let b = self.0;
+        let mut out = Vec::new();
+        while let Some(m) = seq.next_element_seed(ValueSeed(b))? {
+            if out.len() == b.limits.max_messages {
+                return Err(b.refuse(
+                    Some("messages"),
+                    format!("`messages` has more than {} entries", b.limits.max_messages),
+                ));
+            }
+            let parts = m
+                .get("content")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            if parts > b.limits.max_content_parts {
+                return Err(b.refuse(
+                    Some("messages"),
+                    format!(
+                        "`messages[{}].content` has more than {} parts",
+                        out.len(),
+                        b.limits.max_content_parts
+                    ),
+                ));
+            }
+            out.push(m);
+        }
+        Ok(out)
+    }
+}
+
+/// An optional value (`null` is `None`), counted against the budget.
+struct OptionalValue<'a>(&'a Budget);
+
+impl<'de> serde::de::DeserializeSeed<'de> for OptionalValue<'_> {
+    type Value = Option<Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Option<Value>, D::Error> {
+        let v = ValueSeed(self.0).deserialize(d)?;
+        Ok((!v.is_null()).then_some(v))
+    }
+}
+
+/// Any JSON value, each node counted against the budget as it is built.
+struct ValueSeed<'a>(&'a Budget);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<Value, E> {
+        self.0.spend(1)?;
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Value, E> {
+        self.0.spend(1)?;
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Value, E> {
+        self.0.spend(1)?;
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<Value, E> {
+        self.0.spend(1)?;
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Value, E> {
+        self.0.spend(1)?;
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> std::result::Result<Value, E> {
+        self.0.spend(1)?;
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Value, E> {
+        self.0.spend(1)?;
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Value, E> {
+        self.visit_unit()
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Value, D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Value, A::Error> {
+        self.0.spend(1)?;
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(ValueSeed(self.0))? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Value, A::Error> {
+        self.0.spend(8)?;
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let v = map.next_value_seed(ValueSeed(self.0))?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -184,6 +479,9 @@ pub struct ChatChunk {
     raw: String,
     delta: Option<String>,
     reasoning: Option<String>,
+    /// Content and reasoning deltas of the other choices (`n > 1`); empty (no allocation) for
+    /// the usual single choice.
+    others: Vec<String>,
     finish_reason: Option<String>,
     usage: Option<Usage>,
     has_choices: bool,
@@ -212,8 +510,17 @@ impl ChatChunk {
                 retry_after: None,
             });
         }
+        let others = probe
+            .choices
+            .iter()
+            .skip(1)
+            .filter_map(|c| c.delta.as_ref())
+            .flat_map(|d| [d.content.clone(), d.reasoning_content.clone()])
+            .flatten()
+            .collect();
         let first = probe.choices.first();
         Ok(ChatChunk {
+            others,
             delta: first
                 .and_then(|c| c.delta.as_ref())
                 .and_then(|d| d.content.clone()),
@@ -240,6 +547,16 @@ impl ChatChunk {
     /// The first choice's reasoning delta (DeepSeek-style `reasoning_content`), if any.
     pub fn reasoning(&self) -> Option<&str> {
         self.reasoning.as_deref()
+    }
+
+    /// Every piece of completion text in this chunk: each choice's content and reasoning
+    /// deltas. Usage estimates count all of them (`n > 1`, reasoning models).
+    pub fn completion_texts(&self) -> impl Iterator<Item = &str> {
+        self.delta
+            .as_deref()
+            .into_iter()
+            .chain(self.reasoning.as_deref())
+            .chain(self.others.iter().map(String::as_str))
     }
 
     /// The finish reason, on the last content chunk.
@@ -392,6 +709,43 @@ mod tests {
         assert_eq!(e.param(), Some("messages"));
         assert!(ChatRequest::from_slice(b"{not json").is_err());
         assert!(ChatRequest::from_slice(br#"{"model":5,"messages":[]}"#).is_err());
+    }
+
+    #[test]
+    fn limits_refuse_early_with_a_clear_error() {
+        let lim = RequestLimits {
+            max_messages: 3,
+            max_content_parts: 2,
+            max_json_values: 200,
+        };
+        let ok = br#"{"model":"m","messages":[{"role":"user","content":"a"}],"top_p":1}"#;
+        let r = ChatRequest::from_slice_limited(ok, &lim).unwrap();
+        assert_eq!(r.extra["top_p"], 1);
+        let many = format!(
+            r#"{{"model":"m","messages":[{}]}}"#,
+            [r#"{"role":"user","content":""}"#; 4].join(",")
+        );
+        let e = ChatRequest::from_slice_limited(many.as_bytes(), &lim).unwrap_err();
+        assert_eq!(e.param(), Some("messages"));
+        assert!(e.to_string().contains("more than 3 entries"), "{e}");
+        let parts = br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"},{"type":"text","text":"c"}]}]}"#;
+        let e = ChatRequest::from_slice_limited(parts, &lim).unwrap_err();
+        assert!(e.to_string().contains("more than 2 parts"), "{e}");
+        let deep = format!(
+            r#"{{"model":"m","messages":[{{"role":"user"}}],"x":[{}]}}"#,
+            ["{}"; 100].join(",")
+        );
+        let e = ChatRequest::from_slice_limited(deep.as_bytes(), &lim).unwrap_err();
+        assert!(e.to_string().contains("too complex"), "{e}");
+        // Null stream_options is absent; trailing garbage is refused.
+        let r = ChatRequest::from_slice(
+            br#"{"model":"m","messages":[{"role":"user"}],"stream_options":null}"#,
+        )
+        .unwrap();
+        assert!(r.stream_options.is_none());
+        assert!(
+            ChatRequest::from_slice(br#"{"model":"m","messages":[{"role":"user"}]} x"#).is_err()
+        );
     }
 
     #[test]

@@ -65,11 +65,19 @@ fn jitter() -> f64 {
 struct ProviderHealth {
     failures: VecDeque<Instant>,
     cooldown_until: Option<Instant>,
+    /// Set while the one half-open probe is out; a probe that never reports (its caller went
+    /// away) stops blocking others after [`PROBE_TIMEOUT`].
+    probe_since: Option<Instant>,
+    /// Half-open: the next outcome decides between healthy and another cooldown.
     probing: bool,
 }
 
-/// Tracks provider failures and cooldowns. A 429 is not a health failure: the provider is fine,
-/// it is only busy.
+/// How long one half-open probe may stay unanswered before another request may probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Tracks provider failures and cooldowns. Which failures count is [`Error::is_provider_fault`]'s
+/// decision: faults of the provider (connect errors, timeouts, 5xx, 429, 401/403), never a 4xx
+/// one caller's request caused.
 #[derive(Debug, Default)]
 pub struct Health {
     map: Mutex<HashMap<i64, ProviderHealth>>,
@@ -84,14 +92,24 @@ impl Health {
         let Some(h) = m.get_mut(&provider) else {
             return Ok(());
         };
+        let now = Instant::now();
         match h.cooldown_until {
-            Some(t) if Instant::now() < t => Err(t - Instant::now()),
+            Some(t) if now < t => Err(t - now),
             Some(_) => {
-                // Half-open: let requests through; the next outcome decides.
+                // Half-open: exactly one probe request goes through; the others keep waiting
+                // until its outcome decides (or it is abandoned).
                 h.cooldown_until = None;
                 h.probing = true;
+                h.probe_since = Some(now);
                 Ok(())
             }
+            None if h.probing => match h.probe_since {
+                Some(t) if now.duration_since(t) < PROBE_TIMEOUT => Err(Duration::from_secs(1)),
+                _ => {
+                    h.probe_since = Some(now);
+                    Ok(())
+                }
+            },
             None => Ok(()),
         }
     }
@@ -121,6 +139,7 @@ impl Health {
         if h.probing || h.failures.len() as u32 >= cfg.cooldown_failures.max(1) {
             h.failures.clear();
             h.probing = false;
+            h.probe_since = None;
             h.cooldown_until = Some(now + cfg.cooldown);
             tracing::warn!(
                 provider,
@@ -132,7 +151,7 @@ impl Health {
         false
     }
 
-    /// Whether the provider is cooling down now.
+    /// Whether the provider is cooling down now (no state change, unlike [`Health::check`]).
     pub fn is_cooling(&self, provider: i64) -> bool {
         self.map
             .lock()
@@ -175,64 +194,84 @@ impl Window {
 }
 
 /// Per-key requests-per-minute and tokens-per-minute limits (sliding window counters).
+///
+/// The request limit is checked as soon as the key is known, before the body is read. The token
+/// limit reserves a request's worst case (its prompt plus its `max_tokens`) before the call and
+/// settles to the real count after, so concurrent requests cannot overshoot it together.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
     map: Mutex<HashMap<i64, Window>>,
 }
 
+fn retry_after_minute(now: i64) -> Option<Duration> {
+    Some(
+        Duration::from_millis((60_000 - now.rem_euclid(60_000)) as u64).max(Duration::from_secs(1)),
+    )
+}
+
 impl RateLimiter {
-    /// Admits one request of about `prompt_tokens` for a key, or says when to retry.
-    pub fn admit(
-        &self,
-        key_id: i64,
-        rpm: Option<u32>,
-        tpm: Option<u32>,
-        prompt_tokens: u64,
-    ) -> Result<()> {
-        if rpm.is_none() && tpm.is_none() {
-            return Ok(());
-        }
+    fn window<T>(&self, key_id: i64, f: impl FnOnce(&mut Window, f64, i64) -> T) -> Result<T> {
         let now = crate::now_ms();
-        let minute = now.div_euclid(60_000);
         let frac = (now.rem_euclid(60_000)) as f64 / 60_000.0;
-        let retry_after = Some(
-            Duration::from_millis((60_000 - now.rem_euclid(60_000)) as u64)
-                .max(Duration::from_secs(1)),
-        );
         let mut m = self
             .map
             .lock()
             .map_err(|_| Error::Internal("rate limiter lock poisoned".into()))?;
         let w = m.entry(key_id).or_default();
-        w.roll(minute);
-        if let Some(r) = rpm {
+        w.roll(now.div_euclid(60_000));
+        Ok(f(w, frac, now))
+    }
+
+    /// Admits one request for a key under its requests-per-minute limit, or says when to retry.
+    pub fn admit_request(&self, key_id: i64, rpm: Option<u32>) -> Result<()> {
+        let Some(r) = rpm else { return Ok(()) };
+        self.window(key_id, |w, frac, now| {
             if w.estimate(frac, w.requests, w.prev_requests) + 1.0 > r as f64 {
                 return Err(Error::RateLimited {
                     message: format!("rate limit of {r} requests per minute reached for this key"),
-                    retry_after,
+                    retry_after: retry_after_minute(now),
                 });
             }
-        }
-        if let Some(t) = tpm {
-            if w.estimate(frac, w.tokens, w.prev_tokens) + prompt_tokens as f64 > t as f64 {
-                return Err(Error::RateLimited {
-                    message: format!("rate limit of {t} tokens per minute reached for this key"),
-                    retry_after,
-                });
-            }
-        }
-        w.requests += 1;
-        w.tokens += prompt_tokens;
-        Ok(())
+            w.requests += 1;
+            Ok(())
+        })?
     }
 
-    /// Adds tokens used after the fact (completion tokens, corrected prompt counts).
-    pub fn add_tokens(&self, key_id: i64, tokens: u64) {
-        if let Ok(mut m) = self.map.lock() {
-            let w = m.entry(key_id).or_default();
-            w.roll(crate::now_ms().div_euclid(60_000));
+    /// Reserves `tokens` (the request's worst case) under a tokens-per-minute limit. The
+    /// reservation is settled with [`RateLimiter::settle`] once the real count is known.
+    pub fn reserve_tokens(&self, key_id: i64, tpm: Option<u32>, tokens: u64) -> Result<()> {
+        let Some(t) = tpm else { return Ok(()) };
+        self.window(key_id, |w, frac, now| {
+            let used = w.estimate(frac, w.tokens, w.prev_tokens);
+            // A request larger than the whole limit would never pass: let it through alone
+            // against an empty window rather than refuse it forever.
+            let alone = used == 0.0;
+            if !alone && used + tokens as f64 > t as f64 {
+                return Err(Error::RateLimited {
+                    message: format!("rate limit of {t} tokens per minute reached for this key"),
+                    retry_after: retry_after_minute(now),
+                });
+            }
             w.tokens += tokens;
-        }
+            Ok(())
+        })?
+    }
+
+    /// Replaces a reservation of `reserved` tokens by the `actual` count.
+    pub fn settle(&self, key_id: i64, reserved: u64, actual: u64) {
+        let _ = self.window(key_id, |w, _, _| {
+            if actual >= reserved {
+                w.tokens += actual - reserved;
+            } else {
+                // The reservation may have rolled into the previous minute; give back what is
+                // still counted.
+                let mut back = reserved - actual;
+                let cur = back.min(w.tokens);
+                w.tokens -= cur;
+                back -= cur;
+                w.prev_tokens = w.prev_tokens.saturating_sub(back);
+            }
+        });
     }
 }
 
@@ -325,6 +364,8 @@ mod tests {
         assert!(h.check(1).is_err());
         std::thread::sleep(Duration::from_millis(40));
         assert!(h.check(1).is_ok());
+        // Only one probe while half-open.
+        assert!(h.check(1).is_err());
         // A failed probe cools it down again at once.
         assert!(h.failure(1, &cfg));
         std::thread::sleep(Duration::from_millis(40));
@@ -336,14 +377,31 @@ mod tests {
     #[test]
     fn rpm_and_tpm_limits() {
         let r = RateLimiter::default();
-        assert!(r.admit(1, Some(2), None, 0).is_ok());
-        assert!(r.admit(1, Some(2), None, 0).is_ok());
-        let e = r.admit(1, Some(2), None, 0).unwrap_err();
+        assert!(r.admit_request(1, Some(2)).is_ok());
+        assert!(r.admit_request(1, Some(2)).is_ok());
+        let e = r.admit_request(1, Some(2)).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::RateLimited);
         assert!(e.retry_after().is_some());
-        assert!(r.admit(2, None, Some(100), 60).is_ok());
-        assert!(r.admit(2, None, Some(100), 60).is_err());
-        assert!(r.admit(3, None, None, 1_000_000).is_ok());
+        assert!(r.reserve_tokens(2, Some(100), 60).is_ok());
+        assert!(r.reserve_tokens(2, Some(100), 60).is_err());
+        // Settling a reservation to a smaller real count frees the difference.
+        r.settle(2, 60, 10);
+        assert!(r.reserve_tokens(2, Some(100), 60).is_ok());
+        assert!(r.reserve_tokens(3, None, 1_000_000).is_ok());
+        assert!(r.admit_request(3, None).is_ok());
+    }
+
+    #[test]
+    fn concurrent_reservations_cannot_overshoot() {
+        let r = std::sync::Arc::new(RateLimiter::default());
+        let ok: usize = (0..8)
+            .map(|_| {
+                let r = r.clone();
+                std::thread::spawn(move || r.reserve_tokens(9, Some(1000), 300).is_ok())
+            })
+            .map(|h| usize::from(h.join().unwrap()))
+            .sum();
+        assert_eq!(ok, 3);
     }
 
     #[test]

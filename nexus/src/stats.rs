@@ -28,6 +28,8 @@ pub enum UsageSource {
     Upstream,
     /// Counted by the token estimator.
     Estimate,
+    /// Served from the response cache: the cached answer's usage, at no cost.
+    Cache,
 }
 
 impl UsageSource {
@@ -36,6 +38,7 @@ impl UsageSource {
         match self {
             UsageSource::Upstream => "upstream",
             UsageSource::Estimate => "estimate",
+            UsageSource::Cache => "cache",
         }
     }
 }

@@ -18,8 +18,18 @@
 //! | `malformed` | send one chunk, then a malformed one |
 //! | `miderror` | send one chunk, then an in-band `{"error":...}` event |
 //! | `json` | answer a stream request with a JSON body (not SSE) |
+//! | `redirectN` | answer HTTP N (301, 302, 303, 307, 308) to `/mock/secret` on the same mock |
+//! | `reasoning` | send `reasoning_content` before the answer (streamed and not) |
+//! | `notchat` | answer a non-stream request with a JSON object that is not a completion |
+//! | `bigeventN` | stream one event of N KiB |
 //!
-//! `GET /mock/stats` returns `{requests, cancelled, completed, connections, last_request}`.
+//! A request's `n` (> 1) is honoured: that many choices, streamed interleaved. Error bodies echo
+//! a fake credential and an internal address, as some relays do, so tests can check that tenants
+//! never see them.
+//!
+//! `GET /mock/stats` returns `{requests, cancelled, completed, connections, last_request,
+//! secret_hits}`; `/mock/secret` (any method) stands for an internal address, answering a JSON
+//! object and counting `secret_hits`.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -39,6 +49,7 @@ struct MockState {
     cancelled: AtomicU64,
     completed: AtomicU64,
     connections: AtomicU64,
+    secret_hits: AtomicU64,
     flaky: Mutex<HashMap<String, u64>>,
     last_request: Mutex<Option<Value>>,
     last_headers: Mutex<Vec<(String, String)>>,
@@ -107,6 +118,11 @@ impl MockUpstream {
         self.state.connections.load(Ordering::SeqCst)
     }
 
+    /// Requests that reached `/mock/secret` (the stand-in for an internal address).
+    pub fn secret_hits(&self) -> u64 {
+        self.state.secret_hits.load(Ordering::SeqCst)
+    }
+
     /// The last request body.
     pub fn last_request(&self) -> Option<Value> {
         self.state.last_request.lock().ok().and_then(|g| g.clone())
@@ -128,6 +144,7 @@ fn router(state: Arc<MockState>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
         .route("/mock/stats", get(stats))
+        .route("/mock/secret", get(secret).post(secret))
         .with_state(state)
 }
 
@@ -138,7 +155,14 @@ async fn stats(State(s): State<Arc<MockState>>) -> Json<Value> {
         "completed": s.completed.load(Ordering::SeqCst),
         "connections": s.connections.load(Ordering::SeqCst),
         "last_request": s.last_request.lock().ok().and_then(|g| g.clone()),
+        "secret_hits": s.secret_hits.load(Ordering::SeqCst),
     }))
+}
+
+/// The redirect target: what an attacker would want the hub to fetch and relay.
+async fn secret(State(s): State<Arc<MockState>>) -> Json<Value> {
+    s.secret_hits.fetch_add(1, Ordering::SeqCst);
+    Json(json!({"AccessKeyId": "MOCK-INTERNAL-SECRET", "Code": "Success"}))
 }
 
 #[derive(Default)]
@@ -154,6 +178,10 @@ struct Plan {
     malformed: bool,
     mid_error: bool,
     json: bool,
+    redirect: Option<u16>,
+    reasoning: bool,
+    not_chat: bool,
+    big_event_kib: Option<usize>,
 }
 
 fn plan(model: &str) -> Plan {
@@ -171,6 +199,10 @@ fn plan(model: &str) -> Plan {
             p.fail = Some(n as u16);
         } else if let Some(n) = num("flaky") {
             p.flaky = Some(n);
+        } else if let Some(n) = num("redirect") {
+            p.redirect = Some(n as u16);
+        } else if let Some(n) = num("bigevent") {
+            p.big_event_kib = Some(n as usize);
         } else {
             match w {
                 "nousage" => p.usage = false,
@@ -180,6 +212,8 @@ fn plan(model: &str) -> Plan {
                 "malformed" => p.malformed = true,
                 "miderror" => p.mid_error = true,
                 "json" => p.json = true,
+                "reasoning" => p.reasoning = true,
+                "notchat" => p.not_chat = true,
                 _ => {}
             }
         }
@@ -191,7 +225,9 @@ fn error_response(status: u16, message: &str) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = (
         code,
-        Json(json!({"error": {"message": message, "type": "mock_error", "param": null, "code": status}})),
+        Json(json!({"error": {
+            "message": format!("{message} (key sk-mock-0123456789abcdef at 10.9.8.7:8443)"),
+            "type": "mock_error", "param": null, "code": status}})),
     )
         .into_response();
     if status == 429 {
@@ -227,6 +263,21 @@ async fn chat(
     let p = plan(&model);
     if let Some(status) = p.fail {
         return error_response(status, &format!("mock failure {status}"));
+    }
+    if let Some(status) = p.redirect {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+        let to = format!(
+            "http://{}/mock/secret",
+            headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("127.0.0.1")
+        );
+        return Response::builder()
+            .status(code)
+            .header("location", to)
+            .body(Body::empty())
+            .unwrap_or_else(|_| error_response(500, "mock: response build failed"));
     }
     if let Some(n) = p.flaky {
         let seen = {
@@ -267,13 +318,30 @@ async fn chat(
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                        "total_tokens": prompt_tokens + completion_tokens});
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let n = req
+        .get("n")
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+        .clamp(1, 16) as usize;
+    let thinking = "Let me think about this carefully.";
     let id = "chatcmpl-mock";
     let created = 1_700_000_000u64;
+    if p.not_chat && !stream {
+        return Json(json!({"status": "ok", "items": [1, 2, 3]})).into_response();
+    }
     if !stream || p.json {
+        let choices: Vec<Value> = (0..n)
+            .map(|i| {
+                let mut m = json!({"role": "assistant", "content": pieces.concat()});
+                if p.reasoning {
+                    m["reasoning_content"] = thinking.into();
+                }
+                json!({"index": i, "message": m, "logprobs": null, "finish_reason": "stop"})
+            })
+            .collect();
         let mut v = json!({
             "id": id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": pieces.concat()},
-                          "logprobs": null, "finish_reason": "stop"}],
+            "choices": choices,
         });
         if let Some(tools) = req.get("tools") {
             v["mock_saw_tools"] = tools.clone();
@@ -304,7 +372,30 @@ async fn chat(
             json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]})
         ));
+        if let Some(kib) = p.big_event_kib {
+            events.push(format!(
+                "data: {}\n\n",
+                json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                       "choices": [{"index": 0, "delta": {"content": "x".repeat(kib * 1024)}, "finish_reason": null}]})
+            ));
+        }
+        if p.reasoning {
+            for w in thinking.split_inclusive(' ') {
+                events.push(format!(
+                    "data: {}\n\n",
+                    json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                           "choices": [{"index": 0, "delta": {"reasoning_content": w}, "finish_reason": null}]})
+                ));
+            }
+        }
         for (i, piece) in pieces.iter().enumerate() {
+            for extra in 1..n {
+                events.push(format!(
+                    "data: {}\n\n",
+                    json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                           "choices": [{"index": extra, "delta": {"content": piece}, "finish_reason": null}]})
+                ));
+            }
             if i == 1 && p.malformed {
                 events.push("data: {\"choices\": [oops\n\n".to_owned());
             }

@@ -368,13 +368,13 @@ async fn fails_over_then_cools_down_the_failing_provider() {
 }
 
 #[tokio::test]
-async fn rate_limits_do_not_cool_a_provider_down() {
+async fn client_errors_do_not_cool_a_provider_down() {
     let mock = MockUpstream::start().await.unwrap();
     let mut opts = fast_options();
     opts.retry.max_attempts = 1;
     opts.retry.cooldown_failures = 1;
     let env = Env::new(opts);
-    env.provider("a", &mock, ProviderOptions::default(), &[("m", "fail429")]);
+    env.provider("a", &mock, ProviderOptions::default(), &[("m", "fail400")]);
     let key = env.key();
     for i in 1..=3 {
         let e = env
@@ -382,14 +382,45 @@ async fn rate_limits_do_not_cool_a_provider_down() {
             .chat(Caller::Key(key.clone()), req("m", "x"), ctx())
             .await
             .unwrap_err();
-        assert_eq!(e.http_status(), 429);
+        assert_eq!(e.http_status(), 400);
         assert_eq!(
             mock.requests(),
             i,
-            "a 429 must not put the provider in cooldown"
+            "a 400 caused by one request must not put the provider in cooldown"
         );
     }
     assert_eq!(env.rows().len(), 3);
+}
+
+#[tokio::test]
+async fn upstream_faults_cool_a_provider_down() {
+    // 429, 5xx and 401/403 are the provider's problem: with a threshold of one failure, the
+    // second request finds the provider cooling and never reaches it.
+    for word in ["fail429", "fail503", "fail401"] {
+        let mock = MockUpstream::start().await.unwrap();
+        let mut opts = fast_options();
+        opts.retry.max_attempts = 1;
+        opts.retry.cooldown_failures = 1;
+        let env = Env::new(opts);
+        env.provider("a", &mock, ProviderOptions::default(), &[("m", word)]);
+        let key = env.key();
+        let first = env
+            .hub
+            .chat(Caller::Key(key.clone()), req("m", "x"), ctx())
+            .await
+            .unwrap_err();
+        let second = env
+            .hub
+            .chat(Caller::Key(key.clone()), req("m", "x"), ctx())
+            .await
+            .unwrap_err();
+        assert_eq!(mock.requests(), 1, "{word}");
+        assert_eq!(second.kind(), ErrorKind::Unavailable, "{word}");
+        if word == "fail401" {
+            assert_eq!(first.http_status(), 502);
+            assert_eq!(first.openai_code(), "upstream_auth_failed");
+        }
+    }
 }
 
 #[tokio::test]
