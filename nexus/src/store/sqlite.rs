@@ -163,7 +163,20 @@ fn configure(conn: &Connection, file_backed: bool) -> Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     if file_backed {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Switching a fresh file to WAL needs an exclusive lock, and SQLite answers a lock
+        // upgrade that races another connection with SQLITE_BUSY at once, without the busy
+        // handler (it would deadlock): retry here, as several processes may start together.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => break r?,
+            }
+        }
         // NORMAL is durable across application crashes in WAL mode; only an OS crash can lose
         // the last transactions.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -1101,6 +1114,30 @@ mod tests {
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn processes_opening_a_fresh_file_at_once_all_succeed() {
+        // Each store is its own set of connections, as separate processes would be. The version
+        // used to be read outside the migration's transaction, so the losers of the race ran
+        // 0001 again and failed with "table already exists".
+        for round in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join(format!("race{round}.db"));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let (p, b) = (p.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        b.wait();
+                        SqliteStore::open(&p).map(|_| ())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
+        }
     }
 
     #[test]
