@@ -282,6 +282,8 @@ struct OpenOptions {
     master_key: Option<String>,
     /// Keep conversation messages for the conversation view (default true).
     record_messages: Option<bool>,
+    /// Days conversation messages are kept (default 30; 0 keeps them forever).
+    message_retention_days: Option<u32>,
     /// Worker threads of the hub's runtime (default 2).
     worker_threads: Option<usize>,
 }
@@ -351,7 +353,8 @@ pub unsafe extern "C" fn nexus_string_free(s: *mut c_char) {
 /// Opens (creating if needed) the hub database at `db_path`; `":memory:"` opens a private
 /// in-memory hub. `options_json` may be NULL or a JSON object with `master_key` (base64 of 32
 /// bytes; default: `NEXUS_MASTER_KEY`, else the key file `<db>.key`, created mode 0600),
-/// `record_messages` (bool) and `worker_threads` (default 2).
+/// `record_messages` (bool), `message_retention_days` (default 30; 0 keeps messages forever) and
+/// `worker_threads` (default 2).
 ///
 /// On success `*out_hub` owns a new hub: release it with [`nexus_hub_free`]. On failure
 /// `*out_hub` is NULL.
@@ -382,6 +385,9 @@ pub unsafe extern "C" fn nexus_hub_open(
         }
         if let Some(r) = opts.record_messages {
             hub_opts.record_messages = r;
+        }
+        if let Some(d) = opts.message_retention_days {
+            hub_opts.stats.message_retention_days = d;
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(opts.worker_threads.unwrap_or(2).clamp(1, 64))

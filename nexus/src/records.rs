@@ -115,7 +115,8 @@ pub struct ProviderPatch {
     pub description: Option<String>,
     /// Enable or disable.
     pub enabled: Option<bool>,
-    /// Replace the options.
+    /// Replace the options; within them, an absent `headers` keeps the stored headers (see
+    /// [`ProviderOptions::headers`]).
     pub options: Option<ProviderOptions>,
     /// Add a legacy client key for this provider (see [`NewProvider::personalized_key`]).
     pub personalized_key: Option<String>,

@@ -485,6 +485,11 @@ impl Registry {
             p.enabled = e;
         }
         let master = self.s.master.read().map_err(lock_err)?.clone();
+        // Plaintext headers written by an older build since this registry opened: seal them now
+        // rather than write them back in clear.
+        if let Some(plain) = p.options.headers.take() {
+            p.sealed_headers = seal_headers(&master, &plain)?;
+        }
         match patch.options {
             Some(mut o) => {
                 if let Some(sent) = o.headers.take() {

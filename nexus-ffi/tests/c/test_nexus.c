@@ -110,7 +110,9 @@ int main(int argc, char **argv) {
   CHECK_RC(nexus_hub_open(":memory:", "{\"unknown_option\":1}", &hub), NEXUS_INVALID_JSON);
   CHECK_RC(nexus_hub_open("\xff\xfe", NULL, &hub), NEXUS_INVALID_UTF8);
   CHECK_RC(nexus_hub_open(":memory:", "{\"master_key\":\"short\"}", &hub), NEXUS_CONFIG);
-  CHECK_RC(nexus_hub_open(":memory:", "{\"worker_threads\":2}", &hub), NEXUS_OK);
+  CHECK_RC(nexus_hub_open(":memory:", "{\"message_retention_days\":-1}", &hub), NEXUS_INVALID_JSON);
+  CHECK(hub == NULL);
+  CHECK_RC(nexus_hub_open(":memory:", "{\"worker_threads\":2,\"message_retention_days\":7}", &hub), NEXUS_OK);
   CHECK(hub != NULL);
   if (hub == NULL) return 1;
 
