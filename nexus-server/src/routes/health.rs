@@ -1,11 +1,14 @@
-//! `/healthz` (the process answers), `/readyz` (the database answers) and `/metrics`.
+//! `/healthz` (the process answers), `/readyz` (the database answers) and `/metrics` (behind
+//! `metrics_token` when one is configured).
 
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use crate::error::ApiError;
 use crate::AppState;
 
 /// Routes of this group.
@@ -34,7 +37,18 @@ async fn readyz(State(st): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(st): State<AppState>) -> Response {
+/// `/metrics`: open unless `metrics_token` is set, then only with `Authorization: Bearer <it>`.
+async fn metrics(State(st): State<AppState>, parts: Parts) -> Response {
+    if let Some(want) = &st.cfg.metrics_token {
+        let ok = crate::extract::bearer(&parts)
+            .is_some_and(|got| crate::limits::constant_time_eq(got.as_bytes(), want.as_bytes()));
+        if !ok {
+            return ApiError(nexus::Error::Authentication(
+                "/metrics needs 'Authorization: Bearer <metrics token>'".into(),
+            ))
+            .into_response();
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.metrics.render(),
