@@ -36,8 +36,10 @@ use crate::{AppState, ServerConfig};
 /// Connections answered with a 503 at the same time, past the cap; beyond this they are closed
 /// unanswered, so the answering itself cannot pile up tasks.
 const MAX_REJECTING: usize = 64;
-/// How long a rejected connection gets to read its 503.
-const REJECT_LINGER: Duration = Duration::from_secs(2);
+/// How long a rejected connection gets to send its request head and read its 503.
+const REJECT_LINGER: Duration = Duration::from_secs(3);
+/// How long a rejected connection's request head is waited for before the 503 goes out anyway.
+const REJECT_HEAD_WAIT: Duration = Duration::from_secs(1);
 
 /// The connection bounds of [`serve`].
 #[derive(Debug, Clone, Copy)]
@@ -337,12 +339,25 @@ fn reject(mut tcp: TcpStream, rejecting: &Arc<AtomicUsize>) {
     let rejecting = rejecting.clone();
     tokio::spawn(async move {
         let answer = async {
+            // Wait for the request head (or a little of it) first: an HTTP client that gets an
+            // answer before it has written its request treats it as a protocol error and never
+            // sees the 503.
+            let mut head = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            let _ = tokio::time::timeout(REJECT_HEAD_WAIT, async {
+                while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            })
+            .await;
             tcp.write_all(&over_capacity_response()).await?;
             tcp.shutdown().await?;
             // Read what the client sent until it closes: closing a socket with unread input
             // sends a reset, which can destroy the answer before the client has read it.
-            let mut sink = [0u8; 1024];
-            while tcp.read(&mut sink).await? > 0 {}
+            while tcp.read(&mut chunk).await? > 0 {}
             Ok::<_, io::Error>(())
         };
         let _ = tokio::time::timeout(REJECT_LINGER, answer).await;
