@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// How long a kept-alive connection may wait for its next request.
     pub keep_alive_idle_timeout: Duration,
+    /// How long a request body may take to arrive once its head is in.
+    pub body_read_timeout: Duration,
     /// Open connections at most; over it a connection gets a 503 and is closed.
     pub max_connections: usize,
     /// Requests in flight at most (streams count until they end); over it a 503 `overloaded`.
@@ -52,6 +54,8 @@ impl Default for ServerConfig {
             log_json: false,
             header_read_timeout: Duration::from_secs(10),
             keep_alive_idle_timeout: Duration::from_secs(60),
+            // 8 MiB in 60 s is about 1.1 Mbit/s: slow links still get a whole body through.
+            body_read_timeout: Duration::from_secs(60),
             max_connections: 4096,
             max_inflight_requests: 1024,
             metrics_token: None,
@@ -82,6 +86,8 @@ pub struct FileConfig {
     pub header_read_timeout_seconds: Option<u64>,
     /// `keep_alive_idle_timeout_seconds = 60`
     pub keep_alive_idle_timeout_seconds: Option<u64>,
+    /// `body_read_timeout_seconds = 60`
+    pub body_read_timeout_seconds: Option<u64>,
     /// `max_connections = 4096`
     pub max_connections: Option<usize>,
     /// `max_inflight_requests = 1024`
@@ -221,6 +227,9 @@ pub fn resolve(cli: &Cli) -> Result<ServerConfig, String> {
             c.keep_alive_idle_timeout =
                 Duration::from_secs(at_least_1("keep_alive_idle_timeout_seconds", v)?);
         }
+        if let Some(v) = f.body_read_timeout_seconds {
+            c.body_read_timeout = Duration::from_secs(at_least_1("body_read_timeout_seconds", v)?);
+        }
         if let Some(v) = f.max_connections {
             c.max_connections = at_least_1("max_connections", v)?;
         }
@@ -322,6 +331,7 @@ mod tests {
         assert_eq!(d.body_limit, 8 * 1024 * 1024);
         assert_eq!(d.header_read_timeout, Duration::from_secs(10));
         assert_eq!(d.keep_alive_idle_timeout, Duration::from_secs(60));
+        assert_eq!(d.body_read_timeout, Duration::from_secs(60));
         assert_eq!(d.max_connections, 4096);
         assert_eq!(d.max_inflight_requests, 1024);
         assert_eq!(d.metrics_token, None);

@@ -51,6 +51,8 @@ pub struct ConnLimits {
     pub keep_alive_idle_timeout: Duration,
     /// Open connections at most (WebSockets included); further ones get a 503 and are closed.
     pub max_connections: usize,
+    /// How long a request body may take to arrive, from the end of its head.
+    pub body_read_timeout: Duration,
 }
 
 impl ConnLimits {
@@ -60,6 +62,7 @@ impl ConnLimits {
             header_read_timeout: cfg.header_read_timeout,
             keep_alive_idle_timeout: cfg.keep_alive_idle_timeout,
             max_connections: cfg.max_connections,
+            body_read_timeout: cfg.body_read_timeout,
         }
     }
 
@@ -365,6 +368,77 @@ fn reject(mut tcp: TcpStream, rejecting: &Arc<AtomicUsize>) {
     });
 }
 
+/// A request body that fails once `timeout` has passed since the head, if it is not complete by
+/// then: without it a client can trickle a body (up to `body_limit_bytes`) for as long as it likes
+/// while holding a connection and an in-flight slot. Handlers see a read error (400).
+struct DeadlineBody {
+    inner: hyper::body::Incoming,
+    timeout: Duration,
+    deadline: tokio::time::Instant,
+    // Armed at the first wait only: most bodies are already buffered when the handler reads them.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl DeadlineBody {
+    fn new(inner: hyper::body::Incoming, timeout: Duration) -> Self {
+        DeadlineBody {
+            inner,
+            timeout,
+            deadline: tokio::time::Instant::now() + timeout,
+            sleep: None,
+        }
+    }
+}
+
+/// The error of a body that did not arrive in time.
+#[derive(Debug)]
+struct BodyTimeout(Duration);
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body did not arrive within {} s",
+            self.0.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
+impl http_body::Body for DeadlineBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(r) => Poll::Ready(r.map(|f| f.map_err(Into::into))),
+            Poll::Pending => {
+                let deadline = this.deadline;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout)))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Drives one connection: hyper serves it while the watchdog enforces the deadlines and a
 /// shutdown turns it graceful.
 async fn drive(
@@ -384,6 +458,7 @@ async fn drive(
         // the request for the watchdog.
         let guard = RequestGuard(svc_state.clone());
         req.extensions_mut().insert(ConnectInfo(peer));
+        let req = req.map(|b| DeadlineBody::new(b, limits.body_read_timeout));
         let fut = tower_service::Service::call(&mut router.clone(), req);
         async move {
             let resp = fut.await?;
@@ -434,6 +509,7 @@ mod tests {
             header_read_timeout: Duration::from_secs(10),
             keep_alive_idle_timeout: Duration::from_secs(60),
             max_connections: 1,
+            body_read_timeout: Duration::from_secs(60),
         }
     }
 

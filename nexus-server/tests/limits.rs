@@ -450,3 +450,39 @@ async fn metrics_token_guards_metrics_when_set() {
     assert_eq!(v["status"], "ok");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_halfway_is_cut_at_the_body_read_timeout() {
+    let dir = temp_dir();
+    let srv = start_with(
+        &dir.join("nexus.db"),
+        Some("body_read_timeout_seconds = 2\n"),
+        &[],
+    );
+    let token = srv.token.clone().unwrap();
+    let mut s = TcpStream::connect(&srv.addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /api/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"name\":"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let t = Instant::now();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+        .await
+        .expect("the server gives up on the body and closes the connection")
+        .unwrap();
+    let elapsed = t.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1800) && elapsed < Duration::from_millis(4500),
+        "answered after {elapsed:?}; the body timeout is 2 s"
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    assert!(text.contains("did not arrive within 2 s"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
