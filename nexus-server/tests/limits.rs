@@ -443,6 +443,24 @@ async fn metrics_token_guards_metrics_when_set() {
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(text.contains("nexus_open_connections "), "{text}");
+    // Wrong tokens count toward the per-peer throttle (2 so far; a missing one does not count).
+    for i in 0..3 {
+        let r = http
+            .get(format!("{base}/metrics"))
+            .bearer_auth(format!("guess-{i}"))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 401, Some("invalid_api_key")).await;
+    }
+    let r = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth("metrics-secret-0123")
+        .send()
+        .await
+        .unwrap();
+    assert!(header(&r, "retry-after").is_some());
+    expect_error(r, 429, Some("rate_limit_exceeded")).await;
     // Probes stay open.
     let r = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
