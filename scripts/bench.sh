@@ -78,7 +78,11 @@ start_mock() {
 start_server() {
   ADMIN_TOKEN="bench-admin-$RANDOM$RANDOM$RANDOM"
   rm -f "$OUT"/nexus.db*
-  NEXUS_ADMIN_TOKEN="$ADMIN_TOKEN" "$BIN/nexus-server" --listen 127.0.0.1:0 --db "$OUT/nexus.db" \
+  # 10,000 open streams need more than the default connection and in-flight caps; the body
+  # limit sits above 16 MiB so the hostile-body rows measure the parse, not the limit.
+  printf 'body_limit_bytes = %d\n' $((17 * 1024 * 1024)) > "$OUT/server.toml"
+  NEXUS_ADMIN_TOKEN="$ADMIN_TOKEN" NEXUS_MAX_CONNECTIONS=25000 NEXUS_MAX_INFLIGHT_REQUESTS=25000 \
+    "$BIN/nexus-server" --listen 127.0.0.1:0 --db "$OUT/nexus.db" --config "$OUT/server.toml" \
     > "$OUT/server.out" 2> "$OUT/server.err" &
   SERVER_PID=$!; PIDS+=("$SERVER_PID")
   SERVER_URL=""
