@@ -3,7 +3,7 @@
 #
 #   scripts/bench.sh            the full suite (about 15 minutes on 2 cores; builds first)
 #   scripts/bench.sh --smoke    tiny counts (about 30 s after the build): checks the tools still work
-#   BENCH_ONLY=http,client,memory,soak,stats,tokens scripts/bench.sh    a subset
+#   BENCH_ONLY=hostile,http,client,memory,soak,stats,tokens scripts/bench.sh    a subset
 #
 # Everything listens on 127.0.0.1 only, every load is bounded in count and time, and every process
 # this script starts is killed when it exits, on failure too. Results: target/bench/<stamp>/
@@ -19,7 +19,7 @@ for a in "$@"; do
     *) echo "unknown argument: $a" >&2; exit 2 ;;
   esac
 done
-ONLY="${BENCH_ONLY:-http,client,memory,soak,stats,tokens}"
+ONLY="${BENCH_ONLY:-hostile,http,client,memory,soak,stats,tokens}"
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -78,7 +78,11 @@ start_mock() {
 start_server() {
   ADMIN_TOKEN="bench-admin-$RANDOM$RANDOM$RANDOM"
   rm -f "$OUT"/nexus.db*
-  NEXUS_ADMIN_TOKEN="$ADMIN_TOKEN" "$BIN/nexus-server" --listen 127.0.0.1:0 --db "$OUT/nexus.db" \
+  # 10,000 open streams need more than the default connection and in-flight caps; the body
+  # limit sits above 16 MiB so the hostile-body rows measure the parse, not the limit.
+  printf 'body_limit_bytes = %d\n' $((17 * 1024 * 1024)) > "$OUT/server.toml"
+  NEXUS_ADMIN_TOKEN="$ADMIN_TOKEN" NEXUS_MAX_CONNECTIONS=25000 NEXUS_MAX_INFLIGHT_REQUESTS=25000 \
+    "$BIN/nexus-server" --listen 127.0.0.1:0 --db "$OUT/nexus.db" --config "$OUT/server.toml" \
     > "$OUT/server.out" 2> "$OUT/server.err" &
   SERVER_PID=$!; PIDS+=("$SERVER_PID")
   SERVER_URL=""
@@ -147,7 +151,7 @@ else
   STATS_ROWS="${BENCH_STATS_ROWS:-10000000}"; WRITER_N=200000; TOKEN_ARGS=(); CLIENT_N=20000
 fi
 
-if want http || want memory || want soak; then
+if want http || want memory || want soak || want hostile; then
   log "starting the mock upstream and nexus-server"
   start_mock
   start_server
@@ -156,6 +160,31 @@ if want http || want memory || want soak; then
   read -r r h < <(rss "$SERVER_PID")
   note "{\"bench\":\"idle\",\"server_rss_kb\":{\"after\":$r,\"hwm\":$h}}"
   echo "  server RSS at idle: $((r / 1024)) MB"
+fi
+
+if want hostile; then
+  log "hostile bodies: the server's peak RSS for one 16 MiB body of tiny messages and one of 100,000 messages"
+  # Run on the fresh server, before any load, so VmHWM (the process's peak) is this request's.
+  for shape in tiny16mib msgs100k; do
+    python3 - "$shape" > "$OUT/hostile-$shape.json" <<'PY'
+import json, sys
+if sys.argv[1] == "tiny16mib":
+    one = '{"role":"user","content":""},'
+    n = (16 * 1024 * 1024 - 1024) // len(one)
+else:
+    one = '{"role":"user","content":"hi"},'
+    n = 100_000
+sys.stdout.write('{"model":"chunks3","messages":[' + one * (n - 1) + one[:-1] + ']}')
+PY
+    read -r _ h0 < <(rss "$SERVER_PID")
+    code="$(curl -s -o "$OUT/hostile-$shape.out" -w '%{http_code}' -H "Authorization: Bearer $CLIENT_KEY" \
+      -H 'content-type: application/json' --data-binary "@$OUT/hostile-$shape.json" "$SERVER_URL/v1/chat/completions")"
+    read -r r1 h1 < <(rss "$SERVER_PID")
+    bytes="$(stat -c %s "$OUT/hostile-$shape.json")"
+    note "{\"bench\":\"hostile-$shape\",\"status\":$code,\"body_bytes\":$bytes,\"server_rss_kb\":{\"hwm_before\":$h0,\"hwm_after\":$h1,\"after\":$r1}}"
+    echo "  $shape: $bytes bytes -> HTTP $code; server peak RSS $((h0 / 1024)) -> $((h1 / 1024)) MB"
+    rm -f "$OUT/hostile-$shape.json"
+  done
 fi
 
 if want http; then
@@ -306,6 +335,12 @@ for b in ["stream-c32", "paced-c1", "paced-c32"]:
 print()
 idle = g("idle", None); op = g("open-streams", "gateway"); so = g("soak", "gateway")
 if idle: print(f"- Server RSS at idle: {mb(idle['server_rss_kb']['after']):.1f} MB")
+for shape, what in [("tiny16mib", "a 16 MiB body of tiny messages"), ("msgs100k", "a body of 100,000 messages")]:
+    h = g(f"hostile-{shape}", None)
+    if h:
+        s = h["server_rss_kb"]
+        print(f"- Hostile body, {what} ({h['body_bytes']/1048576:.1f} MiB): HTTP {h['status']}, server peak RSS "
+              f"{mb(s['hwm_before']):.1f} MB before, {mb(s['hwm_after']):.1f} MB after")
 if op:
     print(f"- {op['concurrency']:,} concurrent streams: {op['max_open']:,} open at once (server gauge {op['active_streams_seen']:,}), "
           f"server RSS {mb(op['server_rss_kb']['all_open']):.1f} MB with all open, {mb(op['server_rss_kb']['after']):.1f} MB after they ended; "

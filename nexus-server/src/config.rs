@@ -12,7 +12,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The SQLite file.
     pub db: PathBuf,
-    /// Largest accepted request body.
+    /// Largest accepted request body (default 8 MiB).
     pub body_limit: usize,
     /// `stream` when a request does not say (OpenAI: false; the original system: true).
     pub default_stream: bool,
@@ -22,6 +22,19 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Log as JSON lines instead of text.
     pub log_json: bool,
+    /// How long a request head may take to arrive: from the accept for the first request, from
+    /// its first byte on a kept-alive connection.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub keep_alive_idle_timeout: Duration,
+    /// How long a request body may take to arrive once its head is in.
+    pub body_read_timeout: Duration,
+    /// Open connections at most; over it a connection gets a 503 and is closed.
+    pub max_connections: usize,
+    /// Requests in flight at most (streams count until they end); over it a 503 `overloaded`.
+    pub max_inflight_requests: usize,
+    /// When set, `/metrics` needs `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Option<String>,
     /// Core settings.
     pub hub: nexus::HubOptions,
 }
@@ -31,11 +44,21 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             db: PathBuf::from("nexus.db"),
-            body_limit: 16 * 1024 * 1024,
+            // 8 MiB, not the 16 MiB of earlier releases: the body is parsed into a JSON tree that
+            // is many times its size (audit H2), so the limit bounds memory per request. 8 MiB
+            // still holds a few base64 images; raise `body_limit_bytes` if clients need more.
+            body_limit: 8 * 1024 * 1024,
             default_stream: false,
             cors_origins: vec![],
             shutdown_grace: Duration::from_secs(30),
             log_json: false,
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_idle_timeout: Duration::from_secs(60),
+            // 8 MiB in 60 s is about 1.1 Mbit/s: slow links still get a whole body through.
+            body_read_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            max_inflight_requests: 1024,
+            metrics_token: None,
             hub: nexus::HubOptions::default(),
         }
     }
@@ -49,7 +72,7 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// `db = "./nexus.db"`
     pub db: Option<PathBuf>,
-    /// `body_limit_bytes = 16777216`
+    /// `body_limit_bytes = 8388608`
     pub body_limit_bytes: Option<usize>,
     /// `default_stream = false`
     pub default_stream: Option<bool>,
@@ -59,6 +82,18 @@ pub struct FileConfig {
     pub shutdown_grace_seconds: Option<u64>,
     /// `log_json = false`
     pub log_json: Option<bool>,
+    /// `header_read_timeout_seconds = 10`
+    pub header_read_timeout_seconds: Option<u64>,
+    /// `keep_alive_idle_timeout_seconds = 60`
+    pub keep_alive_idle_timeout_seconds: Option<u64>,
+    /// `body_read_timeout_seconds = 60`
+    pub body_read_timeout_seconds: Option<u64>,
+    /// `max_connections = 4096`
+    pub max_connections: Option<usize>,
+    /// `max_inflight_requests = 1024`
+    pub max_inflight_requests: Option<usize>,
+    /// `metrics_token = "..."` (unset: `/metrics` is open)
+    pub metrics_token: Option<String>,
     /// `record_messages = true`
     pub record_messages: Option<bool>,
     /// `cache_ttl_seconds = 0` (0 = cache off)
@@ -95,7 +130,8 @@ usage: nexus-server [--listen 127.0.0.1:8000] [--db ./nexus.db] [--config nexus.
 
 environment: NEXUS_LISTEN, NEXUS_DB, NEXUS_CONFIG, NEXUS_ADMIN_TOKEN, NEXUS_MASTER_KEY (base64, 32 bytes),
              NEXUS_NEW_MASTER_KEY (for rotate-master-key), NEXUS_DEFAULT_STREAM, NEXUS_CORS_ORIGINS (comma separated),
-             NEXUS_LOG (tracing filter, e.g. info or nexus=debug), NEXUS_LOG_JSON=1";
+             NEXUS_LOG (tracing filter, e.g. info or nexus=debug), NEXUS_LOG_JSON=1,
+             NEXUS_METRICS_TOKEN, NEXUS_MAX_CONNECTIONS, NEXUS_MAX_INFLIGHT_REQUESTS";
 
 /// Parses arguments (without the program name).
 pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
@@ -135,6 +171,22 @@ fn truthy(v: &str) -> bool {
     )
 }
 
+/// Zero would mean "close every connection at once" or "shed every request": refuse it.
+fn at_least_1<T: PartialOrd + From<u8>>(name: &str, v: T) -> Result<T, String> {
+    if v < T::from(1) {
+        return Err(format!("{name} must be at least 1"));
+    }
+    Ok(v)
+}
+
+fn parse_count(name: &str, v: &str) -> Result<usize, String> {
+    let n = v
+        .trim()
+        .parse::<usize>()
+        .map_err(|e| format!("{name}={v:?}: {e}"))?;
+    at_least_1(name, n)
+}
+
 /// Builds the configuration: command line over environment over file over defaults.
 pub fn resolve(cli: &Cli) -> Result<ServerConfig, String> {
     let mut c = ServerConfig::default();
@@ -166,6 +218,31 @@ pub fn resolve(cli: &Cli) -> Result<ServerConfig, String> {
         }
         if let Some(v) = f.log_json {
             c.log_json = v;
+        }
+        if let Some(v) = f.header_read_timeout_seconds {
+            c.header_read_timeout =
+                Duration::from_secs(at_least_1("header_read_timeout_seconds", v)?);
+        }
+        if let Some(v) = f.keep_alive_idle_timeout_seconds {
+            c.keep_alive_idle_timeout =
+                Duration::from_secs(at_least_1("keep_alive_idle_timeout_seconds", v)?);
+        }
+        if let Some(v) = f.body_read_timeout_seconds {
+            c.body_read_timeout = Duration::from_secs(at_least_1("body_read_timeout_seconds", v)?);
+        }
+        if let Some(v) = f.max_connections {
+            c.max_connections = at_least_1("max_connections", v)?;
+        }
+        if let Some(v) = f.max_inflight_requests {
+            c.max_inflight_requests = at_least_1("max_inflight_requests", v)?;
+        }
+        if let Some(v) = f.metrics_token {
+            if v.trim().is_empty() {
+                return Err(
+                    "metrics_token must not be empty (omit it to leave /metrics open)".into(),
+                );
+            }
+            c.metrics_token = Some(v);
         }
         if let Some(v) = f.record_messages {
             c.hub.record_messages = v;
@@ -202,6 +279,15 @@ pub fn resolve(cli: &Cli) -> Result<ServerConfig, String> {
     if let Some(v) = env("NEXUS_LOG_JSON") {
         c.log_json = truthy(&v);
     }
+    if let Some(v) = env("NEXUS_METRICS_TOKEN") {
+        c.metrics_token = Some(v);
+    }
+    if let Some(v) = env("NEXUS_MAX_CONNECTIONS") {
+        c.max_connections = parse_count("NEXUS_MAX_CONNECTIONS", &v)?;
+    }
+    if let Some(v) = env("NEXUS_MAX_INFLIGHT_REQUESTS") {
+        c.max_inflight_requests = parse_count("NEXUS_MAX_INFLIGHT_REQUESTS", &v)?;
+    }
     if let Some(v) = cli.listen.clone().or_else(|| env("NEXUS_LISTEN")) {
         c.listen = v
             .parse()
@@ -237,5 +323,22 @@ mod tests {
             toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\ndefault_stream = true").is_ok()
         );
         assert!(toml::from_str::<FileConfig>("typo = 1").is_err());
+    }
+
+    #[test]
+    fn limits_have_safe_defaults_and_refuse_zero() {
+        let d = ServerConfig::default();
+        assert_eq!(d.body_limit, 8 * 1024 * 1024);
+        assert_eq!(d.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(d.keep_alive_idle_timeout, Duration::from_secs(60));
+        assert_eq!(d.body_read_timeout, Duration::from_secs(60));
+        assert_eq!(d.max_connections, 4096);
+        assert_eq!(d.max_inflight_requests, 1024);
+        assert_eq!(d.metrics_token, None);
+        assert!(at_least_1("max_connections", 0usize).is_err());
+        assert_eq!(at_least_1("max_connections", 3usize), Ok(3));
+        assert!(parse_count("X", "0").is_err());
+        assert!(parse_count("X", "x").is_err());
+        assert_eq!(parse_count("X", " 7 "), Ok(7));
     }
 }

@@ -24,6 +24,12 @@ impl ApiError {
 
 /// The JSON body and status of an error; shared by HTTP responses and in-band stream errors.
 pub fn render(e: &nexus::Error) -> (StatusCode, serde_json::Value) {
+    render_for(e, None)
+}
+
+/// [`render`] with the request id in the body, so a tenant can quote it to the operator, whose
+/// log holds the upstream detail under that id.
+pub fn render_for(e: &nexus::Error, request_id: Option<&str>) -> (StatusCode, serde_json::Value) {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if status.is_server_error()
         && !matches!(
@@ -38,21 +44,26 @@ pub fn render(e: &nexus::Error) -> (StatusCode, serde_json::Value) {
     } else {
         tracing::debug!(error = %e, kind = %e.kind(), "request rejected");
     }
-    (status, e.to_openai_json())
+    (status, e.to_openai_json_for(request_id))
+}
+
+/// The HTTP response of an error for a request whose id is known.
+pub fn response_for(e: &nexus::Error, request_id: Option<&str>) -> Response {
+    let (status, body) = render_for(e, request_id);
+    let mut r = (status, axum::Json(body)).into_response();
+    if let Some(ra) = e.retry_after() {
+        let secs = ra.as_secs_f64().ceil().max(1.0) as u64;
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    r.extensions_mut().insert(ErrorKindTag(e.kind()));
+    r
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, body) = render(&self.0);
-        let mut r = (status, axum::Json(body)).into_response();
-        if let Some(ra) = self.0.retry_after() {
-            let secs = ra.as_secs_f64().ceil().max(1.0) as u64;
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-        }
-        r.extensions_mut().insert(ErrorKindTag(self.0.kind()));
-        r
+        response_for(&self.0, None)
     }
 }
 

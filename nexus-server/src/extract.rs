@@ -1,6 +1,9 @@
 //! Extractors that turn every rejection into the OpenAI error body.
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -39,7 +42,25 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientToken {
     }
 }
 
-/// Proof that the request carries the admin token (header, or `?token=` for WebSockets).
+/// The only route that takes the admin token in `?token=`: browsers cannot set headers on a
+/// WebSocket. Everywhere else a query token would end up in proxy access logs and browser history.
+pub const QUERY_TOKEN_ROUTE: &str = "/ws/chat";
+
+/// The peer's address, when the server runs behind [`crate::serve::serve`] (or any server that
+/// inserts `ConnectInfo<SocketAddr>`); `None` for a router driven without a socket.
+pub fn peer_ip(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// Proof that the request carries the admin token: `Authorization: Bearer`, or `?token=` on
+/// [`QUERY_TOKEN_ROUTE`] only.
+///
+/// A peer with 5 failed attempts in a minute gets 429 (with `Retry-After`) until its minute is
+/// over, whatever it sends; see [`crate::limits::AuthThrottle`]. Without a known peer address
+/// there is no throttle.
 #[derive(Debug, Clone, Copy)]
 pub struct Admin;
 
@@ -47,6 +68,21 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = peer_ip(parts);
+        if let Some(wait) = peer.and_then(|p| st.auth_throttle.blocked_for(p, Instant::now())) {
+            st.metrics.admin_auth_throttled();
+            return Err(ApiError(nexus::Error::RateLimited {
+                message: "too many failed admin authentications from this address; retry later"
+                    .into(),
+                retry_after: Some(wait),
+            }));
+        }
+        let query_allowed = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(|m| m.as_str())
+            .unwrap_or_else(|| parts.uri.path())
+            == QUERY_TOKEN_ROUTE;
         let from_query = || {
             parts.uri.query().and_then(|q| {
                 q.split('&')
@@ -54,20 +90,37 @@ impl FromRequestParts<AppState> for Admin {
                     .map(percent_decode)
             })
         };
-        let token = bearer(parts)
-            .map(str::to_owned)
-            .or_else(from_query)
-            .ok_or_else(|| {
+        let token = match bearer(parts) {
+            Some(t) => t.to_owned(),
+            None if query_allowed => from_query().ok_or_else(|| {
                 ApiError(nexus::Error::Authentication(
-                    "missing admin token: send 'Authorization: Bearer <admin token>'".into(),
+                    "missing admin token: send 'Authorization: Bearer <admin token>' or ?token="
+                        .into(),
                 ))
-            })?;
+            })?,
+            None => {
+                let message = if from_query().is_some() {
+                    "the admin token goes in 'Authorization: Bearer <admin token>'; ?token= is accepted only on /ws/chat"
+                } else {
+                    "missing admin token: send 'Authorization: Bearer <admin token>'"
+                };
+                return Err(ApiError(nexus::Error::Authentication(message.into())));
+            }
+        };
+        // The comparison is the core's; the blocking pool keeps any database read it does off the
+        // async workers. The throttle above runs first, so a flood from one peer stops here.
         let ok = st
             .blocking(move |hub| hub.registry().verify_admin_token(&token))
             .await?;
         if ok {
+            if let Some(p) = peer {
+                st.auth_throttle.succeeded(p);
+            }
             Ok(Admin)
         } else {
+            if let Some(p) = peer {
+                st.auth_throttle.failed(p, Instant::now());
+            }
             Err(ApiError(nexus::Error::Authentication(
                 "invalid admin token".into(),
             )))

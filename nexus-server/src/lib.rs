@@ -2,14 +2,17 @@
 //!
 //! A thin axum layer over [`nexus::Hub`]: the OpenAI-compatible API, the admin API, WebSocket chat,
 //! health and metrics endpoints, and the embedded admin UI. `app(state)` builds the router so tests
-//! can drive it without a socket; `main.rs` adds the command line, logging and graceful shutdown.
-//! The HTTP contract is in `docs/API.md`.
+//! can drive it without a socket; [`serve::serve`] is the accept loop with the connection bounds,
+//! and `main.rs` adds the command line, logging and graceful shutdown. The HTTP contract is in
+//! `docs/API.md`.
 
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod metrics;
 pub mod routes;
+pub mod serve;
 pub mod ui;
 
 use std::sync::Arc;
@@ -35,6 +38,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Flips to true when shutdown starts; long-lived handlers (WebSocket) watch it.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Slots for in-flight requests (`max_inflight_requests`); see [`limits::limit_inflight`].
+    pub inflight: Arc<tokio::sync::Semaphore>,
+    /// Failed admin authentications per peer.
+    pub auth_throttle: Arc<limits::AuthThrottle>,
 }
 
 impl AppState {
@@ -52,11 +59,16 @@ impl AppState {
         cfg: ServerConfig,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
+        let slots = cfg
+            .max_inflight_requests
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         AppState {
             hub,
             cfg: Arc::new(cfg),
             metrics: Arc::new(Metrics::default()),
             shutdown,
+            inflight: Arc::new(tokio::sync::Semaphore::new(slots)),
+            auth_throttle: Arc::new(limits::AuthThrottle::default()),
         }
     }
 
@@ -87,6 +99,11 @@ pub fn app(state: AppState) -> Router {
         // After the merges: it applies to every route registered so far.
         .method_not_allowed_fallback(routes::method_not_allowed)
         .fallback(routes::not_found)
+        // Inside `observe`, so shed requests are logged and counted like any other.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit_inflight,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe));
     if !state.cfg.cors_origins.is_empty() {
         let origins: Vec<HeaderValue> = state

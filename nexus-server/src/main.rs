@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use nexus_server::config::{self, ServerConfig};
-use nexus_server::{app, AppState};
+use nexus_server::AppState;
 
 // The request path allocates many small buffers on both runtime threads; glibc's arenas showed up
 // as lock wake-ups in profiles, mimalloc's thread-local pages do not.
@@ -162,31 +162,23 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
         let _ = writeln!(err, "  admin token (shown once, stored hashed): {t}");
     }
     let (tx, rx) = tokio::sync::watch::channel(false);
+    raise_open_file_limit(cfg.max_connections);
     let state = AppState::with_shutdown(hub.clone(), cfg, rx);
     let metrics = state.metrics.clone();
-    let router = app(state);
     let mut signal_rx = tx.subscribe();
-    // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm holds each event
-    // until the client's delayed ACK (up to 40 ms on Linux).
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
+    // Our accept loop, not axum::serve: it adds the header-read and keep-alive deadlines, the
+    // connection cap and the peer address (nexus_server::serve).
+    let server = nexus_server::serve::serve(listener, state, async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received; finishing open requests");
+        let _ = tx.send(true);
     });
-    // `into_make_service`: each connection gets a clone of the router (a reference count). Handing
-    // axum the `Router` itself re-runs `with_state` per connection, copying every route table and
-    // boxed route: about 16 KB of heap per open connection (heaptrack), and CPU per accept.
-    let server =
-        axum::serve(listener, router.into_make_service()).with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutdown signal received; finishing open requests");
-            let _ = tx.send(true);
-        });
     let grace_timer = async move {
         let _ = signal_rx.wait_for(|v| *v).await;
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        r = server => r.map_err(|e| e.to_string())?,
+        _ = server => {}
         _ = grace_timer => {
             tracing::warn!(open_streams = metrics.active_streams(), "grace period over; closing remaining connections");
         }
@@ -198,6 +190,44 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
         .map_err(|e| format!("could not flush stats: {e}"))?;
     tracing::info!("stats flushed; bye");
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one: a common soft default is 1024, below the
+/// default `max_connections`, and running out of descriptors fails accepts and database opens
+/// alike. Warns when even the hard limit cannot hold `max_connections` plus headroom.
+fn raise_open_file_limit(max_connections: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+        let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+        if !got {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            // SAFETY: as above.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                lim = raised;
+            }
+        }
+        let need = (max_connections as libc::rlim_t).saturating_add(256);
+        if lim.rlim_cur < need {
+            tracing::warn!(
+                open_file_limit = lim.rlim_cur,
+                max_connections,
+                "the open-file limit is below max_connections plus headroom; accepts will fail before the cap is reached"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = max_connections;
 }
 
 async fn shutdown_signal() {

@@ -63,6 +63,12 @@ pub struct Metrics {
     completion_tokens: AtomicU64,
     active_streams: AtomicI64,
     ws_connections: AtomicI64,
+    open_connections: AtomicI64,
+    rejected_connections: AtomicU64,
+    header_read_timeouts: AtomicU64,
+    idle_timeouts: AtomicU64,
+    shed_requests: AtomicU64,
+    admin_auth_throttled: AtomicU64,
 }
 
 impl Metrics {
@@ -95,6 +101,41 @@ impl Metrics {
     /// A WebSocket opened (+1) or closed (-1).
     pub fn ws(&self, delta: i64) {
         self.ws_connections.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// A connection opened (+1) or closed (-1).
+    pub fn connections(&self, delta: i64) {
+        self.open_connections.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Open connections now.
+    pub fn open_connections(&self) -> i64 {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// A connection over `max_connections` was answered 503 and closed.
+    pub fn connection_rejected(&self) {
+        self.rejected_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection was closed by a deadline (`"header_read"` or `"idle"`).
+    pub fn connection_timeout(&self, kind: &str) {
+        let c = if kind == "idle" {
+            &self.idle_timeouts
+        } else {
+            &self.header_read_timeouts
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request over `max_inflight_requests` was shed with 503.
+    pub fn shed_request(&self) {
+        self.shed_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An admin request was refused with 429 after repeated failed authentication.
+    pub fn admin_auth_throttled(&self) {
+        self.admin_auth_throttled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Open streams now.
@@ -145,6 +186,32 @@ impl Metrics {
             out,
             "# HELP nexus_websocket_connections Open WebSocket chats.\n# TYPE nexus_websocket_connections gauge\nnexus_websocket_connections {}",
             self.ws_connections.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP nexus_open_connections Open client connections.\n# TYPE nexus_open_connections gauge\nnexus_open_connections {}",
+            self.open_connections.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP nexus_rejected_connections_total Connections refused over max_connections.\n# TYPE nexus_rejected_connections_total counter\nnexus_rejected_connections_total {}",
+            self.rejected_connections.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP nexus_connection_timeouts_total Connections closed by a deadline.\n# TYPE nexus_connection_timeouts_total counter\nnexus_connection_timeouts_total{{kind=\"header_read\"}} {}\nnexus_connection_timeouts_total{{kind=\"idle\"}} {}",
+            self.header_read_timeouts.load(Ordering::Relaxed),
+            self.idle_timeouts.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP nexus_shed_requests_total Requests refused over max_inflight_requests.\n# TYPE nexus_shed_requests_total counter\nnexus_shed_requests_total {}",
+            self.shed_requests.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP nexus_admin_auth_throttled_total Admin requests refused after repeated failed authentication.\n# TYPE nexus_admin_auth_throttled_total counter\nnexus_admin_auth_throttled_total {}",
+            self.admin_auth_throttled.load(Ordering::Relaxed)
         );
         out
     }

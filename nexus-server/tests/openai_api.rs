@@ -701,3 +701,75 @@ async fn health_ready_and_metrics() {
     // The key is never in the metrics.
     assert!(!text.contains(&s.key));
 }
+
+#[tokio::test]
+async fn a_key_over_its_rate_is_refused_before_its_body_is_read() {
+    let s = TestServer::start().await;
+    let key = s.new_key(NewKey {
+        name: "rpm1".into(),
+        rpm: Some(1),
+        ..Default::default()
+    });
+    let r = s.chat(&key, &body("gpt-4o", "hi")).await;
+    assert_eq!(r.status(), 200);
+    // Not even valid JSON: the 429 comes before the body is looked at.
+    let r = s
+        .http
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let v = expect_error(r, 429, Some("rate_limit_exceeded")).await;
+    assert!(v["request_id"].is_string());
+}
+
+#[tokio::test]
+async fn upstream_failures_reach_tenants_without_upstream_detail() {
+    let s = TestServer::start().await;
+    let r = s.chat(&s.key, &body("b-x-fail500", "hi")).await;
+    let rid = header(&r, "x-request-id").expect("request id");
+    assert!(header(&r, "x-nexus-provider").is_none());
+    let v = expect_error(r, 502, Some("upstream_error")).await;
+    let text = v.to_string();
+    for leak in [
+        "sk-mock",
+        "10.9.8.7",
+        "mock failure",
+        "\"bad\"",
+        "127.0.0.1",
+    ] {
+        assert!(!text.contains(leak), "{leak} leaked: {text}");
+    }
+    assert_eq!(v["request_id"], rid);
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("upstream returned 500"));
+    // Streams say the same in-band, and name no provider in their headers either.
+    let mut b = body("m-x-miderror", "one two three");
+    b["stream"] = json!(true);
+    let r = s.chat(&s.key, &b).await;
+    assert!(header(&r, "x-nexus-provider").is_none());
+    let events = sse_events(r).await;
+    let err = events.iter().find(|e| e.contains("\"error\"")).unwrap();
+    assert!(!err.contains("mock: upstream failed"), "{err}");
+    assert!(err.contains("request_id"), "{err}");
+    // /v1/models names no provider.
+    let v: Value = s
+        .http
+        .get(s.url("/v1/models"))
+        .bearer_auth(&s.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["owned_by"] == "nexus"));
+}

@@ -30,7 +30,7 @@ class StreamSummary(TypedDict):
     """How a stream ended: usage, finish reason (``"cancelled"`` when closed early), timings."""
 
     usage: Usage
-    usage_source: Literal["upstream", "estimate"]
+    usage_source: Literal["upstream", "estimate", "cache"]
     finish_reason: Optional[str]
     latency_ms: float
     ttft_ms: Optional[float]

@@ -1,11 +1,14 @@
-//! `/healthz` (the process answers), `/readyz` (the database answers) and `/metrics`.
+//! `/healthz` (the process answers), `/readyz` (the database answers) and `/metrics` (behind
+//! `metrics_token` when one is configured).
 
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use crate::error::ApiError;
 use crate::AppState;
 
 /// Routes of this group.
@@ -34,7 +37,35 @@ async fn readyz(State(st): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(st): State<AppState>) -> Response {
+/// `/metrics`: open unless `metrics_token` is set, then only with `Authorization: Bearer <it>`.
+/// Wrong tokens count toward the same per-peer throttle as the admin token (a guessed metrics
+/// token would otherwise be free to brute-force).
+async fn metrics(State(st): State<AppState>, parts: Parts) -> Response {
+    if let Some(want) = &st.cfg.metrics_token {
+        let peer = crate::extract::peer_ip(&parts);
+        let now = std::time::Instant::now();
+        if let Some(wait) = peer.and_then(|p| st.auth_throttle.blocked_for(p, now)) {
+            st.metrics.admin_auth_throttled();
+            return ApiError(nexus::Error::RateLimited {
+                message: "too many failed authentications from this address; retry later".into(),
+                retry_after: Some(wait),
+            })
+            .into_response();
+        }
+        let got = crate::extract::bearer(&parts);
+        let ok =
+            got.is_some_and(|g| crate::limits::constant_time_eq(g.as_bytes(), want.as_bytes()));
+        if !ok {
+            // A missing header is a misconfigured scraper, not a guess: not counted.
+            if let (Some(p), Some(_)) = (peer, got) {
+                st.auth_throttle.failed(p, now);
+            }
+            return ApiError(nexus::Error::Authentication(
+                "/metrics needs 'Authorization: Bearer <metrics token>'".into(),
+            ))
+            .into_response();
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.metrics.render(),

@@ -56,11 +56,15 @@ async fn chat_completions(
     req: Request,
 ) -> Response {
     let start = Instant::now();
-    match handle_chat(&st, token, req, start).await {
+    let request_id = req
+        .extensions()
+        .get::<crate::RequestId>()
+        .map(|r| r.0.clone());
+    match handle_chat(&st, token, req, start, request_id.clone()).await {
         Ok(r) => r,
         Err(e) => {
             st.metrics.latency.observe(start.elapsed().as_secs_f64());
-            e.into_response()
+            crate::error::response_for(&e.0, request_id.as_deref())
         }
     }
 }
@@ -70,18 +74,17 @@ async fn handle_chat(
     token: ClientToken,
     req: Request,
     start: Instant,
+    request_id: Option<String>,
 ) -> ApiResult<Response> {
-    let request_id = req
-        .extensions()
-        .get::<crate::RequestId>()
-        .map(|r| r.0.clone());
-    // The key first, as OpenAI does: a bad key is a 401 whatever the body says, and the server
-    // never reads (up to body_limit) nor parses a body for an unauthenticated client. The check is
-    // an in-memory lookup; the hub checks scope and limits later.
-    st.hub.registry().authenticate(&token.0)?;
+    // The key first, as OpenAI does: a bad key is a 401 whatever the body says, and a key over
+    // its request rate is a 429; either way the server never reads (up to body_limit) nor
+    // parses a body for it. Both are in-memory checks; the hub checks scope and tokens later.
+    let admitted = st.hub.admit(&token.0)?;
     let conversation_id = conversation_header(req.headers())?;
     let body = crate::extract::read_body(req.into_body(), st.cfg.body_limit).await?;
-    let mut chat = ChatRequest::from_slice(&body)?;
+    // One bounded parse; the body bytes are dropped before the upstream call.
+    let mut chat = ChatRequest::from_slice_limited(&body, st.hub.request_limits())?;
+    drop(body);
     let stream = chat.stream.unwrap_or(st.cfg.default_stream);
     chat.stream = Some(stream);
     let ctx = RequestContext {
@@ -90,7 +93,7 @@ async fn handle_chat(
         source: RequestSource::Api,
     };
     if !stream {
-        let resp = st.hub.chat(Caller::Key(token.0), chat, ctx).await?;
+        let resp = st.hub.chat(Caller::Admitted(admitted), chat, ctx).await?;
         st.metrics
             .tokens(resp.usage.prompt_tokens, resp.usage.completion_tokens);
         let total_ms = start.elapsed().as_secs_f64() * 1000.0;
@@ -107,7 +110,6 @@ async fn handle_chat(
             "x-nexus-overhead-ms",
             &format!("{:.3}", (total_ms - resp.upstream_ms).max(0.0)),
         );
-        set(h, "x-nexus-provider", &resp.provider_name);
         if resp.cached {
             h.insert("x-nexus-cache", HeaderValue::from_static("hit"));
         }
@@ -122,7 +124,10 @@ async fn handle_chat(
         return Ok(r);
     }
 
-    let stream = st.hub.chat_stream(Caller::Key(token.0), chat, ctx).await?;
+    let stream = st
+        .hub
+        .chat_stream(Caller::Admitted(admitted), chat, ctx)
+        .await?;
     st.metrics.streams(1);
     let guard = StreamGuard {
         metrics: st.metrics.clone(),
@@ -130,29 +135,32 @@ async fn handle_chat(
         summary: stream.summary_handle(),
     };
     let conversation_id = stream.conversation_id.clone();
-    let provider = stream.provider_name.clone();
+    let stream_request_id = stream.request_id.clone();
     let rate_limits = stream.rate_limit_headers.clone();
     // Each upstream event is written on as soon as it arrives; one [DONE] closes the body, after
     // an in-band error event when the upstream failed mid-stream.
-    let body = futures_util::stream::unfold(Some((stream, guard)), |state| async move {
-        let (mut s, g) = state?;
-        match s.next().await {
-            Some(Ok(chunk)) => {
-                let mut buf = Vec::with_capacity(chunk.json().len() + 8);
-                buf.extend_from_slice(b"data: ");
-                buf.extend_from_slice(chunk.json().as_bytes());
-                buf.extend_from_slice(b"\n\n");
-                Some((
-                    Ok::<_, std::convert::Infallible>(bytes::Bytes::from(buf)),
-                    Some((s, g)),
-                ))
+    let body = futures_util::stream::unfold(Some((stream, guard)), move |state| {
+        let rid = stream_request_id.clone();
+        async move {
+            let (mut s, g) = state?;
+            match s.next().await {
+                Some(Ok(chunk)) => {
+                    let mut buf = Vec::with_capacity(chunk.json().len() + 8);
+                    buf.extend_from_slice(b"data: ");
+                    buf.extend_from_slice(chunk.json().as_bytes());
+                    buf.extend_from_slice(b"\n\n");
+                    Some((
+                        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(buf)),
+                        Some((s, g)),
+                    ))
+                }
+                Some(Err(e)) => {
+                    let (_, body) = crate::error::render_for(&e, Some(&rid));
+                    let text = format!("data: {body}\n\ndata: [DONE]\n\n");
+                    Some((Ok(bytes::Bytes::from(text)), None))
+                }
+                None => Some((Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")), None)),
             }
-            Some(Err(e)) => {
-                let (_, body) = crate::error::render(&e);
-                let text = format!("data: {body}\n\ndata: [DONE]\n\n");
-                Some((Ok(bytes::Bytes::from(text)), None))
-            }
-            None => Some((Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")), None)),
         }
     });
     let mut r = Response::new(Body::from_stream(body));
@@ -164,7 +172,6 @@ async fn handle_chat(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     set(h, "x-conversation-id", &conversation_id);
-    set(h, "x-nexus-provider", &provider);
     for (k, v) in &rate_limits {
         if let (Ok(k), Ok(v)) = (
             header::HeaderName::try_from(k.as_str()),
@@ -188,9 +195,10 @@ async fn models(
         .await?;
     let data: Vec<serde_json::Value> = list
         .into_iter()
-        .map(|(name, owner, created)| {
+        .map(|(name, _provider, created)| {
+            // Provider names are the operator's business: a tenant sees the hub as the owner.
             serde_json::json!({
-                "id": name, "object": "model", "created": created, "owned_by": owner,
+                "id": name, "object": "model", "created": created, "owned_by": "nexus",
                 "permission": [{
                     "id": format!("modelperm-{name}"), "object": "model_permission", "created": created,
                     "allow_create_engine": false, "allow_sampling": true, "allow_logprobs": true,

@@ -2,7 +2,11 @@
 //! socket (127.0.0.1:0), a mock upstream, and helpers for OpenAI error bodies and SSE.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use nexus::records::{NewKey, NewModel, NewProvider};
@@ -308,4 +312,190 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 /// A simple user message body.
 pub fn body(model: &str, text: &str) -> Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+// ---- the real binary ----------------------------------------------------------------------
+
+/// The real `nexus-server` binary, killed on drop if it still runs.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub token: Option<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Only if a test failed before the process ended.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir() -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let d = std::env::temp_dir().join(format!("nexus-server-bin-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Starts the binary on 127.0.0.1:0 and reads its banner from stderr.
+pub fn start(db: &Path) -> Server {
+    start_with(db, None, &[])
+}
+
+/// Starts the binary with an optional TOML config file (written beside `db`) and extra
+/// environment variables.
+pub fn start_with(db: &Path, toml: Option<&str>, envs: &[(&str, &str)]) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus-server"));
+    cmd.args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .env_remove("NEXUS_ADMIN_TOKEN")
+        .env_remove("NEXUS_MASTER_KEY")
+        .env_remove("NEXUS_LISTEN")
+        .env_remove("NEXUS_DB")
+        .env_remove("NEXUS_CONFIG")
+        .env_remove("NEXUS_METRICS_TOKEN")
+        .env_remove("NEXUS_MAX_CONNECTIONS")
+        .env_remove("NEXUS_MAX_INFLIGHT_REQUESTS")
+        .env("NEXUS_LOG", "warn");
+    if let Some(t) = toml {
+        let path = db.with_extension("toml");
+        std::fs::write(&path, t).unwrap();
+        cmd.arg("--config").arg(path);
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nexus-server");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    // Drain stderr for the life of the process so it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut addr = None;
+    let mut token = None;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            if addr.is_some() {
+                break; // the banner is over
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("server exited early ({st}): {seen:?}");
+            }
+            continue;
+        };
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            addr = Some(rest.trim().to_owned());
+        }
+        if let Some(rest) = line
+            .split("admin token (shown once, stored hashed):")
+            .nth(1)
+        {
+            token = Some(rest.trim().to_owned());
+        }
+        let banner_done = line.contains("database:");
+        seen.push(line);
+        if banner_done && addr.is_some() {
+            // The token line, if any, follows the database line.
+            if let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+                if let Some(rest) = l.split("admin token (shown once, stored hashed):").nth(1) {
+                    token = Some(rest.trim().to_owned());
+                }
+                seen.push(l);
+            }
+            break;
+        }
+    }
+    let addr = addr.unwrap_or_else(|| panic!("no 'listening on' line: {seen:?}"));
+    assert!(!addr.ends_with(":0"), "the real port is printed: {addr}");
+    Server { child, addr, token }
+}
+
+/// Sends SIGTERM.
+pub fn sigterm(child: &Child) {
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+}
+
+/// Waits (bounded) for the process to exit; returns its exit code.
+pub fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("server did not exit within {within:?}");
+}
+
+/// Configures a running server through its admin API: the mock upstream as a provider serving
+/// `models`, and one all-scope client key, which is returned.
+pub async fn configure(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    mock_url: &str,
+    models: &[&str],
+) -> String {
+    let p: Value = http
+        .post(format!("{base}/api/providers"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"name": "mock", "base_url": mock_url, "api_key": "sk-upstream-1234567890"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pid = p["id"].as_i64().unwrap_or_else(|| panic!("provider: {p}"));
+    for m in models {
+        let r = http
+            .post(format!("{base}/api/providers/{pid}/models"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"name": m}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let k: Value = http
+        .post(format!("{base}/api/keys"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"name": "test"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    k["key"].as_str().unwrap().to_owned()
+}
+
+/// The server's peak resident memory (VmHWM) in KiB, from /proc (Linux).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
 }
