@@ -96,6 +96,8 @@ pub struct FileConfig {
     pub metrics_token: Option<String>,
     /// `record_messages = true`
     pub record_messages: Option<bool>,
+    /// `message_retention_days = 30` (0 keeps conversation messages forever)
+    pub message_retention_days: Option<u32>,
     /// `cache_ttl_seconds = 0` (0 = cache off)
     pub cache_ttl_seconds: Option<u64>,
     /// `cache_max_entries = 1000`
@@ -243,6 +245,9 @@ pub fn resolve(cli: &Cli) -> Result<ServerConfig, String> {
                 );
             }
             c.metrics_token = Some(v);
+        }
+        if let Some(v) = f.message_retention_days {
+            c.hub.stats.message_retention_days = v;
         }
         if let Some(v) = f.record_messages {
             c.hub.record_messages = v;

@@ -690,6 +690,7 @@ async fn health_ready_and_metrics() {
         "{text}"
     );
     assert!(text.contains("nexus_active_streams 0"), "{text}");
+    assert!(text.contains("nexus_stats_rows_dropped_total 0"), "{text}");
     // Every sample line is `name{labels} number`.
     for line in text
         .lines()

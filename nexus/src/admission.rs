@@ -1,8 +1,9 @@
 //! Admission: authenticate a client key once, apply its request-rate limit before anything else
 //! is read, order the candidates a request may use, and reserve its tokens.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -13,9 +14,23 @@ use crate::resilience::{Health, RateLimiter};
 /// A client key that authenticated and passed its request-rate limit. Made by
 /// [`crate::Hub::admit`]; hand it back as [`crate::Caller::Admitted`] so the key is neither
 /// hashed nor counted twice.
+///
+/// It holds one of the key's `max_concurrent` slots until the last clone is dropped: the hub
+/// keeps it for the whole request, a stream until it ends.
 #[derive(Debug, Clone)]
 pub struct Admitted {
     key: ClientKey,
+    _slot: Option<Arc<InFlight>>,
+}
+
+/// One request in flight for a key; gives its slot back when dropped.
+#[derive(Debug)]
+struct InFlight(Arc<AtomicU32>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Admitted {
@@ -31,14 +46,39 @@ pub(crate) struct Admission {
     pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) health: Health,
     rr: AtomicU64,
+    in_flight: Mutex<HashMap<i64, Arc<AtomicU32>>>,
 }
 
 impl Admission {
-    /// Authenticates `presented` and takes one request from its per-minute allowance.
+    /// Authenticates `presented`, takes one of its concurrency slots and one request from its
+    /// per-minute allowance.
     pub(crate) fn admit(&self, registry: &Registry, presented: &str) -> Result<Admitted> {
         let key = registry.authenticate(presented)?;
+        let slot = match key.max_concurrent {
+            Some(max) => Some(Arc::new(self.take_slot(key.id, max)?)),
+            None => None,
+        };
         self.limiter.admit_request(key.id, key.rpm)?;
-        Ok(Admitted { key })
+        Ok(Admitted { key, _slot: slot })
+    }
+
+    fn take_slot(&self, key_id: i64, max: u32) -> Result<InFlight> {
+        let counter = self
+            .in_flight
+            .lock()
+            .map_err(|_| Error::Internal("in-flight map lock poisoned".into()))?
+            .entry(key_id)
+            .or_default()
+            .clone();
+        let slot = InFlight(counter);
+        if slot.0.fetch_add(1, Ordering::AcqRel) >= max {
+            // Dropping `slot` gives the increment back.
+            return Err(Error::RateLimited {
+                message: format!("this key already has {max} requests in flight"),
+                retry_after: Some(Duration::from_secs(1)),
+            });
+        }
+        Ok(slot)
     }
 
     /// Reserves a request's worst-case tokens under its key's token limit.

@@ -520,7 +520,7 @@ impl Hub {
         &self,
         caller: Caller,
         req: &ChatRequest,
-    ) -> Result<(Option<ClientKey>, Vec<Candidate>, TokenReservation)> {
+    ) -> Result<(Option<Admitted>, Vec<Candidate>, TokenReservation)> {
         req.validate()?;
         let lim = &self.0.opts.request_limits;
         if req.messages.len() > lim.max_messages {
@@ -529,18 +529,16 @@ impl Hub {
                 format!("`messages` has more than {} entries", lim.max_messages),
             ));
         }
-        let (key, pin) = match caller {
+        let (admitted, pin) = match caller {
             // The failure row of a refused key is written by the caller of `prepare`.
-            Caller::Key(k) => (
-                Some(self.0.admission.admit(&self.0.registry, &k)?.key().clone()),
-                None,
-            ),
-            Caller::Admitted(a) => (Some(a.key().clone()), None),
+            Caller::Key(k) => (Some(self.0.admission.admit(&self.0.registry, &k)?), None),
+            Caller::Admitted(a) => (Some(a), None),
             Caller::Admin { provider_id } => (None, provider_id),
         };
-        let mut cands = self.0.registry.route(key.as_ref(), &req.model, pin)?;
+        let key = admitted.as_ref().map(Admitted::key);
+        let mut cands = self.0.registry.route(key, &req.model, pin)?;
         self.0.admission.order_candidates(&mut cands)?;
-        let reservation = match &key {
+        let reservation = match key {
             Some(k) if k.tpm.is_some() => {
                 let prompt = self
                     .0
@@ -563,10 +561,10 @@ impl Hub {
             }
             _ => TokenReservation::none(),
         };
-        if let Some(k) = &key {
+        if let Some(k) = key {
             self.touch_key(k.id);
         }
-        Ok((key, cands, reservation))
+        Ok((admitted, cands, reservation))
     }
 
     fn touch_key(&self, id: i64) {
@@ -747,17 +745,19 @@ impl Hub {
             Caller::Admin { provider_id } => *provider_id,
             _ => None,
         };
-        let (key, cands, mut reservation) = match self.prepare(caller, &req) {
+        // `admitted` holds the key's concurrency slot until this function returns.
+        let (admitted, cands, mut reservation) = match self.prepare(caller, &req) {
             Ok(v) => v,
             Err(e) => {
                 self.record_failure(rec, &e, start);
                 return Err(e);
             }
         };
-        rec.key_id = key.as_ref().map(|k| k.id);
+        let key = admitted.as_ref().map(Admitted::key);
+        rec.key_id = key.map(|k| k.id);
 
         let cache_key = if use_cache {
-            self.cache_key(key.as_ref(), pin, &cands, &req)
+            self.cache_key(key, pin, &cands, &req)
         } else {
             None
         };
@@ -999,14 +999,14 @@ impl Hub {
             true,
         );
         let request_id = rec.request_id.clone();
-        let (key, cands, reservation) = match self.prepare(caller, &req) {
+        let (admitted, cands, reservation) = match self.prepare(caller, &req) {
             Ok(v) => v,
             Err(e) => {
                 self.record_failure(rec, &e, start);
                 return Err(e);
             }
         };
-        rec.key_id = key.as_ref().map(|k| k.id);
+        rec.key_id = admitted.as_ref().map(|a| a.key().id);
         let client_wants_usage = req.wants_stream_usage();
         let req = Arc::new(req);
 
@@ -1068,6 +1068,7 @@ impl Hub {
             req,
             cand: cand.clone(),
             reservation,
+            _admitted: admitted,
             text: String::new(),
             counted: 0,
             usage: None,
@@ -1265,6 +1266,8 @@ struct Accounting {
     req: Arc<ChatRequest>,
     cand: Candidate,
     reservation: TokenReservation,
+    /// The key's concurrency slot, held until the stream ends.
+    _admitted: Option<Admitted>,
     /// Completion text (every choice, reasoning included) not yet counted.
     text: String,
     /// Completion tokens of the text already counted.

@@ -214,6 +214,9 @@ pub struct ClientKey {
     pub rpm: Option<u32>,
     /// Tokens per minute, if limited.
     pub tpm: Option<u32>,
+    /// Requests in flight at once (a stream counts until it ends), if limited.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds of the last authenticated use (updated at most once a minute).
@@ -255,6 +258,9 @@ pub struct NewKey {
     /// Tokens per minute.
     #[serde(default)]
     pub tpm: Option<u32>,
+    /// Requests in flight at once.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
     /// Defaults to true.
     #[serde(default)]
     pub enabled: Option<bool>,
@@ -277,6 +283,9 @@ pub struct KeyPatch {
     /// New limit, or null for none.
     #[serde(default, deserialize_with = "double_option")]
     pub tpm: Option<Option<u32>>,
+    /// New cap on requests in flight, or null for none.
+    #[serde(default, deserialize_with = "double_option")]
+    pub max_concurrent: Option<Option<u32>>,
     /// New provider scope.
     pub provider_ids: Option<Vec<i64>>,
     /// New model scope.

@@ -454,6 +454,7 @@ impl Registry {
                 enabled: true,
                 rpm: None,
                 tpm: None,
+                max_concurrent: None,
                 created_at: now_ms() / 1000,
                 last_used_at: None,
                 config_error: None,
@@ -652,6 +653,7 @@ impl Registry {
                 ));
             }
         }
+        check_limits(k.rpm, k.tpm, k.max_concurrent)?;
         let plaintext = crypto::generate_client_key()?;
         let record = ClientKey {
             id: 0,
@@ -663,6 +665,7 @@ impl Registry {
             enabled: k.enabled.unwrap_or(true),
             rpm: k.rpm,
             tpm: k.tpm,
+            max_concurrent: k.max_concurrent,
             created_at: now_ms() / 1000,
             last_used_at: None,
             config_error: None,
@@ -709,6 +712,10 @@ impl Registry {
         if let Some(v) = p.tpm {
             k.tpm = v;
         }
+        if let Some(v) = p.max_concurrent {
+            k.max_concurrent = v;
+        }
+        check_limits(k.rpm, k.tpm, k.max_concurrent)?;
         if let Some(v) = p.provider_ids {
             k.provider_ids = v;
         }
@@ -1047,4 +1054,21 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
+}
+
+/// A limit of 0 would refuse every request: a limit is absent (`null`) or at least 1.
+fn check_limits(rpm: Option<u32>, tpm: Option<u32>, max_concurrent: Option<u32>) -> Result<()> {
+    for (name, v) in [
+        ("rpm", rpm),
+        ("tpm", tpm),
+        ("max_concurrent", max_concurrent),
+    ] {
+        if v == Some(0) {
+            return Err(Error::invalid_param(
+                name,
+                format!("`{name}` must be at least 1, or null for no limit"),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -478,3 +478,50 @@ async fn rpm_is_checked_by_admit_before_any_body() {
     assert_eq!(mock.requests(), 1);
     assert_eq!(env.rows().len(), 2);
 }
+
+#[tokio::test]
+async fn a_key_holds_at_most_max_concurrent_requests() {
+    let mock = MockUpstream::start().await.unwrap();
+    let env = Env::new(fast_options());
+    env.provider(
+        "a",
+        &mock,
+        ProviderOptions::default(),
+        &[("m", "chunks5-delay300")],
+    );
+    let reg = env.hub.registry();
+    assert_eq!(
+        reg.create_key(NewKey {
+            name: "zero".into(),
+            max_concurrent: Some(0),
+            ..NewKey::default()
+        })
+        .unwrap_err()
+        .kind(),
+        ErrorKind::InvalidRequest
+    );
+    let key = reg
+        .create_key(NewKey {
+            name: "two at once".into(),
+            max_concurrent: Some(2),
+            ..NewKey::default()
+        })
+        .unwrap()
+        .key;
+    let stream = || {
+        let mut r = req("m", "x");
+        r.stream = Some(true);
+        env.hub.chat_stream(Caller::Key(key.clone()), r, ctx())
+    };
+    let a = stream().await.unwrap();
+    let b = stream().await.unwrap();
+    let e = stream().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::RateLimited);
+    assert!(e.to_string().contains("in flight"), "{e}");
+    // A stream gives its slot back when it ends (here: dropped by its caller).
+    drop(a);
+    let c = stream().await.unwrap();
+    assert!(drain(b).await.2.is_none());
+    assert!(drain(c).await.2.is_none());
+    assert!(stream().await.is_ok());
+}

@@ -66,9 +66,14 @@ async fn metrics(State(st): State<AppState>, parts: Parts) -> Response {
             .into_response();
         }
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(),
-    )
-        .into_response()
+    let mut text = st.metrics.render();
+    // Rows the stats writer could not keep (a full disk, a read-only database, an overflowing
+    // buffer): each one is counted here as well as logged, never dropped silently.
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        text,
+        "# HELP nexus_stats_rows_dropped_total Usage and message rows the stats writer dropped.\n# TYPE nexus_stats_rows_dropped_total counter\nnexus_stats_rows_dropped_total {}",
+        st.hub.stats().dropped_rows()
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -27,6 +27,7 @@ use crate::stats::{
 const MIGRATIONS: &[&str] = &[
     include_str!("sql/0001_init.sql"),
     include_str!("sql/0002_sealed_headers_and_generation.sql"),
+    include_str!("sql/0003_key_concurrency.sql"),
 ];
 
 const READERS: usize = 2;
@@ -380,7 +381,7 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut st = c.prepare(
             "SELECT id, name, prefix, provider_ids, models, expires_at, enabled, rpm, tpm,
-                    created_at, last_used_at, key_hash FROM client_keys ORDER BY id",
+                    created_at, last_used_at, key_hash, max_concurrent FROM client_keys ORDER BY id",
         )?;
         let keys = st
             .query_map([], |r| {
@@ -408,6 +409,7 @@ impl Store for SqliteStore {
                         enabled: r.get(6)?,
                         rpm: r.get(7)?,
                         tpm: r.get(8)?,
+                        max_concurrent: r.get(12)?,
                         created_at: r.get(9)?,
                         last_used_at: r.get(10)?,
                     },
@@ -617,7 +619,8 @@ impl Store for SqliteStore {
         let r = &k.record;
         c.execute(
             "INSERT INTO client_keys (name, key_hash, prefix, provider_ids, models, expires_at,
-                 enabled, rpm, tpm, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 enabled, rpm, tpm, created_at, max_concurrent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 r.name,
                 k.hash,
@@ -628,7 +631,8 @@ impl Store for SqliteStore {
                 r.enabled,
                 r.rpm,
                 r.tpm,
-                r.created_at
+                r.created_at,
+                r.max_concurrent
             ],
         )?;
         Ok(c.last_insert_rowid())
@@ -637,7 +641,7 @@ impl Store for SqliteStore {
     fn update_key(&self, r: &ClientKey) -> Result<bool> {
         let n = self.w()?.execute(
             "UPDATE client_keys SET name = ?2, provider_ids = ?3, models = ?4, expires_at = ?5,
-                 enabled = ?6, rpm = ?7, tpm = ?8 WHERE id = ?1",
+                 enabled = ?6, rpm = ?7, tpm = ?8, max_concurrent = ?9 WHERE id = ?1",
             params![
                 r.id,
                 r.name,
@@ -646,7 +650,8 @@ impl Store for SqliteStore {
                 r.expires_at,
                 r.enabled,
                 r.rpm,
-                r.tpm
+                r.tpm,
+                r.max_concurrent
             ],
         )?;
         Ok(n > 0)

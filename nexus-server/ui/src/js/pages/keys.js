@@ -63,6 +63,7 @@ function openCreateModal({ providers, models, onSaved }) {
     expiryDate: input({ name: "expires_on", type: "datetime-local", hidden: true }),
     rpm: input({ name: "rpm", inputmode: "numeric", placeholder: "unlimited" }),
     tpm: input({ name: "tpm", inputmode: "numeric", placeholder: "unlimited" }),
+    concurrent: input({ name: "max_concurrent", inputmode: "numeric", placeholder: "unlimited" }),
   };
   f.expiry.addEventListener("change", () => {
     f.expiryDate.hidden = f.expiry.value !== "custom";
@@ -79,6 +80,8 @@ function openCreateModal({ providers, models, onSaved }) {
     h("div"),
     field("Requests per minute", f.rpm, { hint: "Empty: no limit." }),
     field("Tokens per minute", f.tpm, { hint: "Empty: no limit." }),
+    field("Requests at once", f.concurrent, { hint: "In flight at the same time (streams count until they end). Empty: no limit." }),
+    h("div"),
     h("div", { class: "span-2" }, err),
   );
   const save = button("Create key", { kind: "primary", icon: "key", type: "submit", attrs: { "data-testid": "create-key-submit" } });
@@ -101,6 +104,7 @@ function openCreateModal({ providers, models, onSaved }) {
       expires_at,
       rpm: optNumber(f.rpm, "Requests per minute", { min: 1 }),
       tpm: optNumber(f.tpm, "Tokens per minute", { min: 1 }),
+      max_concurrent: optNumber(f.concurrent, "Requests at once", { min: 1 }),
     });
     m.close();
     showCreatedKey(created);
@@ -159,7 +163,7 @@ export default {
               k.models.length ? k.models.map((m) => badge(m, "primary", "cubes")) : badge("All models", "neutral"),
             ),
           ),
-          h("td", { class: "nowrap small" }, h("div", { text: k.rpm ? `${fmtNum(k.rpm)} rpm` : "– rpm" }), h("div", { class: "muted", text: k.tpm ? `${fmtNum(k.tpm)} tpm` : "– tpm" })),
+          h("td", { class: "nowrap small" }, h("div", { text: k.rpm ? `${fmtNum(k.rpm)} rpm` : "– rpm" }), h("div", { class: "muted", text: k.tpm ? `${fmtNum(k.tpm)} tpm` : "– tpm" }), k.max_concurrent ? h("div", { class: "muted", text: `${fmtNum(k.max_concurrent)} at once` }) : null),
           h("td", { class: "nowrap small", title: k.expires_at ? fmtDate(k.expires_at) : "" , text: k.expires_at ? fmtRelative(k.expires_at) : "never" }),
           h("td", { class: "nowrap small muted", title: k.last_used_at ? fmtDate(k.last_used_at) : "", text: fmtRelative(k.last_used_at) }),
           h("td", { "data-testid": "key-status" }, status(k)),
