@@ -192,6 +192,15 @@ pub struct ProviderTestReport {
 
 type CachedAnswer = (ChatCompletion, Bytes, i64, String);
 
+/// A request past admission: its usage row so far, its key's slot, candidates and tokens held.
+struct Begun {
+    rec: UsageRecord,
+    conversation_id: String,
+    admitted: Option<Admitted>,
+    cands: Vec<Candidate>,
+    reservation: TokenReservation,
+}
+
 struct HubInner {
     registry: Registry,
     upstream: Upstream,
@@ -514,6 +523,45 @@ impl Hub {
         }
     }
 
+    /// The start both chat paths share: the request's usage row, then admission. A refused
+    /// request has its row written here.
+    fn begin(
+        &self,
+        caller: Caller,
+        req: &ChatRequest,
+        ctx: &RequestContext,
+        stream: bool,
+        start: Instant,
+    ) -> Result<Begun> {
+        let conversation_id = ctx
+            .conversation_id
+            .clone()
+            .unwrap_or_else(crypto::random_id);
+        let mut rec = self.new_record(
+            ctx.request_id.as_deref(),
+            &req.model,
+            Some(&conversation_id),
+            ctx.source,
+            stream,
+        );
+        match self.prepare(caller, req) {
+            Ok((admitted, cands, reservation)) => {
+                rec.key_id = admitted.as_ref().map(|a| a.key().id);
+                Ok(Begun {
+                    rec,
+                    conversation_id,
+                    admitted,
+                    cands,
+                    reservation,
+                })
+            }
+            Err(e) => {
+                self.record_failure(rec, &e, start);
+                Err(e)
+            }
+        }
+    }
+
     /// Admission for one parsed request: the key (admitted once), its candidates in order, and
     /// its tokens reserved under the key's per-minute token limit.
     fn prepare(
@@ -728,33 +776,21 @@ impl Hub {
         use_cache: bool,
     ) -> Result<ChatResponse> {
         let start = Instant::now();
-        let conversation_id = ctx
-            .conversation_id
-            .clone()
-            .unwrap_or_else(crypto::random_id);
-        let mut rec = self.new_record(
-            ctx.request_id.as_deref(),
-            &req.model,
-            Some(&conversation_id),
-            ctx.source,
-            false,
-        );
-        let request_id = rec.request_id.clone();
-        let ts_ms = rec.ts_ms;
         let pin = match &caller {
             Caller::Admin { provider_id } => *provider_id,
             _ => None,
         };
         // `admitted` holds the key's concurrency slot until this function returns.
-        let (admitted, cands, mut reservation) = match self.prepare(caller, &req) {
-            Ok(v) => v,
-            Err(e) => {
-                self.record_failure(rec, &e, start);
-                return Err(e);
-            }
-        };
+        let Begun {
+            mut rec,
+            conversation_id,
+            admitted,
+            cands,
+            mut reservation,
+        } = self.begin(caller, &req, &ctx, false, start)?;
+        let request_id = rec.request_id.clone();
+        let ts_ms = rec.ts_ms;
         let key = admitted.as_ref().map(Admitted::key);
-        rec.key_id = key.map(|k| k.id);
 
         let cache_key = if use_cache {
             self.cache_key(key, pin, &cands, &req)
@@ -987,26 +1023,14 @@ impl Hub {
         ctx: RequestContext,
     ) -> Result<ChatStream> {
         let start = Instant::now();
-        let conversation_id = ctx
-            .conversation_id
-            .clone()
-            .unwrap_or_else(crypto::random_id);
-        let mut rec = self.new_record(
-            ctx.request_id.as_deref(),
-            &req.model,
-            Some(&conversation_id),
-            ctx.source,
-            true,
-        );
+        let Begun {
+            mut rec,
+            conversation_id,
+            admitted,
+            cands,
+            reservation,
+        } = self.begin(caller, &req, &ctx, true, start)?;
         let request_id = rec.request_id.clone();
-        let (admitted, cands, reservation) = match self.prepare(caller, &req) {
-            Ok(v) => v,
-            Err(e) => {
-                self.record_failure(rec, &e, start);
-                return Err(e);
-            }
-        };
-        rec.key_id = admitted.as_ref().map(|a| a.key().id);
         let client_wants_usage = req.wants_stream_usage();
         let req = Arc::new(req);
 
