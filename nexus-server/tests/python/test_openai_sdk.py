@@ -28,7 +28,7 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
 SERVER_BIN = os.environ.get("NEXUS_SERVER_BIN", str(TARGET / "nexus-server"))
 MOCK_BIN = os.environ.get("NEXUS_MOCK_BIN", str(TARGET / "nexus-mock-upstream"))
 ADMIN = "py-admin-token-0123456789abcdef"
-MODELS = ["gpt-4o", "m-x-chunks10", "m-x-miderror", "b-x-fail500"]
+MODELS = ["gpt-4o", "m-x-chunks10", "m-x-miderror", "b-x-fail500", "m-x-nousage", "r-x-redirect302"]
 
 
 class Stack:
@@ -284,9 +284,33 @@ def test_bad_requests(stack: Stack) -> None:
         stack.client().chat.completions.create(model="gpt-4o", messages=[{"content": "no role"}])  # type: ignore[list-item]
 
 
+def test_stream_usage_when_the_upstream_ignores_include_usage(stack: Stack) -> None:
+    # The upstream (like llama.cpp's server) never sends usage: the hub counts and sends it once.
+    stream = stack.client().chat.completions.create(
+        model="m-x-nousage",
+        messages=[{"role": "user", "content": "count these words"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    with_usage = [c for c in chunks if c.usage is not None]
+    assert len(with_usage) == 1 and chunks[-1] is with_usage[0]
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.prompt_tokens > 0 and chunks[-1].usage.completion_tokens > 0
+    assert chunks[-1].usage.total_tokens == chunks[-1].usage.prompt_tokens + chunks[-1].usage.completion_tokens
+
+
 def test_upstream_failures(stack: Stack) -> None:
     with pytest.raises(openai.InternalServerError) as e:
         stack.client().chat.completions.create(model="b-x-fail500", messages=[{"role": "user", "content": "x"}])
+    assert e.value.status_code == 502
+    # The tenant sees the status class and the request id, not the upstream's words or address.
+    assert e.value.request_id and e.value.request_id in e.value.message
+    assert "mock failure" not in e.value.message and "10.9.8.7" not in str(e.value.body)
+    assert isinstance(e.value.body, dict) and e.value.body.get("request_id") == e.value.request_id
+    # A redirect from the upstream is not followed: an upstream error.
+    with pytest.raises(openai.InternalServerError) as e:
+        stack.client().chat.completions.create(model="r-x-redirect302", messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 502
     # A failure after the stream started arrives in-band; the SDK raises it.
     stream = stack.client().chat.completions.create(
