@@ -27,7 +27,10 @@ use crate::stats::{
 };
 use crate::store::{GroupKey, SqliteStore, Store};
 use crate::tokens::{Encoding, TokenCount, TokenEstimator};
-use crate::upstream::{rate_limit_headers, EventStream, Upstream, UpstreamLimits};
+use crate::upstream::{
+    adapter_for, rate_limit_headers, Decoded, EventStream, StreamDecoder, Upstream, UpstreamCall,
+    UpstreamLimits,
+};
 
 /// Hub settings. `Default` is what the server runs with.
 #[derive(Debug, Clone)]
@@ -827,27 +830,29 @@ impl Hub {
             }
         }
 
-        // One body per candidate, built on first use and shared by its retries.
-        let mut bodies: Vec<Option<Bytes>> = vec![None; cands.len()];
+        // One call per candidate, built (translated) on first use and shared by its retries.
+        let mut calls: Vec<Option<UpstreamCall>> = vec![None; cands.len()];
         let (result, ci, upstream_ms) = self
             .with_failover(&request_id, &cands, |ci| {
                 let cand = &cands[ci];
-                let body = match &bodies[ci] {
-                    Some(b) => Ok(b.clone()),
-                    None => upstream_body(&req, cand, false, false).inspect(|b| {
-                        bodies[ci] = Some(b.clone());
-                    }),
+                let call = match &calls[ci] {
+                    Some(c) => Ok(c.clone()),
+                    None => adapter_for(cand.provider.record.kind)
+                        .and_then(|a| a.build(&req, cand, false, false))
+                        .inspect(|c| calls[ci] = Some(c.clone())),
                 };
                 let (first_byte, _) = self.timeouts(cand);
+                let model = &req.model;
                 async move {
-                    let resp = self.0.upstream.send(cand, body?, first_byte).await?;
+                    let adapter = adapter_for(cand.provider.record.kind)?;
+                    let resp = self.0.upstream.send(cand, call?, first_byte).await?;
                     let rl = rate_limit_headers(resp.headers());
                     let bytes = self.0.upstream.read_body(resp, first_byte).await?;
-                    Ok((bytes, rl))
+                    Ok((adapter.completion(bytes, model)?, rl))
                 }
             })
             .await;
-        drop(bodies);
+        drop(calls);
         let cand = &cands[ci];
         rec.provider_id = Some(cand.provider.record.id);
         rec.upstream_model = Some(cand.model.upstream().to_owned());
@@ -858,7 +863,10 @@ impl Hub {
                 return Err(e);
             }
         };
-        let normalize = cand.provider.record.options.normalize.unwrap_or(false);
+        // Normalization is for OpenAI-compatible servers that bend the format; a translated
+        // answer is OpenAI-shaped by construction.
+        let normalize = cand.provider.record.options.normalize.unwrap_or(false)
+            && adapter_for(cand.provider.record.kind).is_ok_and(|a| a.relays());
         let parsed: Result<(ChatCompletion, Bytes)> = if normalize {
             serde_json::from_slice::<Value>(&bytes)
                 .map_err(|e| malformed(&e, &bytes))
@@ -1034,49 +1042,60 @@ impl Hub {
         let client_wants_usage = req.wants_stream_usage();
         let req = Arc::new(req);
 
-        let mut bodies: Vec<Option<(Bytes, bool)>> = vec![None; cands.len()];
+        let mut calls: Vec<Option<UpstreamCall>> = vec![None; cands.len()];
         let (result, ci, upstream_ms) = self
             .with_failover(&request_id, &cands, |ci| {
                 let cand = &cands[ci];
-                let built = match &bodies[ci] {
-                    Some(b) => Ok(b.clone()),
+                let call = match &calls[ci] {
+                    Some(c) => Ok(c.clone()),
                     None => {
                         let inject = !client_wants_usage
                             && cand.provider.record.options.request_usage.unwrap_or(true);
-                        upstream_body(&req, cand, true, inject).map(|b| {
-                            bodies[ci] = Some((b.clone(), inject));
-                            (b, inject)
-                        })
+                        adapter_for(cand.provider.record.kind)
+                            .and_then(|a| a.build(&req, cand, true, inject))
+                            .inspect(|c| calls[ci] = Some(c.clone()))
                     }
                 };
                 let (first_byte, _) = self.timeouts(cand);
+                let model = &req.model;
                 async move {
-                    let (body, inject) = built?;
-                    let resp = self.0.upstream.send(cand, body, first_byte).await?;
+                    let call = call?;
+                    let extra_usage = call.extra_usage_chunk;
+                    let mut decoder = adapter_for(cand.provider.record.kind)?.decoder(model);
+                    let resp = self.0.upstream.send(cand, call, first_byte).await?;
                     let rl = rate_limit_headers(resp.headers());
                     let (events, first) = self.0.upstream.open_sse(resp, first_byte).await?;
-                    if first.contains("\"error\"") {
-                        // An error payload as the first event is worth a retry or failover too.
-                        if let Err(Error::Upstream { message, body, .. }) =
-                            ChatChunk::parse(first.clone())
-                        {
-                            return Err(Error::Upstream {
-                                status: Some(502),
-                                message,
-                                body,
-                                retry_after: None,
-                            });
+                    // An error as the first event is worth a retry or failover too: nothing has
+                    // reached the caller yet.
+                    let as_retryable = |e: Error| match e {
+                        Error::Upstream { message, body, .. } => Error::Upstream {
+                            status: Some(502),
+                            message,
+                            body,
+                            retry_after: None,
+                        },
+                        other => other,
+                    };
+                    let first = decoder
+                        .decode(&first.event, first.data)
+                        .map_err(as_retryable)?;
+                    if let Decoded::Chunks(c) = &first {
+                        for text in c.iter().filter(|t| t.contains("\"error\"")) {
+                            if let Err(e @ Error::Upstream { .. }) = ChatChunk::parse(text.clone())
+                            {
+                                return Err(as_retryable(e));
+                            }
                         }
                     }
-                    Ok((events, first, rl, inject))
+                    Ok((events, decoder, first, rl, extra_usage))
                 }
             })
             .await;
-        drop(bodies);
+        drop(calls);
         let cand = cands[ci].clone();
         rec.provider_id = Some(cand.provider.record.id);
         rec.upstream_model = Some(cand.model.upstream().to_owned());
-        let (events, first, rl, injected) = match result {
+        let (events, decoder, first, rl, injected) = match result {
             Ok(v) => v,
             Err(e) => {
                 self.record_failure(rec, &e, start);
@@ -1102,14 +1121,21 @@ impl Hub {
             conversation_id: conversation_id.clone(),
             chunk_id: None,
         };
+        let (pending, upstream_done) = match first {
+            Decoded::Chunks(c) => (c.into(), false),
+            Decoded::Done => (Default::default(), true),
+        };
         let state = StreamState {
             events,
-            pending: Some(first),
+            decoder,
+            pending,
+            upstream_done,
             idle,
             acct,
             strip_usage: injected && !client_wants_usage,
             synthesize_usage: client_wants_usage,
-            normalize: cand.provider.record.options.normalize.unwrap_or(false),
+            normalize: cand.provider.record.options.normalize.unwrap_or(false)
+                && adapter_for(cand.provider.record.kind).is_ok_and(|a| a.relays()),
             finished: false,
         };
         let inner = futures_util::stream::unfold(state, |mut st| async move {
@@ -1206,54 +1232,6 @@ fn malformed(e: &serde_json::Error, body: &[u8]) -> Error {
         body: Some(String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned()),
         retry_after: None,
     }
-}
-
-/// The request as one candidate receives it, borrowed from the caller's request: nothing of the
-/// conversation is cloned to build it.
-#[derive(Serialize)]
-struct UpstreamRequest<'a> {
-    model: &'a str,
-    messages: &'a [Value],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream_options: Option<std::borrow::Cow<'a, Value>>,
-    #[serde(flatten)]
-    extra: &'a serde_json::Map<String, Value>,
-}
-
-fn upstream_body(
-    req: &ChatRequest,
-    cand: &Candidate,
-    stream: bool,
-    inject_usage: bool,
-) -> Result<Bytes> {
-    let stream_options = if !stream {
-        None
-    } else if inject_usage {
-        let mut so = match &req.stream_options {
-            Some(Value::Object(m)) => m.clone(),
-            _ => serde_json::Map::new(),
-        };
-        so.insert("include_usage".into(), Value::Bool(true));
-        Some(std::borrow::Cow::Owned(Value::Object(so)))
-    } else {
-        req.stream_options.as_ref().map(std::borrow::Cow::Borrowed)
-    };
-    let r = UpstreamRequest {
-        model: cand.model.upstream(),
-        messages: &req.messages,
-        stream: if stream {
-            Some(true)
-        } else {
-            req.stream.filter(|s| *s)
-        },
-        stream_options,
-        extra: &req.extra,
-    };
-    serde_json::to_vec(&r)
-        .map(Bytes::from)
-        .map_err(|e| Error::Internal(e.to_string()))
 }
 
 fn cost(m: &crate::records::Model, u: &Usage) -> Option<f64> {
@@ -1407,7 +1385,12 @@ struct ChunkIds {
 
 struct StreamState {
     events: EventStream,
-    pending: Option<String>,
+    /// Turns the provider's events into OpenAI chunks.
+    decoder: Box<dyn StreamDecoder>,
+    /// Decoded chunks not yet handed to the caller.
+    pending: std::collections::VecDeque<String>,
+    /// The decoder saw the end of the answer.
+    upstream_done: bool,
     idle: Duration,
     acct: Accounting,
     strip_usage: bool,
@@ -1423,15 +1406,26 @@ impl StreamState {
             return None;
         }
         loop {
-            let data = match self.pending.take() {
+            let data = match self.pending.pop_front() {
                 Some(d) => d,
+                None if self.upstream_done => return self.end(),
                 None => match tokio::time::timeout(self.idle, self.events.next()).await {
                     Err(_) => {
                         return self.fail(Error::Timeout {
                             phase: TimeoutPhase::Idle,
                         })
                     }
-                    Ok(Some(Ok(ev))) => ev.data,
+                    Ok(Some(Ok(ev))) => match self.decoder.decode(&ev.event, ev.data) {
+                        Ok(Decoded::Chunks(c)) => {
+                            self.pending.extend(c);
+                            continue;
+                        }
+                        Ok(Decoded::Done) => {
+                            self.upstream_done = true;
+                            continue;
+                        }
+                        Err(e) => return self.fail(e),
+                    },
                     Ok(Some(Err(e))) => {
                         return self.fail(Error::Transport(format!("stream broke: {e}")))
                     }
@@ -1450,9 +1444,6 @@ impl StreamState {
             let d = data.trim();
             if d.is_empty() {
                 continue;
-            }
-            if d == "[DONE]" {
-                return self.end();
             }
             let chunk = if self.normalize {
                 match serde_json::from_str::<Value>(d) {

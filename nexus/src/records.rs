@@ -9,6 +9,47 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 
+/// The wire format a provider speaks. The hub translates OpenAI chat completions to and from
+/// each; `openai` is relayed byte for byte.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI chat completions (and every compatible server): `{base}/v1/chat/completions`.
+    #[default]
+    Openai,
+    /// Anthropic's Messages API: `{base}/v1/messages`, `x-api-key`, `anthropic-version`.
+    Anthropic,
+    /// Google's Gemini API: `{base}/v1beta/models/{model}:generateContent`, `x-goog-api-key`.
+    Gemini,
+    /// Azure OpenAI: deployment URLs, `api-version`, `api-key`.
+    Azure,
+}
+
+impl ProviderKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ProviderKind; 4] = [
+        ProviderKind::Openai,
+        ProviderKind::Anthropic,
+        ProviderKind::Gemini,
+        ProviderKind::Azure,
+    ];
+
+    /// The stable name stored in the database and used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Azure => "azure",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 /// Per-provider tuning. Every field is optional; `None` means the Hub default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +80,17 @@ pub struct ProviderOptions {
     /// Default true; turn off for upstreams that reject `stream_options`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_usage: Option<bool>,
+    /// `azure`: the `api-version` query parameter; `anthropic`: the `anthropic-version` header.
+    /// Defaults: Azure `2024-10-21`, Anthropic `2023-06-01`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// `anthropic`: the `anthropic-beta` header sent with every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic_beta: Option<String>,
+    /// `azure`: use the newer `{base}/openai/v1/chat/completions` path (the model name in the
+    /// body) instead of deployment URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_v1: Option<bool>,
 }
 
 /// A provider as callers see it.
@@ -48,9 +100,13 @@ pub struct Provider {
     pub id: i64,
     /// Unique name.
     pub name: String,
+    /// The wire format it speaks.
+    #[serde(default)]
+    pub kind: ProviderKind,
     /// The URL as configured.
     pub base_url: String,
-    /// The chat completions URL derived from `base_url` by the suffix rules.
+    /// The URL the hub calls, derived from `base_url` and `kind` (`{model}` stands for the
+    /// upstream model name where the URL holds it).
     pub endpoint: String,
     /// A recognisable hint of the upstream key (`sk-...wxyz`).
     pub api_key_hint: String,
@@ -78,6 +134,9 @@ pub struct Provider {
 pub struct NewProvider {
     /// Unique name.
     pub name: String,
+    /// The wire format; `openai` when absent.
+    #[serde(default)]
+    pub kind: ProviderKind,
     /// Upstream URL; see [`chat_endpoint`].
     #[serde(alias = "server_url")]
     pub base_url: String,
@@ -105,6 +164,8 @@ pub struct NewProvider {
 pub struct ProviderPatch {
     /// New name.
     pub name: Option<String>,
+    /// New wire format.
+    pub kind: Option<ProviderKind>,
     /// New URL.
     #[serde(alias = "server_url")]
     pub base_url: Option<String>,
@@ -141,6 +202,10 @@ pub struct Model {
     pub input_price: Option<f64>,
     /// Price per million completion tokens.
     pub output_price: Option<f64>,
+    /// Completion tokens asked for when a request sets no `max_tokens` (Anthropic requires a
+    /// value; the hub's default is 4096).
+    #[serde(default)]
+    pub default_max_tokens: Option<u32>,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -171,6 +236,9 @@ pub struct NewModel {
     /// Per million completion tokens.
     #[serde(default)]
     pub output_price: Option<f64>,
+    /// See [`Model::default_max_tokens`].
+    #[serde(default)]
+    pub default_max_tokens: Option<u32>,
 }
 
 /// A partial update of a model. `Some(None)` clears a nullable field.
@@ -191,6 +259,9 @@ pub struct ModelPatch {
     /// New price, or null to clear.
     #[serde(default, deserialize_with = "double_option")]
     pub output_price: Option<Option<f64>>,
+    /// New default completion budget, or null to clear.
+    #[serde(default, deserialize_with = "double_option")]
+    pub default_max_tokens: Option<Option<u32>>,
 }
 
 /// A client ("personalized") key, as listed: the secret is never included.
@@ -350,6 +421,34 @@ pub fn chat_endpoint(base_url: &str) -> String {
         format!("{u}/v1/chat/completions")
     }
 }
+
+/// The URL a provider of `kind` is called at, as shown in the API. For kinds whose URL names the
+/// model, `{model}` stands for the upstream model name.
+pub fn endpoint_for(kind: ProviderKind, base_url: &str, o: &ProviderOptions) -> String {
+    let base = base_url.trim();
+    let root = base.trim_end_matches('/');
+    match kind {
+        ProviderKind::Openai => chat_endpoint(base),
+        ProviderKind::Anthropic => match base.strip_suffix('#') {
+            Some(v) => v.to_owned(),
+            None => format!("{root}/v1/messages"),
+        },
+        ProviderKind::Gemini => format!("{root}/v1beta/models/{{model}}:generateContent"),
+        ProviderKind::Azure if o.azure_v1.unwrap_or(false) => {
+            format!("{root}/openai/v1/chat/completions")
+        }
+        ProviderKind::Azure => format!(
+            "{root}/openai/deployments/{{model}}/chat/completions?api-version={}",
+            o.api_version.as_deref().unwrap_or(AZURE_API_VERSION)
+        ),
+    }
+}
+
+/// The Azure OpenAI `api-version` used when a provider sets none (the current GA version).
+pub const AZURE_API_VERSION: &str = "2024-10-21";
+
+/// The `anthropic-version` header sent when a provider sets none.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Checks a base URL: http(s), with a host.
 pub fn validate_base_url(u: &str) -> Result<()> {

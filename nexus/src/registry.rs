@@ -22,8 +22,8 @@ use crate::crypto::{self, MasterKey};
 use crate::error::{Error, Result};
 use crate::now_ms;
 use crate::records::{
-    chat_endpoint, validate_base_url, validate_name, ClientKey, CreatedKey, KeyPatch, Model,
-    ModelPatch, NewKey, NewModel, NewProvider, Provider, ProviderPatch,
+    validate_base_url, validate_name, ClientKey, CreatedKey, KeyPatch, Model, ModelPatch, NewKey,
+    NewModel, NewProvider, Provider, ProviderPatch,
 };
 use crate::store::{SqliteStore, Store, StoredKey, StoredProvider};
 
@@ -239,11 +239,15 @@ impl Shared {
             }
             options.headers = header_hints(&headers);
             snap.provider_index.insert(p.id, snap.providers.len());
-            let endpoint = chat_endpoint(&p.base_url);
+            let endpoint = crate::records::endpoint_for(p.kind, &p.base_url, &options);
             snap.providers.push(Arc::new(ProviderEntry {
-                endpoint_url: reqwest::Url::parse(&endpoint).ok(),
+                // Only an OpenAI endpoint is the same URL for every request.
+                endpoint_url: (p.kind == crate::records::ProviderKind::Openai)
+                    .then(|| reqwest::Url::parse(&endpoint).ok())
+                    .flatten(),
                 record: Provider {
                     id: p.id,
+                    kind: p.kind,
                     endpoint,
                     name: p.name,
                     base_url: p.base_url,
@@ -400,6 +404,7 @@ impl Registry {
         let id = self.s.store.insert_provider(&StoredProvider {
             id: 0,
             name: p.name.trim().to_owned(),
+            kind: p.kind,
             base_url: p.base_url.trim().to_owned(),
             sealed_key: sealed,
             key_hint: crypto::key_hint(&p.api_key),
@@ -470,6 +475,9 @@ impl Registry {
         if let Some(n) = patch.name {
             validate_name("name", &n)?;
             p.name = n.trim().to_owned();
+        }
+        if let Some(k) = patch.kind {
+            p.kind = k;
         }
         if let Some(u) = patch.base_url {
             validate_base_url(&u)?;

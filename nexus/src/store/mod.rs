@@ -24,6 +24,8 @@ pub struct StoredProvider {
     pub id: i64,
     /// Unique name.
     pub name: String,
+    /// The wire format.
+    pub kind: crate::records::ProviderKind,
     /// Base URL as configured.
     pub base_url: String,
     /// The sealed upstream key.

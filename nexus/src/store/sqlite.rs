@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0001_init.sql"),
     include_str!("sql/0002_sealed_headers_and_generation.sql"),
     include_str!("sql/0003_key_concurrency.sql"),
+    include_str!("sql/0004_provider_kinds.sql"),
 ];
 
 const READERS: usize = 2;
@@ -332,20 +333,28 @@ impl Store for SqliteStore {
         let c = self.w()?;
         let mut st = c.prepare(
             "SELECT id, name, server_url, server_key, key_hint, description, enabled, options,
-                    created_at, updated_at, sealed_headers FROM service_providers ORDER BY id",
+                    created_at, updated_at, sealed_headers, kind FROM service_providers ORDER BY id",
         )?;
         let providers = st
             .query_map([], |r| {
                 let opts: String = r.get(7)?;
                 // A broken options value must not silently become the defaults (no headers, no
                 // timeouts): keep the row, flag it, and let the registry fail it closed.
-                let (options, decode_error) = match decode("options", &opts) {
+                let (options, mut decode_error) = match decode("options", &opts) {
                     Ok(o) => (o, None),
                     Err(e) => (Default::default(), Some(e)),
                 };
+                let kind_name: String = r.get(11)?;
+                // An unknown kind (written by a newer build) must not be spoken as OpenAI.
+                let kind = crate::records::ProviderKind::parse(&kind_name).unwrap_or_else(|| {
+                    decode_error
+                        .get_or_insert_with(|| format!("unknown provider kind '{kind_name}'"));
+                    crate::records::ProviderKind::Openai
+                });
                 Ok(StoredProvider {
                     id: r.get(0)?,
                     name: r.get(1)?,
+                    kind,
                     base_url: r.get(2)?,
                     sealed_key: r.get(3)?,
                     key_hint: r.get(4)?,
@@ -361,7 +370,7 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut st = c.prepare(
             "SELECT m.id, m.provider_id, p.name, m.model_name, m.upstream_name, m.description,
-                    m.input_price, m.output_price, m.created_at
+                    m.input_price, m.output_price, m.created_at, m.default_max_tokens
              FROM provider_models m JOIN service_providers p ON p.id = m.provider_id ORDER BY m.id",
         )?;
         let models = st
@@ -376,6 +385,7 @@ impl Store for SqliteStore {
                     input_price: r.get(6)?,
                     output_price: r.get(7)?,
                     created_at: r.get(8)?,
+                    default_max_tokens: r.get(9)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -428,8 +438,8 @@ impl Store for SqliteStore {
         let c = self.w()?;
         c.execute(
             "INSERT INTO service_providers (name, server_url, server_key, key_hint, description,
-                 enabled, options, created_at, updated_at, sealed_headers)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 enabled, options, created_at, updated_at, sealed_headers, kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 p.name,
                 p.base_url,
@@ -440,7 +450,8 @@ impl Store for SqliteStore {
                 to_json(&p.options)?,
                 p.created_at,
                 p.updated_at,
-                p.sealed_headers
+                p.sealed_headers,
+                p.kind.as_str()
             ],
         )?;
         Ok(c.last_insert_rowid())
@@ -450,7 +461,7 @@ impl Store for SqliteStore {
         let n = self.w()?.execute(
             "UPDATE service_providers SET name = ?2, server_url = ?3, server_key = ?4,
                  key_hint = ?5, description = ?6, enabled = ?7, options = ?8, updated_at = ?9,
-                 sealed_headers = ?10
+                 sealed_headers = ?10, kind = ?11
              WHERE id = ?1",
             params![
                 p.id,
@@ -462,7 +473,8 @@ impl Store for SqliteStore {
                 p.enabled,
                 to_json(&p.options)?,
                 p.updated_at,
-                p.sealed_headers
+                p.sealed_headers,
+                p.kind.as_str()
             ],
         )?;
         Ok(n > 0)
@@ -547,7 +559,8 @@ impl Store for SqliteStore {
         let c = self.w()?;
         c.execute(
             "INSERT INTO provider_models (provider_id, model_name, upstream_name, description,
-                 input_price, output_price, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 input_price, output_price, created_at, default_max_tokens)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 provider_id,
                 m.name,
@@ -555,7 +568,8 @@ impl Store for SqliteStore {
                 m.description,
                 m.input_price,
                 m.output_price,
-                now
+                now,
+                m.default_max_tokens
             ],
         )?;
         Ok(c.last_insert_rowid())
@@ -600,6 +614,12 @@ impl Store for SqliteStore {
         if let Some(v) = &p.output_price {
             tx.execute(
                 "UPDATE provider_models SET output_price = ?2 WHERE id = ?1",
+                params![id, v],
+            )?;
+        }
+        if let Some(v) = &p.default_max_tokens {
+            tx.execute(
+                "UPDATE provider_models SET default_max_tokens = ?2 WHERE id = ?1",
                 params![id, v],
             )?;
         }

@@ -18,6 +18,10 @@ use serde_json::Value;
 use crate::error::{Error, Result, TimeoutPhase};
 use crate::registry::Candidate;
 
+pub(crate) mod adapter;
+
+pub(crate) use adapter::{adapter_for, Decoded, StreamDecoder, UpstreamCall};
+
 /// Bounds on what one upstream answer may make the hub hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -88,18 +92,21 @@ impl Upstream {
     pub(crate) async fn send(
         &self,
         cand: &Candidate,
-        body: Bytes,
+        call: UpstreamCall,
         first_byte: Duration,
     ) -> Result<reqwest::Response> {
         let p = &cand.provider;
-        let rb = match &p.endpoint_url {
-            Some(url) => self.http.post(url.clone()),
-            None => self.http.post(&p.record.endpoint),
+        let rb = match (&call.url, &p.endpoint_url) {
+            (Some(url), _) => self.http.post(url.as_str()),
+            (None, Some(url)) => self.http.post(url.clone()),
+            (None, None) => self.http.post(&p.record.endpoint),
         };
         let mut rb = rb
-            .bearer_auth(p.api_key.expose())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
+            .body(call.body);
+        for (k, v) in call.headers {
+            rb = rb.header(k, v);
+        }
         // The unsealed values: `record.options.headers` holds only their hints.
         for (k, v) in &p.headers {
             rb = rb.header(k.as_str(), v.expose());
@@ -188,7 +195,7 @@ impl Upstream {
         &self,
         resp: reqwest::Response,
         first_byte: Duration,
-    ) -> Result<(EventStream, String)> {
+    ) -> Result<(EventStream, eventsource_stream::Event)> {
         let ct = resp
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -237,7 +244,7 @@ impl Upstream {
                 ))
             }
             Ok(Some(Err(e))) => return Err(Error::Transport(format!("stream broke: {e}"))),
-            Ok(Some(Ok(ev))) => ev.data,
+            Ok(Some(Ok(ev))) => ev,
         };
         Ok((events, first))
     }
