@@ -23,6 +23,10 @@
 //! | `notchat` | answer a non-stream request with a JSON object that is not a completion |
 //! | `bigeventN` | stream one event of N KiB |
 //!
+//! Every provider kind is served on the same port: OpenAI at `/v1/chat/completions`, Azure at
+//! `/openai/deployments/{deployment}/chat/completions` and `/openai/v1/chat/completions`
+//! (`azure.rs`), each checking its own credential header.
+//!
 //! A request's `n` (> 1) is honoured: that many choices, streamed interleaved. Error bodies echo
 //! a fake credential and an internal address, as some relays do, so tests can check that tenants
 //! never see them.
@@ -42,6 +46,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod azure;
 
 #[derive(Default)]
 struct MockState {
@@ -143,6 +149,11 @@ fn router(state: Arc<MockState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(azure::deployment_chat),
+        )
+        .route("/openai/v1/chat/completions", post(azure::v1_chat))
         .route("/mock/stats", get(stats))
         .route("/mock/secret", get(secret).post(secret))
         .with_state(state)
