@@ -45,6 +45,9 @@ fn record(i: u64, ts_ms: i64) -> UsageRecord {
         stream: i.is_multiple_of(2),
         source: RequestSource::Api,
         cost: Some(0.0001 * (i % 10) as f64),
+        cached_tokens: 0,
+        cache_write_tokens: 0,
+        reasoning_tokens: 0,
     }
 }
 

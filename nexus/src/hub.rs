@@ -523,6 +523,9 @@ impl Hub {
             stream,
             source,
             cost: None,
+            cached_tokens: 0,
+            cache_write_tokens: 0,
+            reasoning_tokens: 0,
         }
     }
 
@@ -805,9 +808,7 @@ impl Hub {
                 if cands.iter().any(|c| c.provider.record.id == pid) {
                     let usage = completion.usage.clone().unwrap_or_default();
                     rec.provider_id = Some(pid);
-                    rec.prompt_tokens = usage.prompt_tokens;
-                    rec.completion_tokens = usage.completion_tokens;
-                    rec.usage_source = UsageSource::Cache;
+                    set_usage(&mut rec, &usage, UsageSource::Cache);
                     rec.cost = Some(0.0);
                     rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
                     self.0.stats.record(rec);
@@ -936,9 +937,7 @@ impl Hub {
                 )
             }
         };
-        rec.prompt_tokens = usage.prompt_tokens;
-        rec.completion_tokens = usage.completion_tokens;
-        rec.usage_source = source;
+        set_usage(&mut rec, &usage, source);
         rec.cost = cost(&cand.model, &usage);
         rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
         reservation.settle(usage.prompt_tokens + usage.completion_tokens);
@@ -1234,6 +1233,24 @@ fn malformed(e: &serde_json::Error, body: &[u8]) -> Error {
     }
 }
 
+/// Copies a usage object into the row: the counts and, from OpenAI's detail objects, the cached,
+/// cache-written and reasoning parts (as every adapter reports them).
+fn set_usage(rec: &mut UsageRecord, u: &Usage, source: UsageSource) {
+    let detail = |obj: &str, field: &str| {
+        u.extra
+            .get(obj)
+            .and_then(|d| d.get(field))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    rec.prompt_tokens = u.prompt_tokens;
+    rec.completion_tokens = u.completion_tokens;
+    rec.usage_source = source;
+    rec.cached_tokens = detail("prompt_tokens_details", "cached_tokens");
+    rec.cache_write_tokens = detail("prompt_tokens_details", "cache_write_tokens");
+    rec.reasoning_tokens = detail("completion_tokens_details", "reasoning_tokens");
+}
+
 fn cost(m: &crate::records::Model, u: &Usage) -> Option<f64> {
     if m.input_price.is_none() && m.output_price.is_none() {
         return None;
@@ -1326,9 +1343,7 @@ impl Accounting {
             return;
         };
         let (usage, source) = self.usage();
-        rec.prompt_tokens = usage.prompt_tokens;
-        rec.completion_tokens = usage.completion_tokens;
-        rec.usage_source = source;
+        set_usage(&mut rec, &usage, source);
         rec.latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
         rec.ttft_ms = self.ttft;
         rec.cost = cost(&self.cand.model, &usage);

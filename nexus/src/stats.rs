@@ -103,6 +103,15 @@ pub struct UsageRecord {
     pub source: RequestSource,
     /// Cost from the model's configured prices.
     pub cost: Option<f64>,
+    /// Of `prompt_tokens`, those read from the provider's prompt cache.
+    #[serde(default)]
+    pub cached_tokens: u64,
+    /// Of `prompt_tokens`, those written to the provider's prompt cache.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+    /// Of `completion_tokens`, those spent on reasoning.
+    #[serde(default)]
+    pub reasoning_tokens: u64,
 }
 
 /// A message kept for the conversation view.

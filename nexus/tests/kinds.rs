@@ -287,3 +287,29 @@ async fn fails_over_from_every_kind_to_another() {
         assert_eq!(r.completion.content(), Some("still here"), "{}", row.label);
     }
 }
+
+#[tokio::test]
+async fn cached_and_reasoning_tokens_reach_the_usage_row() {
+    let s = setup(&rows()[0], &[("m", "cached")]).await;
+    let r = s
+        .env
+        .hub
+        .chat(
+            Caller::Key(s.key.clone()),
+            req("m", "x", false, false),
+            ctx(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.usage.extra["prompt_tokens_details"]["cached_tokens"], 4);
+    s.env.hub.flush().unwrap();
+    let c = rusqlite::Connection::open(&s.env.db).unwrap();
+    let got: (i64, i64, i64) = c
+        .query_row(
+            "SELECT cached_tokens, cache_write_tokens, reasoning_tokens FROM usage",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(got, (4, 0, 2));
+}

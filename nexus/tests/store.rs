@@ -1018,6 +1018,9 @@ fn usage_row(i: usize) -> UsageRecord {
         stream: false,
         source: RequestSource::Library,
         cost: None,
+        cached_tokens: 0,
+        cache_write_tokens: 0,
+        reasoning_tokens: 0,
     }
 }
 

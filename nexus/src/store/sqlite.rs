@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0002_sealed_headers_and_generation.sql"),
     include_str!("sql/0003_key_concurrency.sql"),
     include_str!("sql/0004_provider_kinds.sql"),
+    include_str!("sql/0005_usage_token_details.sql"),
 ];
 
 const READERS: usize = 2;
@@ -704,8 +705,10 @@ impl Store for SqliteStore {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO usage (ts_ms, request_id, conversation_id, key_id, provider_id, model,
                      upstream_model, prompt_tokens, completion_tokens, usage_source, status,
-                     error_kind, latency_ms, ttft_ms, stream, source, cost)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                     error_kind, latency_ms, ttft_ms, stream, source, cost, cached_tokens,
+                     cache_write_tokens, reasoning_tokens)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                     ?18, ?19, ?20)",
             )?;
             let mut roll = tx.prepare_cached(
                 "INSERT INTO usage_hourly (bucket, provider_id, model, key_id, requests, errors,
@@ -754,7 +757,10 @@ impl Store for SqliteStore {
                     u.ttft_ms,
                     u.stream,
                     u.source.as_str(),
-                    u.cost
+                    u.cost,
+                    u.cached_tokens as i64,
+                    u.cache_write_tokens as i64,
+                    u.reasoning_tokens as i64
                 ])?;
                 let key = (
                     u.ts_ms.div_euclid(3_600_000),

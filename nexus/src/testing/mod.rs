@@ -20,6 +20,7 @@
 //! | `json` | answer a stream request with a JSON body (not SSE) |
 //! | `redirectN` | answer HTTP N (301, 302, 303, 307, 308) to `/mock/secret` on the same mock |
 //! | `reasoning` | send `reasoning_content` before the answer (streamed and not) |
+//! | `cached` | usage details: 4 prompt tokens from the cache, 2 reasoning tokens |
 //! | `notchat` | answer a non-stream request with a JSON object that is not a completion |
 //! | `bigeventN` | stream one event of N KiB |
 //!
@@ -190,6 +191,7 @@ struct Plan {
     mid_error: bool,
     json: bool,
     redirect: Option<u16>,
+    cached: bool,
     reasoning: bool,
     not_chat: bool,
     big_event_kib: Option<usize>,
@@ -223,6 +225,7 @@ fn plan(model: &str) -> Plan {
                 "malformed" => p.malformed = true,
                 "miderror" => p.mid_error = true,
                 "json" => p.json = true,
+                "cached" => p.cached = true,
                 "reasoning" => p.reasoning = true,
                 "notchat" => p.not_chat = true,
                 _ => {}
@@ -328,6 +331,11 @@ async fn chat(
     let completion_tokens = pieces.len() as u64;
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                        "total_tokens": prompt_tokens + completion_tokens});
+    let mut usage = usage;
+    if p.cached {
+        usage["prompt_tokens_details"] = json!({"cached_tokens": 4});
+        usage["completion_tokens_details"] = json!({"reasoning_tokens": 2});
+    }
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let n = req
         .get("n")
