@@ -210,6 +210,10 @@ test("admin UI end to end", { timeout: 240000 }, async (t) => {
     await page.click('[data-testid="add-provider"]');
     const m = page.locator('[data-testid="provider-modal"]');
     await m.waitFor();
+    assert.equal(await m.locator('[data-testid="provider-kind"]').inputValue(), "openai", "new providers default to OpenAI-compatible");
+    await m.locator('[data-testid="provider-kind"]').selectOption("anthropic");
+    assert.match(await m.locator('input[name="base_url"]').getAttribute("placeholder"), /anthropic/);
+    await m.locator('[data-testid="provider-kind"]').selectOption("openai");
     await m.locator('input[name="name"]').fill("mock");
     await m.locator('input[name="base_url"]').fill(MOCK_URL);
     await m.locator('input[name="api_key"]').fill(UPSTREAM_SECRET);
@@ -220,6 +224,7 @@ test("admin UI end to end", { timeout: 240000 }, async (t) => {
     await page.waitForSelector(".modal-backdrop", { state: "detached" });
     const list = await admin(BASE, "GET", "/api/providers");
     assert.equal(list.length, 1);
+    assert.equal(list[0].kind, "openai");
     providerId = list[0].id;
     const row = page.locator('tr[data-name="mock"]');
     assert.equal(await row.getAttribute("data-id"), String(providerId), "rows carry the real DB id");

@@ -10,10 +10,23 @@ import {
   h, icon, clear, card, table, button, iconButton, modal, field, input, switchInput, optNumber, toast, emptyState, badge, fmtDate, fmtMs, fmtNum, spinner,
 } from "../dom.js";
 
+// The wire formats a provider can speak, with the base URL each expects and what the hub calls.
+const KINDS = [
+  { value: "openai", label: "OpenAI-compatible", placeholder: "https://api.openai.com", hint: "Calls …/v1/chat/completions (a URL ending in / gets chat/completions, one ending in # is used as is)." },
+  { value: "anthropic", label: "Anthropic (Messages API)", placeholder: "https://api.anthropic.com", hint: "Calls …/v1/messages with x-api-key and anthropic-version; requests are translated." },
+  { value: "gemini", label: "Google Gemini", placeholder: "https://generativelanguage.googleapis.com", hint: "Calls …/v1beta/models/{model}:generateContent with x-goog-api-key; requests are translated." },
+  { value: "azure", label: "Azure OpenAI", placeholder: "https://NAME.openai.azure.com", hint: "Calls …/openai/deployments/{deployment}/chat/completions?api-version=… with api-key; a model's upstream name is its deployment." },
+];
+
 function providerForm(p) {
   const editing = Boolean(p);
   const o = (p && p.options) || {};
+  const kind = (p && p.kind) || "openai";
   const f = {
+    kind: h("select", { name: "kind", "data-testid": "provider-kind" }, KINDS.map((k) => h("option", { value: k.value, selected: k.value === kind, text: k.label }))),
+    api_version: input({ name: "api_version", value: o.api_version ?? "", placeholder: "default", autocomplete: "off" }),
+    anthropic_beta: input({ name: "anthropic_beta", value: o.anthropic_beta ?? "", placeholder: "none", autocomplete: "off" }),
+    azure_v1: h("select", { name: "azure_v1" }, triOptions(o.azure_v1)),
     name: input({ name: "name", value: p ? p.name : "", placeholder: "openai", required: true, autocomplete: "off" }),
     base_url: input({ name: "base_url", type: "url", value: p ? p.base_url : "", placeholder: "https://api.openai.com", required: true, autocomplete: "off" }),
     api_key: input({
@@ -39,7 +52,8 @@ function providerForm(p) {
     "form",
     { class: "form-grid", novalidate: true, autocomplete: "off" },
     field("Name", f.name, { required: true }),
-    field("Base URL", f.base_url, { required: true, hint: "The chat endpoint is derived from it (…/v1/chat/completions)." }),
+    field("Kind", f.kind),
+    field("Base URL", f.base_url, { required: true, wide: true, hint: " " }),
     field("Upstream API key", h("span", { class: "input-wrap" }, f.api_key, revealButton(f.api_key)), { hint: keyHint, wide: true }),
     field("Description", f.description, { wide: true }),
     h("div", { class: "span-2" }, f.enabled),
@@ -56,6 +70,9 @@ function providerForm(p) {
         field("Routing weight", f.weight),
         field("Normalize responses", f.normalize),
         field("Ask upstream for usage", f.request_usage),
+        field("API version", f.api_version, { hint: "Azure api-version (2024-10-21) or anthropic-version (2023-06-01)." }),
+        field("anthropic-beta header", f.anthropic_beta, { hint: "Anthropic only." }),
+        field("Azure /openai/v1 path", f.azure_v1, { hint: "Azure only: the newer path that takes the model in the body." }),
         field("Extra headers (JSON object)", f.headers, {
           wide: true,
           hint: editing
@@ -66,6 +83,15 @@ function providerForm(p) {
     ),
     h("div", { class: "span-2" }, err),
   );
+  // The base URL's placeholder and hint follow the kind.
+  const syncKind = () => {
+    const k = KINDS.find((x) => x.value === f.kind.value) || KINDS[0];
+    f.base_url.placeholder = k.placeholder;
+    const hint = f.base_url.closest(".field")?.querySelector(".field-hint");
+    if (hint) hint.textContent = k.hint;
+  };
+  f.kind.addEventListener("change", syncKind);
+  syncKind();
   return { f, err, body };
 }
 
@@ -116,10 +142,14 @@ function readForm(f, editing) {
     weight: optNumber(f.weight, "Weight"),
     normalize: tri(f.normalize),
     request_usage: tri(f.request_usage),
+    api_version: f.api_version.value.trim() || null,
+    anthropic_beta: f.anthropic_beta.value.trim() || null,
+    azure_v1: tri(f.azure_v1),
   };
   for (const k of Object.keys(options)) if (options[k] === null) delete options[k];
   const body = {
     name,
+    kind: f.kind.value,
     base_url: base,
     description: f.description.value.trim(),
     enabled: f.enabled.querySelector("input").checked,
@@ -218,7 +248,7 @@ export default {
           "tr",
           { "data-id": p.id, "data-name": p.name },
           h("td", { class: "id", text: `#${p.id}` }),
-          h("td", {}, h("div", { class: "cell-main", text: p.name }), p.description ? h("div", { class: "cell-sub", text: p.description, title: p.description }) : null),
+          h("td", {}, h("div", { class: "cell-main", text: p.name }), h("div", { class: "cell-sub" }, badge(p.kind || "openai")), p.description ? h("div", { class: "cell-sub", text: p.description, title: p.description }) : null),
           h("td", { class: "hide-sm ellipsis" }, h("div", { class: "mono small", text: p.base_url, title: p.base_url }), h("div", { class: "cell-sub mono", text: p.endpoint, title: p.endpoint })),
           h("td", {}, p.api_key_hint ? h("span", { class: "mono-pill", "data-testid": "key-hint", text: p.api_key_hint }) : h("span", { class: "muted small", text: "none" })),
           h("td", { class: "num" }, h("a", { href: `#/models?provider=${p.id}`, title: "Show models", text: fmtNum(p.model_count) })),
