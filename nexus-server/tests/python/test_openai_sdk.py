@@ -29,6 +29,10 @@ SERVER_BIN = os.environ.get("NEXUS_SERVER_BIN", str(TARGET / "nexus-server"))
 MOCK_BIN = os.environ.get("NEXUS_MOCK_BIN", str(TARGET / "nexus-mock-upstream"))
 ADMIN = "py-admin-token-0123456789abcdef"
 MODELS = ["gpt-4o", "m-x-chunks10", "m-x-miderror", "b-x-fail500", "m-x-nousage", "r-x-redirect302"]
+# Every provider kind the hub speaks, each on its own provider backed by the same mock (which
+# serves every kind's wire format): (kind, provider options).
+KINDS = [("azure", {}), ("azure", {"azure_v1": True})]
+KIND_MODELS = [f"{kind}{i}-x-{word}" for i, (kind, _) in enumerate(KINDS) for word in ("echo", "fail503", "miderror")]
 
 
 class Stack:
@@ -122,6 +126,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         good = post("/api/providers", {"name": "mock", "base_url": mock_url, "api_key": "sk-upstream-0123456789"})
         for m in MODELS:
             post(f"/api/providers/{good['id']}/models", {"name": m})
+        for i, (kind, options) in enumerate(KINDS):
+            p = post("/api/providers", {"name": f"{kind}{i}", "kind": kind, "base_url": mock_url,
+                                        "api_key": f"sk-{kind}-upstream-0123456789", "options": options})
+            assert p["kind"] == kind
+            for m in KIND_MODELS:
+                if m.startswith(f"{kind}{i}-"):
+                    post(f"/api/providers/{p['id']}/models", {"name": m})
         key = post("/api/keys", {"name": "sdk"})["key"]
         limited = post("/api/keys", {"name": "limited", "rpm": 1})["key"]
         scoped = post("/api/keys", {"name": "scoped", "models": ["gpt-4o"]})["key"]
@@ -135,7 +146,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def test_models_list(stack: Stack) -> None:
     models = stack.client().models.list()
     ids = sorted(m.id for m in models)
-    assert ids == sorted(MODELS)
+    assert ids == sorted(MODELS + KIND_MODELS)
     assert all(m.object == "model" for m in models.data)
     # Filtered to the key's scope.
     assert [m.id for m in stack.client(stack.scoped_key).models.list()] == ["gpt-4o"]
@@ -344,10 +355,39 @@ def test_async_client(stack: Stack) -> None:
             )
             assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 10
             models = await client.models.list()
-            assert len(models.data) == len(MODELS)
+            assert len(models.data) == len(MODELS) + len(KIND_MODELS)
             with pytest.raises(openai.NotFoundError):
                 await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
         finally:
             await client.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("index", range(len(KINDS)), ids=[f"{k}{i}" for i, (k, _) in enumerate(KINDS)])
+def test_every_provider_kind(stack: Stack, index: int) -> None:
+    kind = f"{KINDS[index][0]}{index}"
+    client = stack.client()
+    resp = client.chat.completions.create(model=f"{kind}-x-echo", messages=[{"role": "user", "content": "hello kind"}])
+    assert resp.choices[0].message.content == "hello kind"
+    assert resp.usage is not None and resp.usage.total_tokens > 0
+    stream = client.chat.completions.create(
+        model=f"{kind}-x-echo",
+        messages=[{"role": "user", "content": "one two three"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "one two three"
+    assert [c for c in chunks if c.usage] == [chunks[-1]]
+    with pytest.raises(openai.InternalServerError) as e:
+        client.chat.completions.create(model=f"{kind}-x-fail503", messages=[{"role": "user", "content": "x"}])
+    assert e.value.status_code == 502
+    got = []
+    with pytest.raises(openai.APIError):
+        for c in client.chat.completions.create(
+            model=f"{kind}-x-miderror", messages=[{"role": "user", "content": "a b c"}], stream=True
+        ):
+            if c.choices:
+                got.append(c.choices[0].delta.content or "")
+    assert "".join(got).startswith("a")
