@@ -92,8 +92,7 @@ impl From<ErrorKind> for NexusResult {
             ErrorKind::Unavailable => NexusResult::NexusUnavailable,
             ErrorKind::Storage => NexusResult::NexusStorage,
             ErrorKind::Config => NexusResult::NexusConfig,
-            // `ErrorKind` may grow; a kind this build does not know is reported as internal.
-            _ => NexusResult::NexusInternal,
+            ErrorKind::Internal => NexusResult::NexusInternal,
         }
     }
 }

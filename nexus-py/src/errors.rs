@@ -32,10 +32,6 @@ macro_rules! error_classes {
         fn new_err(kind: ErrorKind, args: Args) -> PyErr {
             match kind {
                 $(ErrorKind::$kind => PyErr::new::<$class, _>(args),)*
-                // `ErrorKind` is non-exhaustive across crates. A kind added to the core lands
-                // here until it gets its own class; `error_classes()` then maps two kinds to
-                // InternalServerError, which the Python tests reject.
-                _ => PyErr::new::<InternalServerError, _>(args),
             }
         }
 
@@ -43,7 +39,13 @@ macro_rules! error_classes {
         fn class_of(py: Python<'_>, kind: ErrorKind) -> Bound<'_, PyType> {
             match kind {
                 $(ErrorKind::$kind => $class::type_object(py),)*
-                _ => InternalServerError::type_object(py),
+            }
+        }
+
+        /// The class name this table gives `kind`, checked against the core's taxonomy.
+        fn class_name(kind: ErrorKind) -> &'static str {
+            match kind {
+                $(ErrorKind::$kind => stringify!($class),)*
             }
         }
     };
@@ -114,6 +116,15 @@ pub(crate) fn error_classes(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::P
     py.import("nexus.errors")?;
     let d = pyo3::types::PyDict::new(py);
     for kind in ErrorKind::ALL {
+        // The core names each kind's Python class; this binding's table must agree with it.
+        if class_name(kind) != kind.python_class() {
+            return Err(pyo3::exceptions::PyImportError::new_err(format!(
+                "nexus: error kind {} maps to {} here but {} in the core",
+                kind.as_str(),
+                class_name(kind),
+                kind.python_class()
+            )));
+        }
         d.set_item(kind.as_str(), class_of(py, kind))?;
     }
     Ok(d)

@@ -10,8 +10,11 @@ use std::time::Duration;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The stable classification of an [`Error`]. Its numeric values are never reused.
+///
+/// It is exhaustive on purpose: every rendering (HTTP status and OpenAI body, C result code,
+/// Python class) is a `match` without a wildcard, so a new kind fails to compile until each
+/// binding renders it, and `tests/error_renderings.rs` pins all of them in one snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum ErrorKind {
     /// The request is malformed or a field is invalid (HTTP 400).
     InvalidRequest,
@@ -92,6 +95,47 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout_error",
             ErrorKind::Upstream | ErrorKind::Transport | ErrorKind::Unavailable => "upstream_error",
             ErrorKind::Storage | ErrorKind::Config | ErrorKind::Internal => "server_error",
+        }
+    }
+
+    /// The C API's result code (`NexusResult` in `nexus.h`): fixed numbers, never reused.
+    pub fn c_code(self) -> i32 {
+        match self {
+            ErrorKind::InvalidRequest => 100,
+            ErrorKind::PayloadTooLarge => 101,
+            ErrorKind::Authentication => 102,
+            ErrorKind::PermissionDenied => 103,
+            ErrorKind::NotFound => 104,
+            ErrorKind::Conflict => 105,
+            ErrorKind::RateLimited => 106,
+            ErrorKind::Timeout => 107,
+            ErrorKind::Upstream => 108,
+            ErrorKind::Transport => 109,
+            ErrorKind::Unavailable => 110,
+            ErrorKind::Storage => 111,
+            ErrorKind::Config => 112,
+            ErrorKind::Internal => 113,
+        }
+    }
+
+    /// The Python exception class (`nexus.errors`), named after the `openai` SDK's classes
+    /// where one fits.
+    pub fn python_class(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "BadRequestError",
+            ErrorKind::PayloadTooLarge => "PayloadTooLargeError",
+            ErrorKind::Authentication => "AuthenticationError",
+            ErrorKind::PermissionDenied => "PermissionDeniedError",
+            ErrorKind::NotFound => "NotFoundError",
+            ErrorKind::Conflict => "ConflictError",
+            ErrorKind::RateLimited => "RateLimitError",
+            ErrorKind::Timeout => "APITimeoutError",
+            ErrorKind::Upstream => "APIStatusError",
+            ErrorKind::Transport => "APIConnectionError",
+            ErrorKind::Unavailable => "ServiceUnavailableError",
+            ErrorKind::Storage => "StorageError",
+            ErrorKind::Config => "ConfigError",
+            ErrorKind::Internal => "InternalServerError",
         }
     }
 
