@@ -215,7 +215,7 @@ pub fn key_hint(key: &str) -> String {
 /// writer then dirties a few pages per batch instead of one per row.
 pub fn random_id() -> String {
     let mut raw = [0u8; 16];
-    let t = (crate::now_ms().max(0) as u64).to_be_bytes();
+    let t = (crate::time::now_ms().max(0) as u64).to_be_bytes();
     raw[..6].copy_from_slice(&t[2..]);
     if getrandom::fill(&mut raw[6..]).is_err() {
         // Ids need uniqueness, not secrecy: fall back to a counter.

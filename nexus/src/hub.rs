@@ -16,7 +16,6 @@ use serde_json::Value;
 use crate::admission::{Admission, Admitted, TokenReservation};
 use crate::crypto::{self, MasterKey};
 use crate::error::{Error, Result, TimeoutPhase};
-use crate::now_ms;
 use crate::openai::{self, ChatChunk, ChatCompletion, ChatRequest, RequestLimits, Usage};
 use crate::records::{ClientKey, NewSession, Session, SessionMessage};
 use crate::registry::{Candidate, Registry};
@@ -26,6 +25,7 @@ use crate::stats::{
     TimeseriesQuery, UsageRecord, UsageSource,
 };
 use crate::store::{GroupKey, SqliteStore, Store};
+use crate::time::now_ms;
 use crate::tokens::{Encoding, TokenCount, TokenEstimator};
 use crate::upstream::{
     adapter_for, rate_limit_headers, Decoded, EventStream, StreamDecoder, Upstream, UpstreamCall,

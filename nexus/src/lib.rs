@@ -38,8 +38,10 @@ pub mod stats;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod time;
 pub mod tokens;
 pub mod upstream;
+pub mod usage;
 
 pub use admission::Admitted;
 pub use error::{Error, ErrorKind, Result};
@@ -48,10 +50,4 @@ pub use hub::{Caller, ChatResponse, ChatStream, Hub, HubOptions, RequestContext,
 /// The crate version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use time::now_ms;

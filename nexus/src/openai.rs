@@ -650,7 +650,7 @@ fn fill_envelope(v: &mut Value, model: &str, object: &str) {
         .or_insert_with(|| format!("chatcmpl-{}", crate::crypto::random_id()).into());
     o.entry("object").or_insert_with(|| object.into());
     o.entry("created")
-        .or_insert_with(|| (crate::now_ms() / 1000).into());
+        .or_insert_with(|| (crate::time::now_ms() / 1000).into());
     o.entry("model").or_insert_with(|| model.into());
 }
 

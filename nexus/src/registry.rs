@@ -20,12 +20,12 @@ use subtle::ConstantTimeEq;
 
 use crate::crypto::{self, MasterKey};
 use crate::error::{Error, Result};
-use crate::now_ms;
 use crate::records::{
     validate_base_url, validate_name, ClientKey, CreatedKey, KeyPatch, Model, ModelPatch, NewKey,
     NewModel, NewProvider, Provider, ProviderPatch,
 };
 use crate::store::{SqliteStore, Store, StoredKey, StoredProvider};
+use crate::time::now_ms;
 
 /// How often the registry checks whether another process changed the database.
 pub const RELOAD_INTERVAL: Duration = Duration::from_millis(500);

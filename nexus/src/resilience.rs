@@ -211,7 +211,7 @@ fn retry_after_minute(now: i64) -> Option<Duration> {
 
 impl RateLimiter {
     fn window<T>(&self, key_id: i64, f: impl FnOnce(&mut Window, f64, i64) -> T) -> Result<T> {
-        let now = crate::now_ms();
+        let now = crate::time::now_ms();
         let frac = (now.rem_euclid(60_000)) as f64 / 60_000.0;
         let mut m = self
             .map

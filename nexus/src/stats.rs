@@ -1,5 +1,5 @@
-//! Usage statistics: the record written once per request, the background writer that batches
-//! records into the store off the request path, and the query shapes of the dashboard.
+//! The usage statistics writer: the background thread that batches
+//! usage records into the store off the request path. The record types are in [`crate::usage`].
 //!
 //! The writer is one OS thread fed through a mutex-guarded buffer. It commits a batch when it holds
 //! [`StatsConfig::batch_size`] records or when [`StatsConfig::flush_interval`] has passed since the
@@ -12,7 +12,6 @@
 //! [`StatsWriter::health`] (and so the hub's readiness) red until a commit succeeds again. The
 //! same thread prunes conversation messages older than [`StatsConfig::message_retention_days`].
 
-use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -20,246 +19,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::store::Store;
 
-/// Where the token counts of a record came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UsageSource {
-    /// The upstream's `usage` object.
-    Upstream,
-    /// Counted by the token estimator.
-    Estimate,
-    /// Served from the response cache: the cached answer's usage, at no cost.
-    Cache,
-}
-
-impl UsageSource {
-    /// Stable name stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UsageSource::Upstream => "upstream",
-            UsageSource::Estimate => "estimate",
-            UsageSource::Cache => "cache",
-        }
-    }
-}
-
-/// Which front end made the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RequestSource {
-    /// The OpenAI-compatible HTTP API.
-    Api,
-    /// The WebSocket chat tester.
-    Ws,
-    /// The library, from Rust, C or Python.
-    Library,
-}
-
-impl RequestSource {
-    /// Stable name stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestSource::Api => "api",
-            RequestSource::Ws => "ws",
-            RequestSource::Library => "library",
-        }
-    }
-}
-
-/// One request's usage. Written exactly once per request, whatever its outcome.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UsageRecord {
-    /// Unix milliseconds at the start of the request.
-    pub ts_ms: i64,
-    /// Request id.
-    pub request_id: String,
-    /// Conversation the request belongs to.
-    pub conversation_id: Option<String>,
-    /// Client key id (None for admin and library callers).
-    pub key_id: Option<i64>,
-    /// Provider finally used (None when routing failed).
-    pub provider_id: Option<i64>,
-    /// Model name the client asked for.
-    pub model: String,
-    /// Model name sent upstream.
-    pub upstream_model: Option<String>,
-    /// Prompt tokens.
-    pub prompt_tokens: u64,
-    /// Completion tokens.
-    pub completion_tokens: u64,
-    /// Where the counts came from.
-    pub usage_source: UsageSource,
-    /// HTTP status of the outcome (200 on success; 499 when the client went away).
-    pub status: u16,
-    /// Error kind name when the request failed.
-    pub error_kind: Option<String>,
-    /// Total time in milliseconds.
-    pub latency_ms: f64,
-    /// Time to first token (streams) in milliseconds.
-    pub ttft_ms: Option<f64>,
-    /// Streamed or not.
-    pub stream: bool,
-    /// Front end.
-    pub source: RequestSource,
-    /// Cost from the model's configured prices.
-    pub cost: Option<f64>,
-    /// Of `prompt_tokens`, those read from the provider's prompt cache.
-    #[serde(default)]
-    pub cached_tokens: u64,
-    /// Of `prompt_tokens`, those written to the provider's prompt cache.
-    #[serde(default)]
-    pub cache_write_tokens: u64,
-    /// Of `completion_tokens`, those spent on reasoning.
-    #[serde(default)]
-    pub reasoning_tokens: u64,
-}
-
-/// A message kept for the conversation view.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MessageRecord {
-    /// Unix milliseconds.
-    pub ts_ms: i64,
-    /// Conversation id.
-    pub conversation_id: String,
-    /// Provider.
-    pub provider_id: Option<i64>,
-    /// Model.
-    pub model: String,
-    /// `user` or `assistant`.
-    pub role: String,
-    /// Text.
-    pub content: String,
-    /// Tokens of this message.
-    pub tokens: u64,
-}
-
-/// Totals for the dashboard; includes the original `/stats/total` keys.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    /// Providers configured.
-    pub providers: u64,
-    /// Models configured.
-    pub models: u64,
-    /// Client keys configured.
-    pub keys: u64,
-    /// Distinct conversations.
-    pub conversations: u64,
-    /// Successful request/response rounds.
-    pub rounds: u64,
-    /// All requests.
-    pub requests: u64,
-    /// Failed requests.
-    pub errors: u64,
-    /// Prompt tokens.
-    pub prompt_tokens: u64,
-    /// Completion tokens.
-    pub completion_tokens: u64,
-    /// Sum of both.
-    pub total_tokens: u64,
-    /// Total cost from configured prices.
-    pub cost: f64,
-    /// Original key: same as `conversations`.
-    pub total_conversations: u64,
-    /// Original key: same as `rounds`.
-    pub total_rounds: u64,
-}
-
-/// Time bucket of a series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Bucket {
-    /// One point per hour.
-    Hour,
-    /// One point per UTC day.
-    Day,
-}
-
-/// Grouping of a series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GroupBy {
-    /// By client-facing model name.
-    Model,
-    /// By provider name.
-    Provider,
-    /// By client key name.
-    Key,
-}
-
-/// A time-series query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TimeseriesQuery {
-    /// Bucket size.
-    pub bucket: Bucket,
-    /// Optional grouping.
-    pub group_by: Option<GroupBy>,
-    /// Unix seconds; points before it are left out.
-    pub since: i64,
-}
-
-/// One point of a series.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TimeseriesPoint {
-    /// Unix seconds at the bucket start.
-    pub ts: i64,
-    /// Group label (`all` without grouping).
-    pub group: String,
-    /// Requests.
-    pub requests: u64,
-    /// Failed requests.
-    pub errors: u64,
-    /// Prompt tokens.
-    pub prompt_tokens: u64,
-    /// Completion tokens.
-    pub completion_tokens: u64,
-    /// Mean latency.
-    pub avg_latency_ms: f64,
-    /// Mean time to first token over streamed requests, if any.
-    pub avg_ttft_ms: Option<f64>,
-    /// Cost.
-    pub cost: f64,
-}
-
-/// A series answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Timeseries {
-    /// Bucket size.
-    pub bucket: Bucket,
-    /// Grouping, if any.
-    pub group_by: Option<GroupBy>,
-    /// Points ordered by time then group.
-    pub points: Vec<TimeseriesPoint>,
-}
-
-/// One message in the conversation view (the original's shape).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ConversationMessage {
-    /// Unix milliseconds.
-    pub timestamp: i64,
-    /// `user` or `assistant`.
-    pub role: String,
-    /// Text.
-    pub content: String,
-    /// Tokens.
-    pub tokens_count: u64,
-}
-
-/// A conversation's totals and messages.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ConversationStats {
-    /// Id.
-    pub conversation_id: String,
-    /// Request/response rounds.
-    pub rounds: u64,
-    /// Prompt tokens.
-    pub prompt_tokens: u64,
-    /// Completion tokens.
-    pub completion_tokens: u64,
-    /// Sum.
-    pub total_tokens: u64,
-    /// Messages, oldest first.
-    pub messages: Vec<ConversationMessage>,
-}
+pub use crate::usage::*;
 
 /// Writer tuning.
 #[derive(Debug, Clone)]
@@ -562,7 +322,7 @@ fn prune(store: &dyn Store, days: u32) -> Result<usize> {
     if days == 0 {
         return Ok(0);
     }
-    let before = crate::now_ms() - i64::from(days) * 86_400_000;
+    let before = crate::time::now_ms() - i64::from(days) * 86_400_000;
     let mut total = 0;
     loop {
         let n = store.prune_messages(before, PRUNE_BATCH)?;

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::records::{
     ClientKey, Model, ModelPatch, NewModel, ProviderOptions, Session, SessionMessage,
 };
-use crate::stats::{
+use crate::usage::{
     ConversationStats, MessageRecord, Summary, Timeseries, TimeseriesQuery, UsageRecord,
 };
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::{GroupKey, RegistryData, Store, StoredKey, StoredProvider};
 use crate::error::{Error, Result};
 use crate::records::{ClientKey, Model, ModelPatch, NewModel, Session, SessionMessage};
-use crate::stats::{
+use crate::usage::{
     Bucket, ConversationMessage, ConversationStats, GroupBy, MessageRecord, Summary, Timeseries,
     TimeseriesPoint, TimeseriesQuery, UsageRecord,
 };
