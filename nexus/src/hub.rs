@@ -1,121 +1,39 @@
-//! The [`Hub`]: registry + streaming upstream client + token estimator + stats, in one handle.
+//! The [`Hub`]: the handle that wires the components together, and the two chat paths.
 //!
-//! A chat goes: authenticate the key, route the model to candidate providers, check the key's
-//! limits, call the upstream with retries and failover, and record exactly one usage row.
+//! A chat goes one way: admission (`admission.rs`: the key once, its limits) → routing (the
+//! registry's candidates, ordered by health) → the provider kind's adapter (`upstream/`) with
+//! retries and failover → the ledger (`ledger.rs`), which writes the one usage row. A stream's
+//! state and accounting are in `chat_stream.rs`; sessions and the provider test have their own
+//! files.
 
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::admission::{Admission, Admitted, TokenReservation};
+use crate::chat_stream::{Accounting, StreamState};
+// The paths the bindings have used since 0.1 keep working.
+pub use crate::chat_stream::{ChatStream, StreamSummary};
 use crate::crypto::{self, MasterKey};
-use crate::error::{Error, Result, TimeoutPhase};
+use crate::error::{Error, Result};
+use crate::ledger::{cost, set_usage, Ledger};
 use crate::openai::{self, ChatChunk, ChatCompletion, ChatRequest, RequestLimits, Usage};
-use crate::records::{ClientKey, NewSession, Session, SessionMessage};
+pub use crate::options::HubOptions;
+use crate::records::ClientKey;
 use crate::registry::{Candidate, Registry};
-use crate::resilience::{CacheConfig, ResponseCache, RetryConfig};
+pub use crate::request::{Caller, RequestContext};
+use crate::resilience::ResponseCache;
 use crate::stats::{
-    ConversationStats, MessageRecord, RequestSource, StatsConfig, StatsWriter, Summary, Timeseries,
-    TimeseriesQuery, UsageRecord, UsageSource,
+    ConversationStats, RequestSource, StatsWriter, Summary, Timeseries, TimeseriesQuery,
+    UsageRecord, UsageSource,
 };
 use crate::store::{GroupKey, SqliteStore, Store};
 use crate::time::now_ms;
 use crate::tokens::{Encoding, TokenCount, TokenEstimator};
-use crate::upstream::{
-    adapter_for, rate_limit_headers, Decoded, EventStream, StreamDecoder, Upstream, UpstreamCall,
-    UpstreamLimits,
-};
-
-/// Hub settings. `Default` is what the server runs with.
-#[derive(Debug, Clone)]
-pub struct HubOptions {
-    /// The master key; `None` reads `NEXUS_MASTER_KEY`, else a key file beside the database.
-    pub master_key: Option<MasterKey>,
-    /// Stats writer tuning.
-    pub stats: StatsConfig,
-    /// Retry, backoff and cooldown.
-    pub retry: RetryConfig,
-    /// Default connect timeout.
-    pub connect_timeout: Duration,
-    /// Default wait for the response head / first stream event (and the whole non-stream body).
-    pub first_byte_timeout: Duration,
-    /// Default wait between stream events.
-    pub idle_timeout: Duration,
-    /// Opt-in response cache for identical non-streaming requests.
-    pub cache: Option<CacheConfig>,
-    /// Keep conversation messages (user prompt and assistant answer) for the conversation view.
-    pub record_messages: bool,
-    /// Per-model encoding overrides for the token estimator.
-    pub token_overrides: std::collections::HashMap<String, Option<Encoding>>,
-    /// Bounds on one request (messages, content parts, JSON values).
-    pub request_limits: RequestLimits,
-    /// Bounds on one upstream answer (body and stream event sizes).
-    pub upstream_limits: UpstreamLimits,
-    /// Completion tokens reserved under a key's token limit when a request sets no
-    /// `max_tokens`/`max_completion_tokens`.
-    pub default_max_tokens: u64,
-}
-
-impl Default for HubOptions {
-    fn default() -> Self {
-        HubOptions {
-            master_key: None,
-            stats: StatsConfig::default(),
-            retry: RetryConfig::default(),
-            connect_timeout: Duration::from_secs(10),
-            first_byte_timeout: Duration::from_secs(120),
-            idle_timeout: Duration::from_secs(60),
-            cache: None,
-            record_messages: true,
-            token_overrides: Default::default(),
-            request_limits: RequestLimits::default(),
-            upstream_limits: UpstreamLimits::default(),
-            default_max_tokens: 4096,
-        }
-    }
-}
-
-/// Who is asking.
-#[derive(Debug, Clone)]
-pub enum Caller {
-    /// A client key as presented (`Authorization: Bearer ...`).
-    Key(String),
-    /// A key already admitted by [`Hub::admit`] (the server admits before reading the body).
-    Admitted(Admitted),
-    /// A trusted caller (admin UI, the library's owner): no key checks; optionally pinned to one
-    /// provider.
-    Admin {
-        /// Serve from this provider only.
-        provider_id: Option<i64>,
-    },
-}
-
-/// Per-request context.
-#[derive(Debug, Clone)]
-pub struct RequestContext {
-    /// Request id (generated when absent).
-    pub request_id: Option<String>,
-    /// Conversation id (generated when absent).
-    pub conversation_id: Option<String>,
-    /// Front end, for stats.
-    pub source: RequestSource,
-}
-
-impl Default for RequestContext {
-    fn default() -> Self {
-        RequestContext {
-            request_id: None,
-            conversation_id: None,
-            source: RequestSource::Library,
-        }
-    }
-}
+use crate::upstream::{adapter_for, rate_limit_headers, Decoded, Upstream, UpstreamCall};
 
 /// A non-streaming answer.
 #[derive(Debug, Clone)]
@@ -144,55 +62,6 @@ pub struct ChatResponse {
     pub cached: bool,
 }
 
-/// How a stream ended, for front ends that report it (the WebSocket `done` frame).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StreamSummary {
-    /// Final usage.
-    pub usage: Usage,
-    /// Where it came from.
-    pub usage_source: UsageSource,
-    /// Finish reason (`cancelled` when the caller stopped early).
-    pub finish_reason: Option<String>,
-    /// Total milliseconds.
-    pub latency_ms: f64,
-    /// Milliseconds to the first content.
-    pub ttft_ms: Option<f64>,
-    /// Error kind, when the stream failed.
-    pub error_kind: Option<String>,
-}
-
-/// One provider's result in a "test every model" run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModelTestResult {
-    /// Model name.
-    pub model: String,
-    /// Both calls succeeded.
-    pub ok: bool,
-    /// The streamed call produced at least one chunk.
-    pub stream_supported: bool,
-    /// Time to the first streamed content.
-    pub ttft_ms: Option<f64>,
-    /// Time of the streamed call.
-    pub total_ms: Option<f64>,
-    /// Completion tokens of the streamed call.
-    pub completion_tokens: Option<u64>,
-    /// Completion tokens per second of the streamed call.
-    pub tokens_per_second: Option<f64>,
-    /// Time of the non-streamed call.
-    pub non_stream_ms: Option<f64>,
-    /// What failed.
-    pub error: Option<String>,
-}
-
-/// A provider test report.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProviderTestReport {
-    /// Provider id.
-    pub provider_id: i64,
-    /// Per model.
-    pub results: Vec<ModelTestResult>,
-}
-
 type CachedAnswer = (ChatCompletion, Bytes, i64, String);
 
 /// A request past admission: its usage row so far, its key's slot, candidates and tokens held.
@@ -207,8 +76,7 @@ struct Begun {
 struct HubInner {
     registry: Registry,
     upstream: Upstream,
-    tokens: TokenEstimator,
-    stats: StatsWriter,
+    ledger: Arc<Ledger>,
     admission: Admission,
     cache: Option<ResponseCache<CachedAnswer>>,
     opts: HubOptions,
@@ -294,8 +162,11 @@ impl Hub {
         Ok(Hub(Arc::new(HubInner {
             registry,
             upstream,
-            tokens,
-            stats,
+            ledger: Arc::new(Ledger {
+                tokens,
+                stats,
+                record_messages: opts.record_messages,
+            }),
             admission: Admission::default(),
             cache: opts.cache.clone().map(ResponseCache::new),
             opts,
@@ -311,7 +182,7 @@ impl Hub {
 
     /// The token estimator.
     pub fn tokens(&self) -> &TokenEstimator {
-        &self.0.tokens
+        &self.0.ledger.tokens
     }
 
     /// The database file, when file-backed.
@@ -322,25 +193,25 @@ impl Hub {
     /// Whether the database answers and the stats writer's last commit succeeded (a full disk
     /// or a read-only file makes this an error).
     pub fn ready(&self) -> Result<()> {
-        self.0.stats.health()?;
+        self.0.ledger.stats.health()?;
         self.0.registry.store().ping()
     }
 
     /// The stats writer (for its [`dropped_rows`](StatsWriter::dropped_rows) counter).
     pub fn stats(&self) -> &StatsWriter {
-        &self.0.stats
+        &self.0.ledger.stats
     }
 
     // ---- tokens ----------------------------------------------------------------------------
 
     /// Counts text for a model.
     pub fn count_text(&self, model: &str, text: &str) -> TokenCount {
-        self.0.tokens.count_text(model, text)
+        self.0.ledger.tokens.count_text(model, text)
     }
 
     /// Counts chat messages for a model, with OpenAI's per-message overhead.
     pub fn count_messages(&self, model: &str, messages: &[Value]) -> TokenCount {
-        self.0.tokens.count_messages(model, messages)
+        self.0.ledger.tokens.count_messages(model, messages)
     }
 
     // ---- stats -----------------------------------------------------------------------------
@@ -393,90 +264,7 @@ impl Hub {
 
     /// Blocks until every queued usage record is committed.
     pub fn flush(&self) -> Result<()> {
-        self.0.stats.flush()
-    }
-
-    // ---- sessions --------------------------------------------------------------------------
-
-    /// Creates a conversation session.
-    pub fn create_session(&self, s: NewSession) -> Result<Session> {
-        if s.model.trim().is_empty() {
-            return Err(Error::invalid_param("model", "model must not be empty"));
-        }
-        let now = now_ms() / 1000;
-        let session = Session {
-            id: crypto::random_id(),
-            title: s.title,
-            model: s.model,
-            settings: s.settings,
-            created_at: now,
-            updated_at: now,
-            messages: vec![],
-        };
-        self.0.registry.store().create_session(&session)?;
-        Ok(session)
-    }
-
-    /// Lists sessions, most recently updated first.
-    pub fn sessions(&self) -> Result<Vec<Session>> {
-        self.0.registry.store().list_sessions()
-    }
-
-    /// Loads a session with its messages.
-    pub fn session(&self, id: &str) -> Result<Session> {
-        self.0
-            .registry
-            .store()
-            .get_session(id)?
-            .ok_or_else(|| Error::not_found(format!("session '{id}'")))
-    }
-
-    /// Appends messages (timestamped now) to a session.
-    pub fn append_session(&self, id: &str, messages: &[(String, String)]) -> Result<Session> {
-        let now = now_ms();
-        let msgs: Vec<SessionMessage> = messages
-            .iter()
-            .map(|(role, content)| SessionMessage {
-                role: role.clone(),
-                content: content.clone(),
-                timestamp_ms: now,
-            })
-            .collect();
-        if !self
-            .0
-            .registry
-            .store()
-            .append_session_messages(id, &msgs, now / 1000)?
-        {
-            return Err(Error::not_found(format!("session '{id}'")));
-        }
-        self.session(id)
-    }
-
-    /// Deletes a session.
-    pub fn delete_session(&self, id: &str) -> Result<()> {
-        if !self.0.registry.store().delete_session(id)? {
-            return Err(Error::not_found(format!("session '{id}'")));
-        }
-        Ok(())
-    }
-
-    /// Builds the request for a session's next turn: its settings, its history and `user_text`.
-    pub fn session_request(&self, id: &str, user_text: &str) -> Result<ChatRequest> {
-        let s = self.session(id)?;
-        let mut messages: Vec<Value> = s
-            .messages
-            .iter()
-            .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
-            .collect();
-        messages.push(serde_json::json!({"role": "user", "content": user_text}));
-        Ok(ChatRequest {
-            model: s.model,
-            messages,
-            stream: None,
-            stream_options: None,
-            extra: s.settings,
-        })
+        self.0.ledger.stats.flush()
     }
 
     // ---- chat ------------------------------------------------------------------------------
@@ -489,44 +277,15 @@ impl Hub {
         if let Err(e @ Error::RateLimited { .. }) = &r {
             // Refusals for a known key are part of its usage history.
             if let Ok(key) = self.0.registry.authenticate(presented) {
-                let mut rec = self.new_record(None, "", None, RequestSource::Library, false);
+                let mut rec =
+                    self.0
+                        .ledger
+                        .new_record(None, "", None, RequestSource::Library, false);
                 rec.key_id = Some(key.id);
-                self.record_failure(rec, e, Instant::now());
+                self.0.ledger.record_failure(rec, e, Instant::now());
             }
         }
         r
-    }
-
-    fn new_record(
-        &self,
-        request_id: Option<&str>,
-        model: &str,
-        conversation_id: Option<&str>,
-        source: RequestSource,
-        stream: bool,
-    ) -> UsageRecord {
-        UsageRecord {
-            ts_ms: now_ms(),
-            request_id: request_id.map_or_else(crypto::random_id, str::to_owned),
-            conversation_id: conversation_id.map(str::to_owned),
-            key_id: None,
-            provider_id: None,
-            model: model.to_owned(),
-            upstream_model: None,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            usage_source: UsageSource::Estimate,
-            status: 200,
-            error_kind: None,
-            latency_ms: 0.0,
-            ttft_ms: None,
-            stream,
-            source,
-            cost: None,
-            cached_tokens: 0,
-            cache_write_tokens: 0,
-            reasoning_tokens: 0,
-        }
     }
 
     /// The start both chat paths share: the request's usage row, then admission. A refused
@@ -543,7 +302,7 @@ impl Hub {
             .conversation_id
             .clone()
             .unwrap_or_else(crypto::random_id);
-        let mut rec = self.new_record(
+        let mut rec = self.0.ledger.new_record(
             ctx.request_id.as_deref(),
             &req.model,
             Some(&conversation_id),
@@ -562,7 +321,7 @@ impl Hub {
                 })
             }
             Err(e) => {
-                self.record_failure(rec, &e, start);
+                self.0.ledger.record_failure(rec, &e, start);
                 Err(e)
             }
         }
@@ -596,6 +355,7 @@ impl Hub {
             Some(k) if k.tpm.is_some() => {
                 let prompt = self
                     .0
+                    .ledger
                     .tokens
                     .count_messages(&req.model, &req.messages)
                     .tokens;
@@ -774,7 +534,7 @@ impl Hub {
         self.chat_inner(caller, req, ctx, true).await
     }
 
-    async fn chat_inner(
+    pub(crate) async fn chat_inner(
         &self,
         caller: Caller,
         req: ChatRequest,
@@ -811,7 +571,7 @@ impl Hub {
                     set_usage(&mut rec, &usage, UsageSource::Cache);
                     rec.cost = Some(0.0);
                     rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-                    self.0.stats.record(rec);
+                    self.0.ledger.stats.record(rec);
                     // A cached answer cost the upstream nothing: no tokens are counted.
                     reservation.settle(0);
                     return Ok(ChatResponse {
@@ -860,7 +620,7 @@ impl Hub {
         let (bytes, rl) = match result {
             Ok(v) => v,
             Err(e) => {
-                self.record_failure(rec, &e, start);
+                self.0.ledger.record_failure(rec, &e, start);
                 return Err(e);
             }
         };
@@ -900,7 +660,7 @@ impl Hub {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(request_id = %request_id, provider = %cand.provider.record.name, error = %e, "upstream answer refused");
-                self.record_failure(rec, &e, start);
+                self.0.ledger.record_failure(rec, &e, start);
                 return Err(e);
             }
         };
@@ -909,13 +669,8 @@ impl Hub {
                 (u.clone(), UsageSource::Upstream)
             }
             _ => {
-                let p = self
-                    .0
-                    .tokens
-                    .count_messages(&req.model, &req.messages)
-                    .tokens;
                 // Every choice (n > 1) and its reasoning text are completion tokens.
-                let c: u64 = completion
+                let texts = completion
                     .choices
                     .iter()
                     .filter_map(|ch| ch.get("message"))
@@ -923,25 +678,15 @@ impl Hub {
                         ["content", "reasoning_content", "reasoning", "refusal"]
                             .into_iter()
                             .filter_map(|f| m.get(f).and_then(Value::as_str))
-                    })
-                    .map(|t| self.0.tokens.count_text(&req.model, t).tokens)
-                    .sum();
-                (
-                    Usage {
-                        prompt_tokens: p,
-                        completion_tokens: c,
-                        total_tokens: p + c,
-                        ..Usage::default()
-                    },
-                    UsageSource::Estimate,
-                )
+                    });
+                (self.0.ledger.estimate(&req, texts), UsageSource::Estimate)
             }
         };
         set_usage(&mut rec, &usage, source);
         rec.cost = cost(&cand.model, &usage);
         rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
         reservation.settle(usage.prompt_tokens + usage.completion_tokens);
-        self.record_messages(
+        self.0.ledger.record_messages(
             &conversation_id,
             cand,
             &req,
@@ -949,7 +694,7 @@ impl Hub {
             &usage,
             ts_ms,
         );
-        self.0.stats.record(rec);
+        self.0.ledger.stats.record(rec);
         if let (Some(cache), Some(k)) = (&self.0.cache, cache_key) {
             cache.put(
                 k,
@@ -974,51 +719,6 @@ impl Hub {
             upstream_ms,
             cached: false,
         })
-    }
-
-    fn record_failure(&self, mut rec: UsageRecord, e: &Error, start: Instant) {
-        rec.status = e.http_status();
-        rec.error_kind = Some(e.kind().as_str().to_owned());
-        rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-        self.0.stats.record(rec);
-    }
-
-    fn record_messages(
-        &self,
-        conversation_id: &str,
-        cand: &Candidate,
-        req: &ChatRequest,
-        answer: &str,
-        usage: &Usage,
-        ts_ms: i64,
-    ) {
-        if !self.0.opts.record_messages {
-            return;
-        }
-        let last_user = req
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-            .map(message_text)
-            .unwrap_or_default();
-        let base = MessageRecord {
-            ts_ms,
-            conversation_id: conversation_id.to_owned(),
-            provider_id: Some(cand.provider.record.id),
-            model: req.model.clone(),
-            role: "user".into(),
-            tokens: self.0.tokens.count_text(&req.model, &last_user).tokens,
-            content: last_user,
-        };
-        self.0.stats.message(base.clone());
-        self.0.stats.message(MessageRecord {
-            ts_ms: now_ms(),
-            role: "assistant".into(),
-            content: answer.to_owned(),
-            tokens: usage.completion_tokens,
-            ..base
-        });
     }
 
     /// A streaming chat completion. Retries and failover happen only before the first event
@@ -1097,14 +797,14 @@ impl Hub {
         let (events, decoder, first, rl, injected) = match result {
             Ok(v) => v,
             Err(e) => {
-                self.record_failure(rec, &e, start);
+                self.0.ledger.record_failure(rec, &e, start);
                 return Err(e);
             }
         };
         let (_, idle) = self.timeouts(&cand);
         let summary = Arc::new(Mutex::new(None));
         let acct = Accounting {
-            hub: self.clone(),
+            ledger: self.0.ledger.clone(),
             rec: Some(rec),
             start,
             req,
@@ -1152,76 +852,6 @@ impl Hub {
             summary,
         })
     }
-
-    /// Calls every model of a provider once streamed and once not, like the original's
-    /// `test_all_url.py`: stream support, time to first token, total time, tokens per second.
-    pub async fn test_provider(&self, provider_id: i64) -> Result<ProviderTestReport> {
-        let models = self.0.registry.models(Some(provider_id))?;
-        let mut results = Vec::with_capacity(models.len());
-        for m in models {
-            let caller = Caller::Admin {
-                provider_id: Some(provider_id),
-            };
-            let mut r = ModelTestResult {
-                model: m.name.clone(),
-                ok: false,
-                stream_supported: false,
-                ttft_ms: None,
-                total_ms: None,
-                completion_tokens: None,
-                tokens_per_second: None,
-                non_stream_ms: None,
-                error: None,
-            };
-            let mut req = ChatRequest::user(&m.name, "Who are you? Answer in one sentence.");
-            req.extra.insert("max_tokens".into(), 64.into());
-            let t = Instant::now();
-            // The test asks the provider itself: never an answer from the cache.
-            let ns = self
-                .chat_inner(
-                    caller.clone(),
-                    req.clone(),
-                    RequestContext::default(),
-                    false,
-                )
-                .await;
-            r.non_stream_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
-            let t = Instant::now();
-            let st = async {
-                let mut s = self
-                    .chat_stream(caller, req, RequestContext::default())
-                    .await?;
-                let mut ttft = None;
-                while let Some(c) = s.next().await {
-                    let c = c?;
-                    if ttft.is_none() && c.delta().is_some_and(|d| !d.is_empty()) {
-                        ttft = Some(t.elapsed().as_secs_f64() * 1000.0);
-                    }
-                }
-                Ok::<_, Error>((ttft, s.summary()))
-            }
-            .await;
-            let total = t.elapsed().as_secs_f64() * 1000.0;
-            match (&ns, st) {
-                (Ok(_), Ok((ttft, summary))) => {
-                    r.ok = true;
-                    r.stream_supported = ttft.is_some();
-                    r.ttft_ms = ttft;
-                    r.total_ms = Some(total);
-                    let ct = summary.map(|s| s.usage.completion_tokens);
-                    r.completion_tokens = ct;
-                    r.tokens_per_second = ct.map(|c| c as f64 / (total / 1000.0).max(1e-6));
-                }
-                (Err(e), _) => r.error = Some(format!("non-stream: {e}")),
-                (Ok(_), Err(e)) => r.error = Some(format!("stream: {e}")),
-            }
-            results.push(r);
-        }
-        Ok(ProviderTestReport {
-            provider_id,
-            results,
-        })
-    }
 }
 
 fn malformed(e: &serde_json::Error, body: &[u8]) -> Error {
@@ -1230,373 +860,5 @@ fn malformed(e: &serde_json::Error, body: &[u8]) -> Error {
         message: format!("malformed upstream response: {e}"),
         body: Some(String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned()),
         retry_after: None,
-    }
-}
-
-/// Copies a usage object into the row: the counts and, from OpenAI's detail objects, the cached,
-/// cache-written and reasoning parts (as every adapter reports them).
-fn set_usage(rec: &mut UsageRecord, u: &Usage, source: UsageSource) {
-    let detail = |obj: &str, field: &str| {
-        u.extra
-            .get(obj)
-            .and_then(|d| d.get(field))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
-    rec.prompt_tokens = u.prompt_tokens;
-    rec.completion_tokens = u.completion_tokens;
-    rec.usage_source = source;
-    rec.cached_tokens = detail("prompt_tokens_details", "cached_tokens");
-    rec.cache_write_tokens = detail("prompt_tokens_details", "cache_write_tokens");
-    rec.reasoning_tokens = detail("completion_tokens_details", "reasoning_tokens");
-}
-
-fn cost(m: &crate::records::Model, u: &Usage) -> Option<f64> {
-    if m.input_price.is_none() && m.output_price.is_none() {
-        return None;
-    }
-    Some(
-        m.input_price.unwrap_or(0.0) * u.prompt_tokens as f64 / 1e6
-            + m.output_price.unwrap_or(0.0) * u.completion_tokens as f64 / 1e6,
-    )
-}
-
-fn message_text(m: &Value) -> String {
-    match m.get("content") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
-/// Streamed text is counted in pieces of this size, so an endless answer holds bounded memory.
-const COUNT_PIECE: usize = 256 * 1024;
-
-/// Accounts for one stream and writes its usage record exactly once: at the end, on error, or
-/// when the stream is dropped early (then with what was produced so far).
-struct Accounting {
-    hub: Hub,
-    rec: Option<UsageRecord>,
-    start: Instant,
-    req: Arc<ChatRequest>,
-    cand: Candidate,
-    reservation: TokenReservation,
-    /// The key's concurrency slot, held until the stream ends.
-    _admitted: Option<Admitted>,
-    /// Completion text (every choice, reasoning included) not yet counted.
-    text: String,
-    /// Completion tokens of the text already counted.
-    counted: u64,
-    usage: Option<(Usage, UsageSource)>,
-    finish_reason: Option<String>,
-    ttft: Option<f64>,
-    summary: Arc<Mutex<Option<StreamSummary>>>,
-    conversation_id: String,
-    /// `id` and `created` of the upstream's chunks, for a chunk the hub adds.
-    chunk_id: Option<(String, i64)>,
-}
-
-impl Accounting {
-    fn add_text(&mut self, t: &str) {
-        self.text.push_str(t);
-        if self.text.len() >= COUNT_PIECE {
-            self.counted += self
-                .hub
-                .0
-                .tokens
-                .count_text(&self.req.model, &self.text)
-                .tokens;
-            self.text.clear();
-        }
-    }
-
-    /// The usage of the stream so far: the upstream's, else counted from the prompt and the
-    /// streamed text (and kept, so the row and any usage chunk the hub sends agree).
-    fn usage(&mut self) -> (Usage, UsageSource) {
-        if let Some(u) = &self.usage {
-            return u.clone();
-        }
-        let tokens = &self.hub.0.tokens;
-        let p = tokens
-            .count_messages(&self.req.model, &self.req.messages)
-            .tokens;
-        let c = self.counted + tokens.count_text(&self.req.model, &self.text).tokens;
-        let u = (
-            Usage {
-                prompt_tokens: p,
-                completion_tokens: c,
-                total_tokens: p + c,
-                ..Usage::default()
-            },
-            UsageSource::Estimate,
-        );
-        self.usage = Some(u.clone());
-        u
-    }
-
-    fn finish(&mut self, error: Option<&Error>, cancelled: bool) {
-        let Some(mut rec) = self.rec.take() else {
-            return;
-        };
-        let (usage, source) = self.usage();
-        set_usage(&mut rec, &usage, source);
-        rec.latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        rec.ttft_ms = self.ttft;
-        rec.cost = cost(&self.cand.model, &usage);
-        if let Some(e) = error {
-            rec.status = e.http_status();
-            rec.error_kind = Some(e.kind().as_str().to_owned());
-        } else if cancelled {
-            // 499: the client closed the request (nginx's convention).
-            rec.status = 499;
-            rec.error_kind = Some("cancelled".into());
-        }
-        self.reservation
-            .settle(usage.prompt_tokens + usage.completion_tokens);
-        let finish_reason = if cancelled {
-            Some("cancelled".to_owned())
-        } else {
-            self.finish_reason.clone()
-        };
-        if let Ok(mut s) = self.summary.lock() {
-            *s = Some(StreamSummary {
-                usage: usage.clone(),
-                usage_source: source,
-                finish_reason,
-                latency_ms: rec.latency_ms,
-                ttft_ms: self.ttft,
-                error_kind: rec.error_kind.clone(),
-            });
-        }
-        self.hub.record_messages(
-            &self.conversation_id,
-            &self.cand,
-            &self.req,
-            &self.text,
-            &usage,
-            rec.ts_ms,
-        );
-        self.hub.0.stats.record(rec);
-    }
-}
-
-impl Drop for Accounting {
-    fn drop(&mut self) {
-        self.finish(None, true);
-    }
-}
-
-#[derive(Deserialize)]
-struct ChunkIds {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    created: Option<i64>,
-}
-
-struct StreamState {
-    events: EventStream,
-    /// Turns the provider's events into OpenAI chunks.
-    decoder: Box<dyn StreamDecoder>,
-    /// Decoded chunks not yet handed to the caller.
-    pending: std::collections::VecDeque<String>,
-    /// The decoder saw the end of the answer.
-    upstream_done: bool,
-    idle: Duration,
-    acct: Accounting,
-    strip_usage: bool,
-    /// The client asked for usage: if the upstream sends none, the hub sends its own count.
-    synthesize_usage: bool,
-    normalize: bool,
-    finished: bool,
-}
-
-impl StreamState {
-    async fn next_item(&mut self) -> Option<Result<ChatChunk>> {
-        if self.finished {
-            return None;
-        }
-        loop {
-            let data = match self.pending.pop_front() {
-                Some(d) => d,
-                None if self.upstream_done => return self.end(),
-                None => match tokio::time::timeout(self.idle, self.events.next()).await {
-                    Err(_) => {
-                        return self.fail(Error::Timeout {
-                            phase: TimeoutPhase::Idle,
-                        })
-                    }
-                    Ok(Some(Ok(ev))) => match self.decoder.decode(&ev.event, ev.data) {
-                        Ok(Decoded::Chunks(c)) => {
-                            self.pending.extend(c);
-                            continue;
-                        }
-                        Ok(Decoded::Done) => {
-                            self.upstream_done = true;
-                            continue;
-                        }
-                        Err(e) => return self.fail(e),
-                    },
-                    Ok(Some(Err(e))) => {
-                        return self.fail(Error::Transport(format!("stream broke: {e}")))
-                    }
-                    Ok(None) => {
-                        if self.acct.finish_reason.is_some() {
-                            // Some upstreams end without [DONE]; a finish_reason already ended
-                            // the answer, so this is a normal end.
-                            return self.end();
-                        }
-                        return self.fail(Error::Transport(
-                            "upstream closed the stream before it finished".into(),
-                        ));
-                    }
-                },
-            };
-            let d = data.trim();
-            if d.is_empty() {
-                continue;
-            }
-            let chunk = if self.normalize {
-                match serde_json::from_str::<Value>(d) {
-                    Ok(v) => ChatChunk::parse(
-                        openai::normalize_chunk(v, &self.acct.req.model).to_string(),
-                    ),
-                    Err(e) => Err(Error::Upstream {
-                        status: None,
-                        message: format!("malformed stream chunk: {e}"),
-                        body: Some(openai::truncate(d, 4096)),
-                        retry_after: None,
-                    }),
-                }
-            } else {
-                ChatChunk::parse(data)
-            };
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => return self.fail(e),
-            };
-            if self.acct.chunk_id.is_none() {
-                if let Ok(ChunkIds {
-                    id: Some(id),
-                    created,
-                }) = serde_json::from_str::<ChunkIds>(chunk.json())
-                {
-                    self.acct.chunk_id = Some((id, created.unwrap_or(now_ms() / 1000)));
-                }
-            }
-            if let Some(u) = chunk.usage() {
-                // The last usage object wins; upstreams that repeat it send running totals.
-                self.acct.usage = Some((u.clone(), UsageSource::Upstream));
-            }
-            let mut produced = false;
-            for t in chunk.completion_texts() {
-                produced |= !t.is_empty();
-                self.acct.add_text(t);
-            }
-            if produced && self.acct.ttft.is_none() {
-                self.acct.ttft = Some(self.acct.start.elapsed().as_secs_f64() * 1000.0);
-            }
-            if let Some(f) = chunk.finish_reason() {
-                self.acct.finish_reason = Some(f.to_owned());
-            }
-            if self.strip_usage && chunk.is_usage_only() {
-                continue;
-            }
-            return Some(Ok(chunk));
-        }
-    }
-
-    /// The normal end. When the client asked for usage and the upstream sent none (llama.cpp's
-    /// server and older vLLM ignore `include_usage`), the hub sends the usage chunk itself,
-    /// counted from the prompt and the streamed text, exactly once, before the end.
-    fn end(&mut self) -> Option<Result<ChatChunk>> {
-        self.finished = true;
-        let synth = if self.synthesize_usage && self.acct.usage.is_none() {
-            let (usage, _) = self.acct.usage();
-            let (id, created) =
-                self.acct.chunk_id.clone().unwrap_or_else(|| {
-                    (format!("chatcmpl-{}", crypto::random_id()), now_ms() / 1000)
-                });
-            let v = serde_json::json!({
-                "id": id, "object": "chat.completion.chunk", "created": created,
-                "model": self.acct.req.model, "choices": [], "usage": usage,
-            });
-            ChatChunk::parse(v.to_string()).ok()
-        } else {
-            None
-        };
-        self.acct.finish(None, false);
-        synth.map(Ok)
-    }
-
-    fn fail(&mut self, e: Error) -> Option<Result<ChatChunk>> {
-        self.finished = true;
-        tracing::warn!(
-            request_id = %self.acct.rec.as_ref().map_or("", |r| r.request_id.as_str()),
-            provider = %self.acct.cand.provider.record.name,
-            error = %e,
-            "upstream stream failed"
-        );
-        self.acct.finish(Some(&e), false);
-        Some(Err(e))
-    }
-}
-
-/// A stream of chat chunks. Ends after the upstream's `[DONE]` (which is not yielded), or with one
-/// `Err` item. Dropping it cancels the upstream request and records what was produced.
-pub struct ChatStream {
-    inner: Pin<Box<dyn Stream<Item = Result<ChatChunk>> + Send>>,
-    /// Request id.
-    pub request_id: String,
-    /// Conversation id.
-    pub conversation_id: String,
-    /// The provider serving the stream.
-    pub provider_id: i64,
-    /// Its name.
-    pub provider_name: String,
-    /// Upstream `x-ratelimit-*` headers.
-    pub rate_limit_headers: Vec<(String, String)>,
-    /// Milliseconds spent waiting for the upstream to open the stream (all attempts).
-    pub upstream_ms: f64,
-    summary: Arc<Mutex<Option<StreamSummary>>>,
-}
-
-impl std::fmt::Debug for ChatStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatStream")
-            .field("request_id", &self.request_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ChatStream {
-    /// The next chunk; `None` at the end.
-    pub async fn next(&mut self) -> Option<Result<ChatChunk>> {
-        StreamExt::next(self).await
-    }
-
-    /// How the stream ended (usage, finish reason, timings), once it has ended.
-    pub fn summary(&self) -> Option<StreamSummary> {
-        self.summary.lock().ok().and_then(|s| s.clone())
-    }
-
-    /// A shared handle to the end summary, readable after the stream is dropped.
-    pub fn summary_handle(&self) -> Arc<Mutex<Option<StreamSummary>>> {
-        self.summary.clone()
-    }
-}
-
-impl Stream for ChatStream {
-    type Item = Result<ChatChunk>;
-
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
     }
 }

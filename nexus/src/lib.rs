@@ -27,13 +27,19 @@
 //! ```
 
 pub mod admission;
+mod chat_stream;
 pub mod crypto;
+mod diagnostics;
 pub mod error;
 pub mod hub;
+mod ledger;
 pub mod openai;
+mod options;
 pub mod records;
 pub mod registry;
+mod request;
 pub mod resilience;
+mod sessions;
 pub mod stats;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -44,8 +50,12 @@ pub mod upstream;
 pub mod usage;
 
 pub use admission::Admitted;
+pub use chat_stream::{ChatStream, StreamSummary};
+pub use diagnostics::{ModelTestResult, ProviderTestReport};
 pub use error::{Error, ErrorKind, Result};
-pub use hub::{Caller, ChatResponse, ChatStream, Hub, HubOptions, RequestContext, StreamSummary};
+pub use hub::{ChatResponse, Hub};
+pub use options::HubOptions;
+pub use request::{Caller, RequestContext};
 
 /// The crate version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,167 @@
+//! The ledger: the one usage row of every request, and the conversation messages beside it.
+//!
+//! Both chat paths (and a stream's accounting, long after its call returned) write through it, so
+//! the rules (which usage counts, the estimate when the upstream sends none, cost, the cached and
+//! reasoning parts, the messages kept) are written once.
+
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::crypto;
+use crate::error::Error;
+use crate::openai::{ChatRequest, Usage};
+use crate::records::Model;
+use crate::registry::Candidate;
+use crate::stats::StatsWriter;
+use crate::time::now_ms;
+use crate::tokens::TokenEstimator;
+use crate::usage::{MessageRecord, RequestSource, UsageRecord, UsageSource};
+
+/// Token counting and the stats writer, shared by the hub and every open stream.
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    pub(crate) tokens: TokenEstimator,
+    pub(crate) stats: StatsWriter,
+    /// Keep conversation messages (the last user prompt and the answer).
+    pub(crate) record_messages: bool,
+}
+
+impl Ledger {
+    pub(crate) fn new_record(
+        &self,
+        request_id: Option<&str>,
+        model: &str,
+        conversation_id: Option<&str>,
+        source: RequestSource,
+        stream: bool,
+    ) -> UsageRecord {
+        UsageRecord {
+            ts_ms: now_ms(),
+            request_id: request_id.map_or_else(crypto::random_id, str::to_owned),
+            conversation_id: conversation_id.map(str::to_owned),
+            key_id: None,
+            provider_id: None,
+            model: model.to_owned(),
+            upstream_model: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            usage_source: UsageSource::Estimate,
+            status: 200,
+            error_kind: None,
+            latency_ms: 0.0,
+            ttft_ms: None,
+            stream,
+            source,
+            cost: None,
+            cached_tokens: 0,
+            cache_write_tokens: 0,
+            reasoning_tokens: 0,
+        }
+    }
+
+    pub(crate) fn record_failure(&self, mut rec: UsageRecord, e: &Error, start: Instant) {
+        rec.status = e.http_status();
+        rec.error_kind = Some(e.kind().as_str().to_owned());
+        rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+        self.stats.record(rec);
+    }
+
+    pub(crate) fn record_messages(
+        &self,
+        conversation_id: &str,
+        cand: &Candidate,
+        req: &ChatRequest,
+        answer: &str,
+        usage: &Usage,
+        ts_ms: i64,
+    ) {
+        if !self.record_messages {
+            return;
+        }
+        let last_user = req
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            .map(message_text)
+            .unwrap_or_default();
+        let base = MessageRecord {
+            ts_ms,
+            conversation_id: conversation_id.to_owned(),
+            provider_id: Some(cand.provider.record.id),
+            model: req.model.clone(),
+            role: "user".into(),
+            tokens: self.tokens.count_text(&req.model, &last_user).tokens,
+            content: last_user,
+        };
+        self.stats.message(base.clone());
+        self.stats.message(MessageRecord {
+            ts_ms: now_ms(),
+            role: "assistant".into(),
+            content: answer.to_owned(),
+            tokens: usage.completion_tokens,
+            ..base
+        });
+    }
+
+    /// The usage of an answer whose upstream sent none: the prompt counted like OpenAI does,
+    /// and every piece of completion text (each choice, reasoning included).
+    pub(crate) fn estimate<'a>(
+        &self,
+        req: &ChatRequest,
+        completion: impl IntoIterator<Item = &'a str>,
+    ) -> Usage {
+        let p = self.tokens.count_messages(&req.model, &req.messages).tokens;
+        let c: u64 = completion
+            .into_iter()
+            .map(|t| self.tokens.count_text(&req.model, t).tokens)
+            .sum();
+        Usage {
+            prompt_tokens: p,
+            completion_tokens: c,
+            total_tokens: p + c,
+            ..Usage::default()
+        }
+    }
+}
+
+/// Copies a usage object into the row: the counts and, from OpenAI's detail objects, the cached,
+/// cache-written and reasoning parts (as every adapter reports them).
+pub(crate) fn set_usage(rec: &mut UsageRecord, u: &Usage, source: UsageSource) {
+    let detail = |obj: &str, field: &str| {
+        u.extra
+            .get(obj)
+            .and_then(|d| d.get(field))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    rec.prompt_tokens = u.prompt_tokens;
+    rec.completion_tokens = u.completion_tokens;
+    rec.usage_source = source;
+    rec.cached_tokens = detail("prompt_tokens_details", "cached_tokens");
+    rec.cache_write_tokens = detail("prompt_tokens_details", "cache_write_tokens");
+    rec.reasoning_tokens = detail("completion_tokens_details", "reasoning_tokens");
+}
+
+pub(crate) fn cost(m: &Model, u: &Usage) -> Option<f64> {
+    if m.input_price.is_none() && m.output_price.is_none() {
+        return None;
+    }
+    Some(
+        m.input_price.unwrap_or(0.0) * u.prompt_tokens as f64 / 1e6
+            + m.output_price.unwrap_or(0.0) * u.completion_tokens as f64 / 1e6,
+    )
+}
+
+pub(crate) fn message_text(m: &Value) -> String {
+    match m.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
