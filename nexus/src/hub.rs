@@ -267,6 +267,30 @@ impl Hub {
         self.0.ledger.stats.flush()
     }
 
+    // ---- models ----------------------------------------------------------------------------
+
+    /// The models a caller may use (`GET /v1/models`): the key's scope applied, disabled and
+    /// unroutable providers left out, one entry per client-facing name. Listing costs no
+    /// request from the key's rate.
+    pub fn models_for(&self, caller: &Caller) -> Result<openai::ModelList> {
+        let key = match caller {
+            Caller::Key(k) => Some(self.0.registry.authenticate(k)?),
+            Caller::Admitted(a) => Some(a.key().clone()),
+            Caller::Admin { .. } => None,
+        };
+        let data = self
+            .0
+            .registry
+            .visible_models(key.as_ref())?
+            .into_iter()
+            .map(|(name, _provider, created)| openai::ModelObject::new(&name, created))
+            .collect();
+        Ok(openai::ModelList {
+            object: "list".into(),
+            data,
+        })
+    }
+
     // ---- chat ------------------------------------------------------------------------------
 
     /// Authenticates a client key and takes one request from its per-minute allowance. Call it

@@ -387,6 +387,55 @@ impl<'de> serde::de::Visitor<'de> for ValueSeed<'_> {
     }
 }
 
+/// `GET /v1/models`: the models a caller may use, in OpenAI's list shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: String,
+    /// One entry per client-facing model name.
+    pub data: Vec<ModelObject>,
+}
+
+/// One model of a [`ModelList`]. Provider names are the operator's business: `owned_by` is the
+/// hub. The legacy fields (`permission`, `root`, `parent`) are kept for older OpenAI clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelObject {
+    /// The name to send as `model`.
+    pub id: String,
+    /// Always `model`.
+    pub object: String,
+    /// Unix seconds the model was added.
+    pub created: i64,
+    /// Always `nexus`.
+    pub owned_by: String,
+    /// One permissive legacy permission object.
+    pub permission: Vec<Value>,
+    /// The model itself.
+    pub root: String,
+    /// Always null.
+    pub parent: Option<String>,
+}
+
+impl ModelObject {
+    /// The entry for a client-facing model name added at `created`.
+    pub fn new(id: &str, created: i64) -> Self {
+        ModelObject {
+            id: id.to_owned(),
+            object: "model".into(),
+            created,
+            owned_by: "nexus".into(),
+            permission: vec![serde_json::json!({
+                "id": format!("modelperm-{id}"), "object": "model_permission", "created": created,
+                "allow_create_engine": false, "allow_sampling": true, "allow_logprobs": true,
+                "allow_search_indices": false, "allow_view": true, "allow_fine_tuning": false,
+                "organization": "*", "group": null, "is_blocking": false
+            })],
+            root: id.to_owned(),
+            parent: None,
+        }
+    }
+}
+
 /// Token usage.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {

@@ -188,28 +188,9 @@ async fn models(
     ClientToken(token): ClientToken,
 ) -> ApiResult<Response> {
     let list = st
-        .blocking(move |hub| {
-            let key = hub.registry().authenticate(&token)?;
-            hub.registry().visible_models(Some(&key))
-        })
+        .blocking(move |hub| hub.models_for(&Caller::Key(token)))
         .await?;
-    let data: Vec<serde_json::Value> = list
-        .into_iter()
-        .map(|(name, _provider, created)| {
-            // Provider names are the operator's business: a tenant sees the hub as the owner.
-            serde_json::json!({
-                "id": name, "object": "model", "created": created, "owned_by": "nexus",
-                "permission": [{
-                    "id": format!("modelperm-{name}"), "object": "model_permission", "created": created,
-                    "allow_create_engine": false, "allow_sampling": true, "allow_logprobs": true,
-                    "allow_search_indices": false, "allow_view": true, "allow_fine_tuning": false,
-                    "organization": "*", "group": null, "is_blocking": false
-                }],
-                "root": name, "parent": null
-            })
-        })
-        .collect();
-    Ok(axum::Json(serde_json::json!({"object": "list", "data": data})).into_response())
+    Ok(axum::Json(list).into_response())
 }
 
 /// Counts an SSE stream as open for as long as its body lives.
