@@ -28,7 +28,7 @@ use std::sync::Arc;
 use nexus::openai::ChatRequest;
 use nexus::stats::TimeseriesQuery;
 use nexus::tokens::Method;
-use nexus::{Caller, ChatStream, ErrorKind, Hub, HubOptions, RequestContext};
+use nexus::{Caller, ChatStream, ErrorKind, Hub, RequestContext};
 use serde::Deserialize;
 
 /// Result codes. The numeric values are part of the ABI and are never renumbered; new codes
@@ -273,18 +273,33 @@ fn caller(api_key: Option<&str>) -> Caller {
     }
 }
 
-/// Options accepted by [`nexus_hub_open`] as JSON.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+/// Options accepted by [`nexus_hub_open`] as JSON: `worker_threads` (the hub's runtime, default
+/// 2) plus the core's one settings schema (`nexus::HubSettings`), which refuses unknown keys.
+#[derive(Default)]
 struct OpenOptions {
-    /// Base64 of 32 bytes; default: `NEXUS_MASTER_KEY`, else the key file `<db>.key`.
-    master_key: Option<String>,
-    /// Keep conversation messages for the conversation view (default true).
-    record_messages: Option<bool>,
-    /// Days conversation messages are kept (default 30; 0 keeps them forever).
-    message_retention_days: Option<u32>,
-    /// Worker threads of the hub's runtime (default 2).
     worker_threads: Option<usize>,
+    settings: nexus::HubSettings,
+}
+
+impl OpenOptions {
+    fn parse(s: &str) -> Result<Self, Fail> {
+        let mut map: serde_json::Map<String, serde_json::Value> = json(s, "options_json")?;
+        let worker_threads = match map.remove("worker_threads") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(serde_json::from_value::<usize>(v).map_err(|e| {
+                fail(
+                    NexusResult::NexusInvalidJson,
+                    format!("worker_threads: {e}"),
+                )
+            })?),
+        };
+        let settings = serde_json::from_value(serde_json::Value::Object(map))
+            .map_err(|e| fail(NexusResult::NexusInvalidJson, format!("options_json: {e}")))?;
+        Ok(OpenOptions {
+            worker_threads,
+            settings,
+        })
+    }
 }
 
 /// The library version, e.g. `"0.1.0"`. A static string: never free it.
@@ -374,20 +389,11 @@ pub unsafe extern "C" fn nexus_hub_open(
         // SAFETY: the caller's contract.
         let path = unsafe { text(db_path, "db_path") }?;
         // SAFETY: the caller's contract.
-        let opts: OpenOptions = match unsafe { opt_text(options_json, "options_json") }? {
-            Some(s) => json(s, "options_json")?,
+        let opts = match unsafe { opt_text(options_json, "options_json") }? {
+            Some(s) => OpenOptions::parse(s)?,
             None => OpenOptions::default(),
         };
-        let mut hub_opts = HubOptions::default();
-        if let Some(k) = &opts.master_key {
-            hub_opts.master_key = Some(nexus::crypto::MasterKey::from_base64(k)?);
-        }
-        if let Some(r) = opts.record_messages {
-            hub_opts.record_messages = r;
-        }
-        if let Some(d) = opts.message_retention_days {
-            hub_opts.stats.message_retention_days = d;
-        }
+        let hub_opts = opts.settings.to_options()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(opts.worker_threads.unwrap_or(2).clamp(1, 64))
             .thread_name("nexus-ffi")

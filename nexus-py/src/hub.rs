@@ -14,7 +14,7 @@ use nexus::records::{
     KeyPatch, ModelPatch, NewKey, NewModel, NewProvider, NewSession, ProviderPatch,
 };
 use nexus::stats::TimeseriesQuery;
-use nexus::{Caller, HubOptions, RequestContext};
+use nexus::{Caller, RequestContext};
 
 use crate::convert::{dumps, from_py, loads, to_py, Json};
 use crate::errors::{invalid, IntoPyResult};
@@ -101,13 +101,14 @@ impl Hub {
         master_key: Option<&str>,
         record_messages: bool,
     ) -> PyResult<Self> {
-        let mut opts = HubOptions {
-            record_messages,
-            ..HubOptions::default()
-        };
-        if let Some(k) = master_key {
-            opts.master_key = Some(nexus::crypto::MasterKey::from_base64(k).py()?);
+        // The same settings schema as the server's file and the C API's options.
+        let opts = nexus::HubSettings {
+            master_key: master_key.map(str::to_owned),
+            record_messages: Some(record_messages),
+            ..nexus::HubSettings::default()
         }
+        .to_options()
+        .py()?;
         let path = path.filter(|p| p.as_os_str() != ":memory:");
         let hub = detach(py, move || match path {
             None => nexus::Hub::open_in_memory(opts),

@@ -94,22 +94,6 @@ pub struct FileConfig {
     pub max_inflight_requests: Option<usize>,
     /// `metrics_token = "..."` (unset: `/metrics` is open)
     pub metrics_token: Option<String>,
-    /// `record_messages = true`
-    pub record_messages: Option<bool>,
-    /// `message_retention_days = 30` (0 keeps conversation messages forever)
-    pub message_retention_days: Option<u32>,
-    /// `cache_ttl_seconds = 0` (0 = cache off)
-    pub cache_ttl_seconds: Option<u64>,
-    /// `cache_max_entries = 1000`
-    pub cache_max_entries: Option<usize>,
-    /// `max_attempts = 3`
-    pub max_attempts: Option<u32>,
-    /// `first_byte_timeout_seconds = 120`
-    pub first_byte_timeout_seconds: Option<u64>,
-    /// `idle_timeout_seconds = 60`
-    pub idle_timeout_seconds: Option<u64>,
-    /// `connect_timeout_seconds = 10`
-    pub connect_timeout_seconds: Option<u64>,
 }
 
 /// What the command line asked for.
@@ -199,7 +183,25 @@ pub fn resolve(cli: &Cli) -> Result<ServerConfig, String> {
     if let Some(p) = file_path {
         let text =
             std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-        let f: FileConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+        // The core's keys (`nexus::HubSettings`, one schema with the C and Python options) and the
+        // server's own share the file's top level; each part refuses keys it does not know.
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+        let mut core = toml::Table::new();
+        for k in nexus::HubSettings::KEYS {
+            if let Some(v) = table.remove(k) {
+                core.insert(k.to_owned(), v);
+            }
+        }
+        let settings: nexus::HubSettings = core
+            .try_into()
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        settings
+            .apply(&mut c.hub)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        let f: FileConfig = table
+            .try_into()
+            .map_err(|e| format!("{}: {e}", p.display()))?;
         if let Some(v) = f.listen {
             c.listen = v.parse().map_err(|e| format!("listen = {v:?}: {e}"))?;
         }
@@ -245,30 +247,6 @@ pub fn resolve(cli: &Cli) -> Result<ServerConfig, String> {
                 );
             }
             c.metrics_token = Some(v);
-        }
-        if let Some(v) = f.message_retention_days {
-            c.hub.stats.message_retention_days = v;
-        }
-        if let Some(v) = f.record_messages {
-            c.hub.record_messages = v;
-        }
-        if let Some(ttl) = f.cache_ttl_seconds.filter(|t| *t > 0) {
-            c.hub.cache = Some(nexus::resilience::CacheConfig {
-                ttl: Duration::from_secs(ttl),
-                max_entries: f.cache_max_entries.unwrap_or(1000),
-            });
-        }
-        if let Some(v) = f.max_attempts {
-            c.hub.retry.max_attempts = v.max(1);
-        }
-        if let Some(v) = f.first_byte_timeout_seconds {
-            c.hub.first_byte_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = f.idle_timeout_seconds {
-            c.hub.idle_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = f.connect_timeout_seconds {
-            c.hub.connect_timeout = Duration::from_secs(v);
         }
     }
     if let Some(v) = env("NEXUS_DEFAULT_STREAM") {
@@ -328,6 +306,29 @@ mod tests {
             toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\ndefault_stream = true").is_ok()
         );
         assert!(toml::from_str::<FileConfig>("typo = 1").is_err());
+    }
+
+    #[test]
+    fn the_file_mixes_server_keys_with_the_core_settings_schema() {
+        let dir = std::env::temp_dir().join(format!("nexus-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("nexus.toml");
+        std::fs::write(
+            &f,
+            "default_stream = true\ncache_ttl_seconds = 9\nmax_messages = 50\nrecord_messages = false\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            config: Some(f.clone()),
+            ..Cli::default()
+        };
+        let c = resolve(&cli).unwrap();
+        assert!(c.default_stream && !c.hub.record_messages);
+        assert_eq!(c.hub.request_limits.max_messages, 50);
+        assert_eq!(c.hub.cache.map(|c| c.ttl), Some(Duration::from_secs(9)));
+        std::fs::write(&f, "max_mesages = 50\n").unwrap();
+        assert!(resolve(&cli).is_err(), "a typo in either part is refused");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

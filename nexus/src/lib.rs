@@ -54,7 +54,7 @@ pub use chat_stream::{ChatStream, StreamSummary};
 pub use diagnostics::{ModelTestResult, ProviderTestReport};
 pub use error::{Error, ErrorKind, Result};
 pub use hub::{ChatResponse, Hub};
-pub use options::HubOptions;
+pub use options::{HubOptions, HubSettings};
 pub use request::{Caller, RequestContext};
 
 /// The crate version.

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::crypto::MasterKey;
 use crate::openai::RequestLimits;
 use crate::resilience::{CacheConfig, RetryConfig};
@@ -55,5 +57,173 @@ impl Default for HubOptions {
             upstream_limits: UpstreamLimits::default(),
             default_max_tokens: 4096,
         }
+    }
+}
+
+/// The one settings schema every front end parses into [`HubOptions`]: the server's TOML file
+/// (these keys at its top level), the C API's `options_json` and the Python constructor's keyword
+/// arguments. Every field is optional; an absent one keeps the default. Unknown keys are refused,
+/// so a typo is an error rather than a silently ignored setting.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubSettings {
+    /// The master key, base64 of 32 bytes (default: `NEXUS_MASTER_KEY`, else the key file).
+    pub master_key: Option<String>,
+    /// Keep conversation messages for the conversation view (default true).
+    pub record_messages: Option<bool>,
+    /// Days conversation messages are kept (default 30; 0 keeps them forever).
+    pub message_retention_days: Option<u32>,
+    /// The opt-in response cache: seconds an answer stays valid (0 or absent: off).
+    pub cache_ttl_seconds: Option<u64>,
+    /// Most cached answers (default 1000).
+    pub cache_max_entries: Option<usize>,
+    /// Attempts per provider (default 3).
+    pub max_attempts: Option<u32>,
+    /// Connect timeout (default 10).
+    pub connect_timeout_seconds: Option<u64>,
+    /// Wait for the answer head / first stream event, and the whole non-stream body (default 120).
+    pub first_byte_timeout_seconds: Option<u64>,
+    /// Wait between two stream events (default 60).
+    pub idle_timeout_seconds: Option<u64>,
+    /// Completion tokens reserved under a token limit when a request sets none (default 4096).
+    pub default_max_tokens: Option<u64>,
+    /// Most `messages` in one request (default 10,000).
+    pub max_messages: Option<usize>,
+    /// Most content parts in one message (default 1,000).
+    pub max_content_parts: Option<usize>,
+    /// Most JSON values in one request body, an object counting 8 (default 1,000,000).
+    pub max_json_values: Option<usize>,
+    /// Largest non-stream upstream answer in bytes (default 32 MiB).
+    pub max_upstream_body_bytes: Option<usize>,
+    /// Largest single upstream stream event in bytes (default 4 MiB).
+    pub max_upstream_event_bytes: Option<usize>,
+}
+
+impl HubSettings {
+    /// The keys this schema takes, for front ends that mix them with their own (the server's
+    /// TOML file).
+    pub const KEYS: [&'static str; 15] = [
+        "master_key",
+        "record_messages",
+        "message_retention_days",
+        "cache_ttl_seconds",
+        "cache_max_entries",
+        "max_attempts",
+        "connect_timeout_seconds",
+        "first_byte_timeout_seconds",
+        "idle_timeout_seconds",
+        "default_max_tokens",
+        "max_messages",
+        "max_content_parts",
+        "max_json_values",
+        "max_upstream_body_bytes",
+        "max_upstream_event_bytes",
+    ];
+
+    /// Applies every set field to `o`.
+    pub fn apply(&self, o: &mut HubOptions) -> crate::Result<()> {
+        fn positive<T: PartialOrd + Default + Copy>(name: &str, v: T) -> crate::Result<T> {
+            if v > T::default() {
+                Ok(v)
+            } else {
+                Err(crate::Error::Config(format!("{name} must be at least 1")))
+            }
+        }
+        if let Some(k) = &self.master_key {
+            o.master_key = Some(MasterKey::from_base64(k)?);
+        }
+        if let Some(v) = self.record_messages {
+            o.record_messages = v;
+        }
+        if let Some(v) = self.message_retention_days {
+            o.stats.message_retention_days = v;
+        }
+        match self.cache_ttl_seconds {
+            Some(0) => o.cache = None,
+            Some(ttl) => {
+                o.cache = Some(CacheConfig {
+                    ttl: Duration::from_secs(ttl),
+                    max_entries: positive(
+                        "cache_max_entries",
+                        self.cache_max_entries.unwrap_or(1000),
+                    )?,
+                })
+            }
+            None => {}
+        }
+        if let Some(v) = self.max_attempts {
+            o.retry.max_attempts = positive("max_attempts", v)?;
+        }
+        if let Some(v) = self.connect_timeout_seconds {
+            o.connect_timeout = Duration::from_secs(positive("connect_timeout_seconds", v)?);
+        }
+        if let Some(v) = self.first_byte_timeout_seconds {
+            o.first_byte_timeout = Duration::from_secs(positive("first_byte_timeout_seconds", v)?);
+        }
+        if let Some(v) = self.idle_timeout_seconds {
+            o.idle_timeout = Duration::from_secs(positive("idle_timeout_seconds", v)?);
+        }
+        if let Some(v) = self.default_max_tokens {
+            o.default_max_tokens = positive("default_max_tokens", v)?;
+        }
+        if let Some(v) = self.max_messages {
+            o.request_limits.max_messages = positive("max_messages", v)?;
+        }
+        if let Some(v) = self.max_content_parts {
+            o.request_limits.max_content_parts = positive("max_content_parts", v)?;
+        }
+        if let Some(v) = self.max_json_values {
+            o.request_limits.max_json_values = positive("max_json_values", v)?;
+        }
+        if let Some(v) = self.max_upstream_body_bytes {
+            o.upstream_limits.max_body_bytes = positive("max_upstream_body_bytes", v)?;
+        }
+        if let Some(v) = self.max_upstream_event_bytes {
+            o.upstream_limits.max_event_bytes = positive("max_upstream_event_bytes", v)?;
+        }
+        Ok(())
+    }
+
+    /// Options from these settings over the defaults.
+    pub fn to_options(&self) -> crate::Result<HubOptions> {
+        let mut o = HubOptions::default();
+        self.apply(&mut o)?;
+        Ok(o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_and_apply() {
+        let s: HubSettings = serde_json::from_str(
+            r#"{"record_messages": false, "cache_ttl_seconds": 5, "max_messages": 7, "idle_timeout_seconds": 2}"#,
+        )
+        .unwrap();
+        let o = s.to_options().unwrap();
+        assert!(!o.record_messages);
+        assert_eq!(
+            o.cache.as_ref().map(|c| c.ttl),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(o.request_limits.max_messages, 7);
+        assert_eq!(o.idle_timeout, Duration::from_secs(2));
+        assert!(serde_json::from_str::<HubSettings>(r#"{"recrod_messages": false}"#).is_err());
+        let zero: HubSettings = serde_json::from_str(r#"{"max_attempts": 0}"#).unwrap();
+        assert!(zero.to_options().is_err());
+        // Every field is listed in KEYS, so a front end can route its keys here.
+        let all = serde_json::to_value(HubSettings::default()).unwrap();
+        let mut names: Vec<&str> = all
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        let mut keys = HubSettings::KEYS.to_vec();
+        keys.sort_unstable();
+        assert_eq!(names, keys);
     }
 }
