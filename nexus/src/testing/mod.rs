@@ -27,6 +27,8 @@
 //! a fake credential and an internal address, as some relays do, so tests can check that tenants
 //! never see them.
 //!
+//! The same server speaks Google's Gemini API too (see `gemini.rs` for its routes and words).
+//!
 //! `GET /mock/stats` returns `{requests, cancelled, completed, connections, last_request,
 //! secret_hits}`; `/mock/secret` (any method) stands for an internal address, answering a JSON
 //! object and counting `secret_hits`.
@@ -42,6 +44,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod gemini;
 
 #[derive(Default)]
 struct MockState {
@@ -145,6 +149,7 @@ fn router(state: Arc<MockState>) -> Router {
         .route("/chat/completions", post(chat))
         .route("/mock/stats", get(stats))
         .route("/mock/secret", get(secret).post(secret))
+        .merge(gemini::routes())
         .with_state(state)
 }
 
