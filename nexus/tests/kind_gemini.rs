@@ -614,3 +614,80 @@ async fn a_failing_gemini_provider_fails_over_to_openai() {
     assert_eq!(text, "and streaming");
     assert!(gmock.requests() >= 1);
 }
+
+#[tokio::test]
+async fn thought_signatures_survive_the_round_trip() {
+    let mock = MockUpstream::start().await.unwrap();
+    let env = Env::new(fast_options());
+    gemini(&env, &mock, &[("gem", "gemini-tools-strictsig")]);
+    let key = env.key();
+    let mut r = user("gem", "weather?");
+    r.extra.insert("tools".into(), tool_defs());
+    for stream in [false, true] {
+        let calls: Vec<Value> = if stream {
+            let s = env
+                .hub
+                .chat_stream(Caller::Key(key.clone()), streamed(r.clone(), false), ctx())
+                .await
+                .unwrap();
+            let (_, _, chunks, err) = drain(s).await;
+            assert!(err.is_none());
+            chunks
+                .iter()
+                .filter_map(|c| c.pointer("/choices/0/delta/tool_calls/0"))
+                .cloned()
+                .collect()
+        } else {
+            let a = env
+                .hub
+                .chat(Caller::Key(key.clone()), r.clone(), ctx())
+                .await
+                .unwrap();
+            a.completion.choices[0]["message"]["tool_calls"]
+                .as_array()
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(calls.len(), 2);
+        let mut follow = r.clone();
+        follow
+            .messages
+            .push(json!({"role": "assistant", "content": null, "tool_calls": calls}));
+        for c in &calls {
+            assert!(c["id"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-'));
+            follow
+                .messages
+                .push(json!({"role": "tool", "tool_call_id": c["id"], "content": "ok"}));
+        }
+        env.hub
+            .chat(Caller::Key(key.clone()), follow, ctx())
+            .await
+            .unwrap();
+        let sent = mock.last_request().unwrap();
+        assert_eq!(
+            sent["contents"][1]["parts"][0]["thoughtSignature"],
+            "c2lnLW0+/Q=="
+        );
+        assert_eq!(
+            sent["contents"][1]["parts"][1]["thoughtSignature"],
+            "c2lnLW1+/Q=="
+        );
+    }
+    // A history from elsewhere (no signatures) is refused by a strict model, as Gemini 3 does.
+    let mut other = r.clone();
+    other.messages.push(json!({"role": "assistant", "content": null, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]}));
+    other
+        .messages
+        .push(json!({"role": "tool", "tool_call_id": "call_1", "content": "ok"}));
+    let e = env
+        .hub
+        .chat(Caller::Key(key), other, ctx())
+        .await
+        .unwrap_err();
+    assert_eq!(e.http_status(), 400, "{e}");
+}

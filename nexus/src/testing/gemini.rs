@@ -11,7 +11,8 @@
 //! | `delayN` | wait N ms before each chunk |
 //! | `failN` | answer HTTP N with a Google error body (429 is `RESOURCE_EXHAUSTED`) |
 //! | `miderror` | stream one chunk, then an in-band `{"error": ...}` event |
-//! | `tools` | call the first declared function (two declared: call both, in one turn) |
+//! | `tools` | call the first declared function (two declared: call both, in one turn); each call carries a `thoughtSignature` |
+//! | `strictsig` | refuse (400), as Gemini 3 does, a history whose function calls lack their `thoughtSignature` |
 //! | `thinking` | a `thought: true` part first, counted in `thoughtsTokenCount` |
 //! | `cache` | report 5 `cachedContentTokenCount` |
 //! | `safety` | no content, `finishReason: SAFETY` |
@@ -81,6 +82,7 @@ struct Plan {
     safety: bool,
     max_tokens: bool,
     blocked: bool,
+    strict_signatures: bool,
 }
 
 fn plan(model: &str) -> Plan {
@@ -102,6 +104,7 @@ fn plan(model: &str) -> Plan {
                 "safety" => p.safety = true,
                 "maxtok" => p.max_tokens = true,
                 "blocked" => p.blocked = true,
+                "strictsig" => p.strict_signatures = true,
                 _ => {}
             }
         }
@@ -156,6 +159,17 @@ async fn generate(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    let unsigned = contents
+        .iter()
+        .filter_map(|c| c.get("parts").and_then(Value::as_array))
+        .flatten()
+        .any(|p| p.get("functionCall").is_some() && p.get("thoughtSignature").is_none());
+    if p.strict_signatures && unsigned {
+        return google_error(
+            400,
+            "Function call is missing a thought_signature in functionCall parts",
+        );
+    }
     let echo: String = contents
         .iter()
         .rev()
@@ -188,7 +202,8 @@ async fn generate(
             .enumerate()
             .map(|(i, d)| {
                 json!({"functionCall": {"name": d.get("name").cloned().unwrap_or(Value::Null),
-                                        "args": {"city": "Oslo", "n": i}}})
+                                        "args": {"city": "Oslo", "n": i}},
+                       "thoughtSignature": format!("c2lnLW{i}+/Q==")})
             })
             .collect()
     } else {

@@ -41,7 +41,9 @@
 //!
 //! One choice per candidate: text parts → `content`, `thought` parts → `reasoning_content`,
 //! `functionCall` parts → `tool_calls` (Gemini's call id when it sends one, else
-//! `call_<answer id>_<n>`; arguments as a JSON string). Finish reasons: STOP → `stop`
+//! `call_<answer id>_<n>`; arguments as a JSON string). A part's `thoughtSignature` (which
+//! Gemini 3 requires back with its function call in the next request) is carried in the tool
+//! call id, after `__ts__`, in URL-safe base64, and restored from the id in the history. Finish reasons: STOP → `stop`
 //! (`tool_calls` when the candidate called a function), MAX_TOKENS → `length`, SAFETY /
 //! RECITATION / BLOCKLIST / PROHIBITED_CONTENT / SPII / IMAGE_SAFETY → `content_filter`, anything
 //! else → `stop`. A blocked prompt (`promptFeedback.blockReason`, no candidates) is an answer
@@ -58,6 +60,7 @@
 
 mod request;
 mod response;
+mod signature;
 
 use bytes::Bytes;
 

@@ -12,6 +12,7 @@ use crate::openai::ChatRequest;
 /// "unsupported by this translation".
 fn refused(name: &str, v: &Value) -> Option<&'static str> {
     let off = matches!(v, Value::Null | Value::Bool(false))
+        || v.as_u64() == Some(0)
         || v.as_object().is_some_and(Map::is_empty)
         || v.as_array().is_some_and(Vec::is_empty);
     if off {
@@ -320,10 +321,14 @@ fn assistant_parts(
                 format!("`messages[{i}]`: tool call arguments must be a JSON object"),
             ));
         }
+        let mut part = json!({ "functionCall": { "name": name, "args": args } });
         if let Some(id) = id {
             call_names.insert(id.to_owned(), name.to_owned());
+            if let Some(sig) = super::signature::extract(id) {
+                part["thoughtSignature"] = sig.into();
+            }
         }
-        out.push(json!({ "functionCall": { "name": name, "args": args } }));
+        out.push(part);
     }
     Ok(out)
 }

@@ -53,6 +53,8 @@ struct Part {
     thought: Option<bool>,
     #[serde(default)]
     function_call: Option<FunctionCall>,
+    #[serde(default)]
+    thought_signature: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -147,11 +149,32 @@ fn in_band_error(err: &Value, raw: &str) -> Error {
 }
 
 /// A tool call id. Gemini's own id when it sends one; else one made from the answer's id, so it
-/// is unique per answer and the same wherever the call is shown.
-fn call_id(fc: &FunctionCall, base: &str, n: usize) -> String {
-    match &fc.id {
+/// is unique per answer and the same wherever the call is shown. The part's thought signature,
+/// which Gemini 3 wants back with the call in the next request, rides in the id: OpenAI clients
+/// send tool call ids back verbatim and have no other place for it.
+fn call_id(part: &Part, fc: &FunctionCall, base: &str, n: usize) -> String {
+    let id = match &fc.id {
         Some(id) if !id.is_empty() => id.clone(),
         _ => format!("call_{base}_{n}"),
+    };
+    match part.thought_signature.as_deref().filter(|s| !s.is_empty()) {
+        Some(sig) => super::signature::attach(&id, sig),
+        None => id,
+    }
+}
+
+/// The answer's id as an id stem: alphanumerics only, so the tool call ids made from it are
+/// plain and never contain the signature separator.
+fn answer_base(response_id: Option<&str>) -> String {
+    let base: String = response_id
+        .unwrap_or("")
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    if base.is_empty() {
+        crate::crypto::random_id()
+    } else {
+        base
     }
 }
 
@@ -174,11 +197,7 @@ pub(crate) fn completion(body: &[u8], client_model: &str) -> Result<Bytes> {
     if let Some(err) = &r.error {
         return Err(in_band_error(err, &String::from_utf8_lossy(body)));
     }
-    let base = r
-        .response_id
-        .clone()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(crate::crypto::random_id);
+    let base = answer_base(r.response_id.as_deref());
     let mut choices = Vec::with_capacity(r.candidates.len().max(1));
     let mut calls_made = 0usize;
     for (pos, c) in r.candidates.iter().enumerate() {
@@ -192,7 +211,7 @@ pub(crate) fn completion(body: &[u8], client_model: &str) -> Result<Bytes> {
                 }
             }
             if let Some(fc) = &p.function_call {
-                calls.push(tool_call(fc, call_id(fc, &base, calls_made), None));
+                calls.push(tool_call(fc, call_id(p, fc, &base, calls_made), None));
                 calls_made += 1;
             }
         }
@@ -330,11 +349,7 @@ impl StreamDecoder for Decoder {
             return Err(in_band_error(err, d));
         }
         if self.ids.is_none() {
-            let base = r
-                .response_id
-                .clone()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(crate::crypto::random_id);
+            let base = answer_base(r.response_id.as_deref());
             self.ids = Some((format!("chatcmpl-{base}"), crate::now_ms() / 1000));
         }
         if let Some(u) = &r.usage_metadata {
@@ -398,7 +413,7 @@ impl StreamDecoder for Decoder {
                     if let Some(prev) = pending.take() {
                         out.push(self.text_delta(index, prev));
                     }
-                    let id = call_id(fc, &format!("{call_base}_{index}"), calls_before);
+                    let id = call_id(p, fc, &format!("{call_base}_{index}"), calls_before);
                     out.push(self.delta(
                         index,
                         json!({ "tool_calls": [tool_call(fc, id, Some(calls_before))] }),
