@@ -60,6 +60,7 @@
 
 mod request;
 mod response;
+mod schema;
 mod signature;
 
 use bytes::Bytes;

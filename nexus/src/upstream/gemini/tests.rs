@@ -1,7 +1,8 @@
 use serde_json::{json, Value};
 
-use super::request::{body, mime_from_url, schema, thinking};
+use super::request::{body, mime_from_url, thinking};
 use super::response::{completion, finish_reason, Decoder};
+use super::schema::schema;
 use super::*;
 use crate::upstream::{Decoded, StreamDecoder};
 
