@@ -545,7 +545,15 @@ async fn a_mid_stream_error_ends_the_stream_once() {
         )
         .await
         .unwrap();
-    let (text, _, _, err) = drain(s).await;
+    let mut s = s;
+    let (mut text, mut err) = (String::new(), None);
+    while let Some(item) = s.next().await {
+        assert!(err.is_none(), "nothing follows the error");
+        match item {
+            Ok(c) => text.push_str(c.delta().unwrap_or("")),
+            Err(e) => err = Some(e),
+        }
+    }
     assert_eq!(text, "a ");
     let e = err.expect("the stream ends with the in-band error");
     assert_eq!(e.kind(), ErrorKind::Upstream, "{e}");
@@ -581,7 +589,8 @@ async fn a_failing_gemini_provider_fails_over_to_openai() {
     let gmock = MockUpstream::start().await.unwrap();
     let omock = MockUpstream::start().await.unwrap();
     let env = Env::new(fast_options());
-    gemini(&env, &gmock, &[("m", "gemini-fail503")]);
+    // RESOURCE_EXHAUSTED: retried on the gemini provider, then failed over.
+    gemini(&env, &gmock, &[("m", "gemini-fail429")]);
     let o = env.provider(
         "o",
         &omock,
