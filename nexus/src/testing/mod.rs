@@ -32,6 +32,8 @@
 //! a fake credential and an internal address, as some relays do, so tests can check that tenants
 //! never see them.
 //!
+//! The same server speaks Google's Gemini API too (see `gemini.rs` for its routes and words).
+//!
 //! `GET /mock/stats` returns `{requests, cancelled, completed, connections, last_request,
 //! secret_hits}`; `/mock/secret` (any method) stands for an internal address, answering a JSON
 //! object and counting `secret_hits`.
@@ -49,6 +51,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod azure;
+mod gemini;
 
 #[derive(Default)]
 struct MockState {
@@ -157,6 +160,7 @@ fn router(state: Arc<MockState>) -> Router {
         .route("/openai/v1/chat/completions", post(azure::v1_chat))
         .route("/mock/stats", get(stats))
         .route("/mock/secret", get(secret).post(secret))
+        .merge(gemini::routes())
         .with_state(state)
 }
 

@@ -4,7 +4,7 @@
 //! The `openai` adapter is a pass-through: its body is the request re-serialized from borrowed
 //! parts and its events are relayed byte for byte. `azure` is OpenAI's wire format at other URLs
 //! with an `api-key` header. The translating kinds live beside this file (`anthropic.rs`,
-//! `gemini.rs`).
+//! `gemini/`).
 
 use std::borrow::Cow;
 
@@ -78,7 +78,8 @@ pub(crate) fn adapter_for(kind: ProviderKind) -> Result<&'static dyn Adapter> {
     match kind {
         ProviderKind::Openai => Ok(&OpenAi),
         ProviderKind::Azure => Ok(&Azure),
-        ProviderKind::Anthropic | ProviderKind::Gemini => Err(Error::Config(format!(
+        ProviderKind::Gemini => Ok(&super::gemini::Gemini),
+        ProviderKind::Anthropic => Err(Error::Config(format!(
             "provider kind '{}' is not translated by this build",
             kind.as_str()
         ))),
