@@ -3,7 +3,7 @@
 //!
 //! The `openai` adapter is a pass-through: its body is the request re-serialized from borrowed
 //! parts and its events are relayed byte for byte. `azure` is OpenAI's wire format at other URLs
-//! with an `api-key` header. The translating kinds live beside this file (`anthropic.rs`,
+//! with an `api-key` header. The translating kinds live beside this file (`anthropic/`,
 //! `gemini.rs`).
 
 use std::borrow::Cow;
@@ -78,7 +78,8 @@ pub(crate) fn adapter_for(kind: ProviderKind) -> Result<&'static dyn Adapter> {
     match kind {
         ProviderKind::Openai => Ok(&OpenAi),
         ProviderKind::Azure => Ok(&Azure),
-        ProviderKind::Anthropic | ProviderKind::Gemini => Err(Error::Config(format!(
+        ProviderKind::Anthropic => Ok(&super::anthropic::Anthropic),
+        ProviderKind::Gemini => Err(Error::Config(format!(
             "provider kind '{}' is not translated by this build",
             kind.as_str()
         ))),
