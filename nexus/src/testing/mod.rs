@@ -27,6 +27,8 @@
 //! a fake credential and an internal address, as some relays do, so tests can check that tenants
 //! never see them.
 //!
+//! `POST /v1/messages` is Anthropic's Messages API, with its own words (see `anthropic.rs`).
+//!
 //! `GET /mock/stats` returns `{requests, cancelled, completed, connections, last_request,
 //! secret_hits}`; `/mock/secret` (any method) stands for an internal address, answering a JSON
 //! object and counting `secret_hits`.
@@ -42,6 +44,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod anthropic;
 
 #[derive(Default)]
 struct MockState {
@@ -143,6 +147,7 @@ fn router(state: Arc<MockState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/chat/completions", post(chat))
+        .route("/v1/messages", post(anthropic::messages))
         .route("/mock/stats", get(stats))
         .route("/mock/secret", get(secret).post(secret))
         .with_state(state)

@@ -60,7 +60,10 @@ pub(crate) fn body(
     let mut out = Map::new();
     out.insert("model".into(), model.into());
 
-    let mut max_tokens = match x.get("max_completion_tokens").or_else(|| x.get("max_tokens")) {
+    let mut max_tokens = match x
+        .get("max_completion_tokens")
+        .or_else(|| x.get("max_tokens"))
+    {
         None | Some(Value::Null) => default_max_tokens.map_or(DEFAULT_MAX_TOKENS, u64::from),
         Some(v) => match v.as_u64() {
             Some(n) if n > 0 => n,
@@ -96,10 +99,9 @@ pub(crate) fn body(
         Some(Value::String(s)) => {
             out.insert("stop_sequences".into(), json!([s]));
         }
+        Some(Value::Array(a)) if a.is_empty() => {}
         Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
-            if !a.is_empty() {
-                out.insert("stop_sequences".into(), Value::Array(a.clone()));
-            }
+            out.insert("stop_sequences".into(), Value::Array(a.clone()));
         }
         Some(_) => {
             return Err(Error::invalid_param(
@@ -129,7 +131,11 @@ pub(crate) fn body(
     };
     if let Some(budget) = thinking_budget {
         // Anthropic refuses a changed temperature with thinking on.
-        if out.get("temperature").and_then(Value::as_f64).is_some_and(|t| t != 1.0) {
+        if out
+            .get("temperature")
+            .and_then(Value::as_f64)
+            .is_some_and(|t| t != 1.0)
+        {
             return Err(Error::invalid_param(
                 "temperature",
                 "`temperature` cannot be combined with `reasoning_effort` on this model's provider",
@@ -429,7 +435,9 @@ fn assistant_blocks(m: &Value, content: Option<&Value>, i: usize) -> Result<Vec<
                 .get("id")
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad("each call needs an id"))?;
-            let f = c.get("function").ok_or_else(|| bad("each call needs a function"))?;
+            let f = c
+                .get("function")
+                .ok_or_else(|| bad("each call needs a function"))?;
             let name = f
                 .get("name")
                 .and_then(Value::as_str)
@@ -496,7 +504,9 @@ fn tools(x: &Map<String, Value>) -> Result<Option<Vec<Value>>> {
             .and_then(Value::as_str)
             .ok_or_else(|| bad(format!("`tools[{k}]` needs a function name")))?;
         if name == JSON_TOOL {
-            return Err(bad(format!("`tools[{k}]`: the name '{JSON_TOOL}' is reserved")));
+            return Err(bad(format!(
+                "`tools[{k}]`: the name '{JSON_TOOL}' is reserved"
+            )));
         }
         let mut d = json!({
             "name": name,
@@ -627,9 +637,11 @@ mod tests {
     #[test]
     fn parameters_map_and_unsupported_ones_are_refused() {
         let b = body(
-            &req(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            &req(
+                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
                 "max_completion_tokens": 50, "max_tokens": 9, "temperature": 0.5, "top_p": 0.9,
-                "stop": "END", "user": "u1", "seed": 7, "presence_penalty": 0, "n": 1})),
+                "stop": "END", "user": "u1", "seed": 7, "presence_penalty": 0, "n": 1}),
+            ),
             "claude-x",
             Some(1000),
             true,
@@ -713,10 +725,19 @@ mod tests {
         let b = build(json!({"model": "m", "messages": msgs, "tools": tools,
             "tool_choice": "required", "parallel_tool_calls": false}))
         .unwrap();
-        assert_eq!(b["tools"][0]["input_schema"]["properties"]["q"]["type"], "string");
+        assert_eq!(
+            b["tools"][0]["input_schema"]["properties"]["q"]["type"],
+            "string"
+        );
         assert_eq!(b["tools"][0]["description"], "find");
-        assert_eq!(b["tools"][1]["input_schema"], json!({"type": "object", "properties": {}}));
-        assert_eq!(b["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
+        assert_eq!(
+            b["tools"][1]["input_schema"],
+            json!({"type": "object", "properties": {}})
+        );
+        assert_eq!(
+            b["tool_choice"],
+            json!({"type": "any", "disable_parallel_tool_use": true})
+        );
         let m = b["messages"].as_array().unwrap();
         assert_eq!(m.len(), 3);
         assert_eq!(
@@ -742,8 +763,10 @@ mod tests {
                 json!({"type": "tool", "name": "now"}),
             ),
         ] {
-            let b = build(json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
-                "tools": tools, "tool_choice": choice}))
+            let b = build(
+                json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                "tools": tools, "tool_choice": choice}),
+            )
             .unwrap();
             assert_eq!(b["tool_choice"], want);
         }
@@ -754,13 +777,20 @@ mod tests {
 
     #[test]
     fn reasoning_and_response_formats() {
-        let b = build(json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
-            "reasoning_effort": "medium", "max_tokens": 1000}))
+        let b = build(
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+            "reasoning_effort": "medium", "max_tokens": 1000}),
+        )
         .unwrap();
-        assert_eq!(b["thinking"], json!({"type": "enabled", "budget_tokens": 4096}));
+        assert_eq!(
+            b["thinking"],
+            json!({"type": "enabled", "budget_tokens": 4096})
+        );
         assert_eq!(b["max_tokens"], 5096);
-        let b = build(json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
-            "reasoning_effort": "low", "max_tokens": 8000}))
+        let b = build(
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+            "reasoning_effort": "low", "max_tokens": 8000}),
+        )
         .unwrap();
         assert_eq!(b["max_tokens"], 8000);
         assert_eq!(b["thinking"]["budget_tokens"], 1024);

@@ -24,7 +24,10 @@ pub(crate) fn completion(body: &[u8], client_model: &str) -> Result<Bytes> {
     let m: Message = serde_json::from_slice(body).map_err(|e| Error::Upstream {
         status: None,
         message: format!("upstream answer is not an Anthropic message: {e}"),
-        body: Some(crate::openai::truncate(&String::from_utf8_lossy(body), 4096)),
+        body: Some(crate::openai::truncate(
+            &String::from_utf8_lossy(body),
+            4096,
+        )),
         retry_after: None,
     })?;
     let (mut text, mut reasoning) = (String::new(), String::new());

@@ -256,33 +256,72 @@ mod tests {
         let out = feed(
             &mut d,
             &[
-                ("message_start", json!({"type": "message_start", "message": {"id": "msg_1",
-                    "usage": {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 4}}})),
+                (
+                    "message_start",
+                    json!({"type": "message_start", "message": {"id": "msg_1",
+                    "usage": {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 4}}}),
+                ),
                 ("ping", json!({"type": "ping"})),
-                ("content_block_start", json!({"type": "content_block_start", "index": 0,
-                    "content_block": {"type": "thinking", "thinking": "", "signature": ""}})),
-                ("content_block_delta", json!({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "thinking_delta", "thinking": "hmm"}})),
-                ("content_block_delta", json!({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "signature_delta", "signature": "abc"}})),
-                ("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
-                ("content_block_start", json!({"type": "content_block_start", "index": 1,
-                    "content_block": {"type": "text", "text": ""}})),
-                ("content_block_delta", json!({"type": "content_block_delta", "index": 1,
-                    "delta": {"type": "text_delta", "text": "Hi"}})),
-                ("content_block_start", json!({"type": "content_block_start", "index": 2,
-                    "content_block": {"type": "tool_use", "id": "toolu_a", "name": "f", "input": {}}})),
-                ("content_block_delta", json!({"type": "content_block_delta", "index": 2,
-                    "delta": {"type": "input_json_delta", "partial_json": "{\"q\":"}})),
-                ("content_block_start", json!({"type": "content_block_start", "index": 3,
-                    "content_block": {"type": "tool_use", "id": "toolu_b", "name": "g", "input": {}}})),
-                ("content_block_delta", json!({"type": "content_block_delta", "index": 3,
-                    "delta": {"type": "input_json_delta", "partial_json": "{}"}})),
-                ("content_block_delta", json!({"type": "content_block_delta", "index": 2,
-                    "delta": {"type": "input_json_delta", "partial_json": "1}"}})),
-                ("message_delta", json!({"type": "message_delta",
+                (
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+                ),
+                (
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
+                ),
+                (
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "signature_delta", "signature": "abc"}}),
+                ),
+                (
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": 0}),
+                ),
+                (
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": 1,
+                    "content_block": {"type": "text", "text": ""}}),
+                ),
+                (
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 1,
+                    "delta": {"type": "text_delta", "text": "Hi"}}),
+                ),
+                (
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": 2,
+                    "content_block": {"type": "tool_use", "id": "toolu_a", "name": "f", "input": {}}}),
+                ),
+                (
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 2,
+                    "delta": {"type": "input_json_delta", "partial_json": "{\"q\":"}}),
+                ),
+                (
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": 3,
+                    "content_block": {"type": "tool_use", "id": "toolu_b", "name": "g", "input": {}}}),
+                ),
+                (
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 3,
+                    "delta": {"type": "input_json_delta", "partial_json": "{}"}}),
+                ),
+                (
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 2,
+                    "delta": {"type": "input_json_delta", "partial_json": "1}"}}),
+                ),
+                (
+                    "message_delta",
+                    json!({"type": "message_delta",
                     "delta": {"stop_reason": "tool_use", "stop_sequence": null},
-                    "usage": {"output_tokens": 7}})),
+                    "usage": {"output_tokens": 7}}),
+                ),
                 ("message_stop", json!({"type": "message_stop"})),
             ],
         );
@@ -321,8 +360,14 @@ mod tests {
         let out = feed(
             &mut d,
             &[
-                ("", json!({"type": "message_start", "message": {"id": "x", "usage": {"input_tokens": 3, "output_tokens": 1}}})),
-                ("", json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 9}})),
+                (
+                    "",
+                    json!({"type": "message_start", "message": {"id": "x", "usage": {"input_tokens": 3, "output_tokens": 1}}}),
+                ),
+                (
+                    "",
+                    json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 9}}),
+                ),
             ],
         );
         assert_eq!(out[1]["choices"][0]["finish_reason"], "length");
@@ -338,11 +383,20 @@ mod tests {
         let out = feed(
             &mut d,
             &[
-                ("", json!({"type": "content_block_start", "index": 0,
-                    "content_block": {"type": "tool_use", "id": "t", "name": JSON_TOOL, "input": {}}})),
-                ("", json!({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "input_json_delta", "partial_json": "{\"a\":1}"}})),
-                ("", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}})),
+                (
+                    "",
+                    json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "tool_use", "id": "t", "name": JSON_TOOL, "input": {}}}),
+                ),
+                (
+                    "",
+                    json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": "{\"a\":1}"}}),
+                ),
+                (
+                    "",
+                    json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}}),
+                ),
             ],
         );
         assert_eq!(out[0]["choices"][0]["delta"]["content"], "{\"a\":1}");
