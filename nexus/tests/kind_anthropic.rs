@@ -708,3 +708,75 @@ async fn a_failing_anthropic_provider_fails_over_to_openai() {
     assert!(err.is_none());
     assert_eq!(text, "streamed too");
 }
+
+#[tokio::test]
+async fn json_schema_answers_come_back_as_content() {
+    let mock = MockUpstream::start().await.unwrap();
+    let env = Env::new(fast_options());
+    anthropic(
+        &env,
+        &mock,
+        ProviderOptions::default(),
+        &[("claude", "claude-tools")],
+    );
+    let key = env.key();
+    let schema = json!({"type": "object", "properties": {"q": {"type": "string"}}});
+    let r = req(
+        json!({"model": "claude", "messages": [{"role": "user", "content": "w"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}}),
+    );
+    let out = env
+        .hub
+        .chat(Caller::Key(key.clone()), r.clone(), ctx())
+        .await
+        .unwrap();
+    let sent = mock.last_request().unwrap();
+    assert_eq!(sent["tools"][0]["input_schema"], schema);
+    assert_eq!(sent["tool_choice"]["type"], "tool");
+    let msg = &out.completion.choices[0]["message"];
+    assert!(msg.get("tool_calls").is_none(), "{msg}");
+    assert_eq!(msg["content"], "{\"q\":\"w 0\"}");
+    assert_eq!(out.completion.finish_reason(), Some("stop"));
+
+    let mut r = r;
+    r.stream = Some(true);
+    let s = env
+        .hub
+        .chat_stream(Caller::Key(key), r, ctx())
+        .await
+        .unwrap();
+    let (text, chunks, err) = drain(s).await;
+    assert!(err.is_none());
+    assert_eq!(text, "{\"q\":\"w 0\"}");
+    assert!(chunks
+        .iter()
+        .all(|c| c.pointer("/choices/0/delta/tool_calls").is_none()));
+    assert_eq!(finish(&chunks).as_deref(), Some("stop"));
+}
+
+#[tokio::test]
+async fn a_base_url_ending_in_hash_is_used_verbatim() {
+    let mock = MockUpstream::start().await.unwrap();
+    let env = Env::new(fast_options());
+    env.add(
+        NewProvider {
+            name: "proxy".into(),
+            kind: ProviderKind::Anthropic,
+            base_url: format!("{}/v1/messages#", mock.base_url()),
+            api_key: UPSTREAM_KEY.into(),
+            ..NewProvider::default()
+        },
+        &[("claude", "claude")],
+    );
+    let out = env
+        .hub
+        .chat(
+            Caller::Key(env.key()),
+            ChatRequest::user("claude", "via proxy"),
+            ctx(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.completion.content(), Some("via proxy"));
+    assert_eq!(mock.requests(), 1);
+}

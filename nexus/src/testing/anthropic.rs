@@ -201,22 +201,34 @@ pub(super) async fn messages(
         return error_response(status, &format!("mock failure {status}"));
     }
     let echo = last_user_text(&req);
+    // A forced tool choice makes Anthropic answer with the tool call alone, no text before it.
+    let forced = match req.pointer("/tool_choice/type").and_then(Value::as_str) {
+        Some("tool") => req.pointer("/tool_choice/name").and_then(Value::as_str),
+        Some("any") => Some(""),
+        _ => None,
+    };
     let pieces: Vec<String> = match p.chunks {
         Some(n) => (0..n).map(|i| format!("tok{i} ")).collect(),
+        None if p.tools && forced.is_some() => vec![],
         None if p.tools => vec!["Let me check.".to_owned()],
         None if echo.is_empty() => vec!["(empty)".to_owned()],
         None => echo.split_inclusive(' ').map(str::to_owned).collect(),
     };
     let tools: Vec<String> = if p.tools {
-        req.get("tools")
+        let names = req
+            .get("tools")
             .and_then(Value::as_array)
-            .map(|t| {
-                t.iter()
-                    .take(2)
-                    .filter_map(|t| t["name"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["name"].as_str());
+        match forced {
+            Some(n) if !n.is_empty() => names
+                .filter(|t| *t == n)
+                .take(1)
+                .map(str::to_owned)
+                .collect(),
+            _ => names.take(2).map(str::to_owned).collect(),
+        }
     } else {
         vec![]
     };
@@ -250,7 +262,9 @@ pub(super) async fn messages(
             content
                 .push(json!({"type": "thinking", "thinking": THINKING, "signature": "mock-sig"}));
         }
-        content.push(json!({"type": "text", "text": pieces.concat()}));
+        if !pieces.is_empty() {
+            content.push(json!({"type": "text", "text": pieces.concat()}));
+        }
         for (i, name) in tools.iter().enumerate() {
             content.push(json!({"type": "tool_use", "id": format!("toolu_mock{i}"),
                                 "name": name, "input": tool_input(i)}));
@@ -304,26 +318,28 @@ pub(super) async fn messages(
         events.push(block_stop(index));
         index += 1;
     }
-    events.push(sse(
-        "content_block_start",
-        json!({"type": "content_block_start", "index": index,
-               "content_block": {"type": "text", "text": ""}}),
-    ));
-    for (i, piece) in pieces.iter().enumerate() {
-        events.push(block_delta(
-            index,
-            json!({"type": "text_delta", "text": piece}),
+    if !pieces.is_empty() {
+        events.push(sse(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index,
+                   "content_block": {"type": "text", "text": ""}}),
         ));
-        if i == 0 && p.mid_error {
-            events.push(sse(
-                "error",
-                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        for (i, piece) in pieces.iter().enumerate() {
+            events.push(block_delta(
+                index,
+                json!({"type": "text_delta", "text": piece}),
             ));
+            if i == 0 && p.mid_error {
+                events.push(sse(
+                    "error",
+                    json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+                ));
+            }
         }
-    }
-    events.push(block_stop(index));
-    for (i, name) in tools.iter().enumerate() {
+        events.push(block_stop(index));
         index += 1;
+    }
+    for (i, name) in tools.iter().enumerate() {
         events.push(sse(
             "content_block_start",
             json!({"type": "content_block_start",
@@ -343,6 +359,7 @@ pub(super) async fn messages(
             ));
         }
         events.push(block_stop(index));
+        index += 1;
     }
     events.push(sse(
         "message_delta",

@@ -32,7 +32,8 @@ pub(crate) fn completion(body: &[u8], client_model: &str) -> Result<Bytes> {
     })?;
     let (mut text, mut reasoning) = (String::new(), String::new());
     let mut calls = Vec::new();
-    let mut json_answer = false;
+    // The forced tool of `response_format: json_schema`: its input is the whole answer.
+    let mut json_answer: Option<String> = None;
     for b in &m.content {
         match b.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
@@ -43,9 +44,7 @@ pub(crate) fn completion(body: &[u8], client_model: &str) -> Result<Bytes> {
                 let name = b.get("name").and_then(Value::as_str).unwrap_or("");
                 let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
                 if name == JSON_TOOL {
-                    // The forced tool of `response_format: json_schema`: its input is the answer.
-                    json_answer = true;
-                    text.push_str(&input.to_string());
+                    json_answer = Some(input.to_string());
                     continue;
                 }
                 calls.push(json!({
@@ -57,6 +56,10 @@ pub(crate) fn completion(body: &[u8], client_model: &str) -> Result<Bytes> {
             // Redacted thinking and server-tool blocks have nothing an OpenAI client can read.
             _ => {}
         }
+    }
+    let json_mode = json_answer.is_some();
+    if let Some(j) = json_answer {
+        text = j;
     }
     let mut message = json!({"role": "assistant"});
     message["content"] = if text.is_empty() && !calls.is_empty() {
@@ -79,7 +82,7 @@ pub(crate) fn completion(body: &[u8], client_model: &str) -> Result<Bytes> {
             "index": 0,
             "message": message,
             "logprobs": null,
-            "finish_reason": finish_reason(m.stop_reason.as_deref(), json_answer),
+            "finish_reason": finish_reason(m.stop_reason.as_deref(), json_mode),
         }],
         "usage": openai_usage(&m.usage),
     });
@@ -135,9 +138,11 @@ mod tests {
             {"type": "tool_use", "id": "t", "name": "f", "input": {}}], "stop_reason": "tool_use",
             "usage": {"input_tokens": 1, "output_tokens": 1}}));
         assert!(c["choices"][0]["message"]["content"].is_null());
-        let c = run(json!({"id": "m", "content": [
+        let c = run(
+            json!({"id": "m", "content": [{"type": "text", "text": "Sure: "},
             {"type": "tool_use", "id": "t", "name": JSON_TOOL, "input": {"a": 1}}],
-            "stop_reason": "tool_use", "usage": {"input_tokens": 1, "output_tokens": 1}}));
+            "stop_reason": "tool_use", "usage": {"input_tokens": 1, "output_tokens": 1}}),
+        );
         assert_eq!(c["choices"][0]["message"]["content"], "{\"a\":1}");
         assert!(c["choices"][0]["message"].get("tool_calls").is_none());
         assert_eq!(c["choices"][0]["finish_reason"], "stop");
