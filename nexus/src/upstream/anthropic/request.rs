@@ -24,7 +24,11 @@
 //! - `reasoning_effort` low/medium/high enables extended thinking with a budget of
 //!   1024/4096/16384 tokens (`minimal` counts as low, `none` as off). The budget must be below
 //!   `max_tokens`: when it is not, `max_tokens` becomes budget + the requested answer length so
-//!   the visible answer keeps what was asked for.
+//!   the visible answer keeps what was asked for. A changed `temperature` with thinking is
+//!   refused here; other combinations Anthropic forbids with thinking (`top_p` below 0.95, a
+//!   forced `tool_choice`) are left to its own 400, which reaches the client with its reason.
+//! - A conversation ending in an assistant message is sent as it is: Anthropic continues that
+//!   text (a prefill) where OpenAI would answer anew.
 
 use serde_json::{json, Map, Value};
 
