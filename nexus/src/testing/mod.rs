@@ -33,6 +33,7 @@
 //! never see them.
 //!
 //! The same server speaks Google's Gemini API too (see `gemini.rs` for its routes and words).
+//! `POST /v1/messages` is Anthropic's Messages API, with its own words (see `anthropic.rs`).
 //!
 //! `GET /mock/stats` returns `{requests, cancelled, completed, connections, last_request,
 //! secret_hits}`; `/mock/secret` (any method) stands for an internal address, answering a JSON
@@ -52,6 +53,7 @@ use std::time::Duration;
 
 mod azure;
 mod gemini;
+mod anthropic;
 
 #[derive(Default)]
 struct MockState {
@@ -158,6 +160,7 @@ fn router(state: Arc<MockState>) -> Router {
             post(azure::deployment_chat),
         )
         .route("/openai/v1/chat/completions", post(azure::v1_chat))
+        .route("/v1/messages", post(anthropic::messages))
         .route("/mock/stats", get(stats))
         .route("/mock/secret", get(secret).post(secret))
         .merge(gemini::routes())

@@ -19,6 +19,7 @@ use crate::error::{Error, Result, TimeoutPhase};
 use crate::registry::Candidate;
 
 pub(crate) mod adapter;
+pub(crate) mod anthropic;
 pub(crate) mod gemini;
 
 pub(crate) use adapter::{adapter_for, Decoded, StreamDecoder, UpstreamCall};
