@@ -43,6 +43,18 @@ fn rows() -> Vec<Row> {
             },
             credential_header: "api-key",
         },
+        Row {
+            label: "anthropic",
+            kind: ProviderKind::Anthropic,
+            options: ProviderOptions::default(),
+            credential_header: "x-api-key",
+        },
+        Row {
+            label: "gemini",
+            kind: ProviderKind::Gemini,
+            options: ProviderOptions::default(),
+            credential_header: "x-goog-api-key",
+        },
     ]
 }
 

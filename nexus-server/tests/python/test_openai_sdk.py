@@ -31,8 +31,10 @@ ADMIN = "py-admin-token-0123456789abcdef"
 MODELS = ["gpt-4o", "m-x-chunks10", "m-x-miderror", "b-x-fail500", "m-x-nousage", "r-x-redirect302"]
 # Every provider kind the hub speaks, each on its own provider backed by the same mock (which
 # serves every kind's wire format): (kind, provider options).
-KINDS = [("azure", {}), ("azure", {"azure_v1": True})]
+KINDS = [("azure", {}), ("azure", {"azure_v1": True}), ("anthropic", {}), ("gemini", {})]
 KIND_MODELS = [f"{kind}{i}-x-{word}" for i, (kind, _) in enumerate(KINDS) for word in ("echo", "fail503", "miderror")]
+# The translating kinds' mocks answer `tools` models with a call of the first tool.
+KIND_MODELS += [f"{kind}{i}-x-tools" for i, (kind, _) in enumerate(KINDS) if kind in ("anthropic", "gemini")]
 
 
 class Stack:
@@ -391,3 +393,36 @@ def test_every_provider_kind(stack: Stack, index: int) -> None:
             if c.choices:
                 got.append(c.choices[0].delta.content or "")
     assert "".join(got).startswith("a")
+
+
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}}]
+
+
+@pytest.mark.parametrize("index", [i for i, (k, _) in enumerate(KINDS) if k in ("anthropic", "gemini")],
+                         ids=[f"{k}{i}" for i, (k, _) in enumerate(KINDS) if k in ("anthropic", "gemini")])
+def test_tools_through_translated_kinds(stack: Stack, index: int) -> None:
+    model = f"{KINDS[index][0]}{index}-x-tools"
+    client = stack.client()
+    msgs = [{"role": "user", "content": "weather in Paris?"}]
+    resp = client.chat.completions.create(model=model, messages=msgs, tools=WEATHER, tool_choice="auto")
+    call = resp.choices[0].message.tool_calls[0]
+    assert resp.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments), dict)
+    # Streamed: the SDK sees OpenAI tool_call deltas it can assemble by index.
+    args, names, ids = {}, {}, {}
+    for c in client.chat.completions.create(model=model, messages=msgs, tools=WEATHER, stream=True):
+        for tc in (c.choices[0].delta.tool_calls or []) if c.choices else []:
+            args[tc.index] = args.get(tc.index, "") + (tc.function.arguments or "")
+            if tc.function.name:
+                names[tc.index] = tc.function.name
+            if tc.id:
+                ids[tc.index] = tc.id
+    assert names[0] == "get_weather" and ids[0] and isinstance(json.loads(args[0]), dict)
+    # The tool result goes back in the next turn, translated for the provider.
+    follow = client.chat.completions.create(model=f"{KINDS[index][0]}{index}-x-echo", tools=WEATHER, messages=msgs + [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+        {"role": "user", "content": "thanks"},
+    ])
+    assert follow.choices[0].message.content == "thanks"

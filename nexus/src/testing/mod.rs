@@ -51,9 +51,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod anthropic;
 mod azure;
 mod gemini;
-mod anthropic;
 
 #[derive(Default)]
 struct MockState {
