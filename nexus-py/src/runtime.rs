@@ -7,6 +7,7 @@
 //! interpreter shuts down.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -58,10 +59,28 @@ where
 /// The thread that runs the interpreter's `atexit` handlers, once they have started.
 static EXITING_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
 
+/// Set (SeqCst) together with [`EXITING_THREAD`]; the fence partner of [`RETURNING`].
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Threads that have passed the shutdown check in [`detach`] and are taking the GIL back.
+static RETURNING: AtomicUsize = AtomicUsize::new(0);
+
 /// Registered with `atexit` when the module loads: from now on the interpreter is shutting down.
+///
+/// A thread that passed [`detach`]'s check just before this ran is about to take the GIL back;
+/// if it got it only once finalization had begun, CPython would end it with `pthread_exit`
+/// through Rust frames. So the GIL is let go here until every such thread has taken it and moved
+/// on (at most 2 s): each either finishes its Python work or parks at its next call.
 #[pyfunction]
-pub(crate) fn _at_exit() {
+pub(crate) fn _at_exit(py: Python<'_>) {
     let _ = EXITING_THREAD.set(std::thread::current().id());
+    EXITING.store(true, Ordering::SeqCst);
+    py.detach(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while RETURNING.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
 }
 
 /// `py.detach(f)`, except that once the interpreter has begun to shut down, a thread other than
@@ -70,17 +89,25 @@ pub(crate) fn _at_exit() {
 /// `pthread_exit`, whose forced unwind through Rust frames aborts the whole process ("FATAL:
 /// exception not rethrown"). CPython 3.14 hangs such threads itself, the same way.
 pub(crate) fn detach<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
-    py.detach(|| {
+    let r = py.detach(|| {
         let r = f();
-        if let Some(exiting) = EXITING_THREAD.get() {
-            if *exiting != std::thread::current().id() {
-                loop {
-                    std::thread::park();
-                }
+        // Counted before the check, so that `_at_exit` either is seen here or sees this thread
+        // (both sides use SeqCst) and waits for it to take the GIL back before finalizing.
+        RETURNING.fetch_add(1, Ordering::SeqCst);
+        if EXITING.load(Ordering::SeqCst)
+            && EXITING_THREAD
+                .get()
+                .is_some_and(|exiting| *exiting != std::thread::current().id())
+        {
+            RETURNING.fetch_sub(1, Ordering::SeqCst);
+            loop {
+                std::thread::park();
             }
         }
         r
-    })
+    });
+    RETURNING.fetch_sub(1, Ordering::SeqCst);
+    r
 }
 
 /// Whether the calling thread is Python's main thread (where signal handlers run).
