@@ -48,28 +48,18 @@ struct Plan {
 }
 
 fn plan(model: &str) -> Plan {
-    let mut p = Plan::default();
-    for w in model.split('-') {
-        let num = |prefix: &str| w.strip_prefix(prefix).and_then(|n| n.parse::<u64>().ok());
-        if let Some(n) = num("chunks") {
-            p.chunks = Some(n as usize);
-        } else if let Some(n) = num("delay") {
-            p.delay_ms = n;
-        } else if let Some(n) = num("fail") {
-            p.fail = Some(n as u16);
-        } else {
-            match w {
-                "miderror" => p.mid_error = true,
-                "tools" => p.tools = true,
-                "thinking" => p.thinking = true,
-                "cache" => p.cache = true,
-                "stopseq" => p.stop_seq = true,
-                "maxtok" => p.max_tok = true,
-                _ => {}
-            }
-        }
+    let w = super::Words::parse(model);
+    Plan {
+        chunks: w.chunks,
+        delay_ms: w.delay_ms,
+        fail: w.fail,
+        mid_error: w.has("miderror"),
+        tools: w.has("tools"),
+        thinking: w.has("thinking"),
+        cache: w.has("cache"),
+        stop_seq: w.has("stopseq"),
+        max_tok: w.has("maxtok"),
     }
-    p
 }
 
 /// Anthropic's error `type` for an HTTP status.

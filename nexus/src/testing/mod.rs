@@ -55,6 +55,46 @@ mod anthropic;
 mod azure;
 mod gemini;
 
+/// The behaviour words of a model name (`chunks5-delay20-tools`), as the Anthropic and Gemini
+/// mocks read them: the numbered ones, and the rest as flags.
+struct Words {
+    chunks: Option<usize>,
+    delay_ms: u64,
+    fail: Option<u16>,
+    flags: Vec<String>,
+}
+
+impl Words {
+    fn parse(model: &str) -> Words {
+        let mut w = Words {
+            chunks: None,
+            delay_ms: 0,
+            fail: None,
+            flags: vec![],
+        };
+        for word in model.split('-') {
+            let num = |prefix: &str| {
+                word.strip_prefix(prefix)
+                    .and_then(|n| n.parse::<u64>().ok())
+            };
+            if let Some(n) = num("chunks") {
+                w.chunks = Some(n as usize);
+            } else if let Some(n) = num("delay") {
+                w.delay_ms = n;
+            } else if let Some(n) = num("fail") {
+                w.fail = Some(n as u16);
+            } else {
+                w.flags.push(word.to_owned());
+            }
+        }
+        w
+    }
+
+    fn has(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+}
+
 #[derive(Default)]
 struct MockState {
     requests: AtomicU64,
