@@ -228,7 +228,7 @@ export async function runProviderTest(p) {
 
 export default {
   title: "Providers",
-  subtitle: "Upstream OpenAI-compatible endpoints",
+  subtitle: "Upstream AI providers: OpenAI-compatible, Anthropic, Gemini, Azure",
   async mount(view, ctx) {
     const load = async () => {
       const list = await get("/api/providers");
@@ -240,7 +240,7 @@ export default {
     const render = (list) => {
       clear(view);
       if (!list.length) {
-        view.appendChild(card({ body: emptyState({ icon: "server", title: "No providers yet", text: "Add an OpenAI-compatible upstream (OpenAI, a local server, another gateway) to start routing requests.", action: button("Add provider", { kind: "primary", icon: "plus", onClick: () => openProviderModal(null, load) }) }) }));
+        view.appendChild(card({ body: emptyState({ icon: "server", title: "No providers yet", text: "Add an upstream (OpenAI or any compatible server, Anthropic, Gemini, Azure OpenAI) to start routing requests.", action: button("Add provider", { kind: "primary", icon: "plus", onClick: () => openProviderModal(null, load) }) }) }));
         return;
       }
       const rows = list.map((p) =>
