@@ -48,6 +48,7 @@ fn record(i: u64, ts_ms: i64) -> UsageRecord {
         cached_tokens: 0,
         cache_write_tokens: 0,
         reasoning_tokens: 0,
+        endpoint: nexus::usage::Endpoint::Chat,
     }
 }
 

@@ -933,7 +933,7 @@ pub unsafe extern "C" fn nexus_stats_summary(
 }
 
 /// A usage time series as JSON into `*out_json`. `query_json`:
-/// `{"bucket":"hour"|"day","group_by":null|"model"|"provider"|"key","since":<unix seconds>}`.
+/// `{"bucket":"hour"|"day","group_by":null|"model"|"provider"|"key"|"endpoint","since":<unix seconds>}`.
 ///
 /// # Safety
 /// `hub` must be a live hub; `query_json` NUL-terminated; `out_json` writable.

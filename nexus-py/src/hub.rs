@@ -400,8 +400,8 @@ impl Hub {
         to_py(py, &v)
     }
 
-    /// A usage time series: `bucket` "hour" or "day", `group_by` None, "model", "provider" or
-    /// "key", points from `since` (unix seconds).
+    /// A usage time series: `bucket` "hour" or "day", `group_by` None, "model", "provider",
+    /// "key" or "endpoint", points from `since` (unix seconds).
     #[pyo3(signature = (bucket = "hour", group_by = None, since = 0))]
     fn timeseries(
         &self,
@@ -410,10 +410,8 @@ impl Hub {
         group_by: Option<&str>,
         since: i64,
     ) -> PyResult<Py<PyAny>> {
-        let q: TimeseriesQuery = serde_json::from_value(serde_json::json!({
-            "bucket": bucket, "group_by": group_by, "since": since
-        }))
-        .map_err(|e| invalid(format!("timeseries: {e}")))?;
+        let q = TimeseriesQuery::from_params(Some(bucket), group_by, Some(since))
+            .map_err(|e| crate::errors::to_py_err(&e))?;
         let v = self.blocking(py, |h| {
             h.flush()?;
             h.timeseries(&q)

@@ -333,6 +333,7 @@ impl Hub {
             ctx.source,
             stream,
         );
+        rec.endpoint = ctx.endpoint;
         match self.prepare(caller, req) {
             Ok((admitted, cands, reservation)) => {
                 rec.key_id = admitted.as_ref().map(|a| a.key().id);

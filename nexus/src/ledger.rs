@@ -16,7 +16,7 @@ use crate::registry::Candidate;
 use crate::stats::StatsWriter;
 use crate::time::now_ms;
 use crate::tokens::TokenEstimator;
-use crate::usage::{MessageRecord, RequestSource, UsageRecord, UsageSource};
+use crate::usage::{Endpoint, MessageRecord, RequestSource, UsageRecord, UsageSource};
 
 /// Token counting and the stats writer, shared by the hub and every open stream.
 #[derive(Debug)]
@@ -57,6 +57,7 @@ impl Ledger {
             cached_tokens: 0,
             cache_write_tokens: 0,
             reasoning_tokens: 0,
+            endpoint: Endpoint::Chat,
         }
     }
 

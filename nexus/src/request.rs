@@ -3,6 +3,7 @@
 
 use crate::admission::Admitted;
 use crate::stats::RequestSource;
+use crate::usage::Endpoint;
 
 /// Who is asking.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct RequestContext {
     pub conversation_id: Option<String>,
     /// Front end, for stats.
     pub source: RequestSource,
+    /// The API the client spoke, for stats.
+    pub endpoint: Endpoint,
 }
 
 impl Default for RequestContext {
@@ -36,6 +39,7 @@ impl Default for RequestContext {
             request_id: None,
             conversation_id: None,
             source: RequestSource::Library,
+            endpoint: Endpoint::Chat,
         }
     }
 }

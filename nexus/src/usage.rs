@@ -50,6 +50,49 @@ impl RequestSource {
     }
 }
 
+/// Which API the client spoke: the wire format it sent and expects back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    /// OpenAI chat completions (`/v1/chat/completions`, the WebSocket chat, the library's chat).
+    #[default]
+    Chat,
+    /// Anthropic Messages (`/v1/messages`).
+    Messages,
+    /// OpenAI Responses (`/v1/responses`).
+    Responses,
+    /// Embeddings (`/v1/embeddings`).
+    Embeddings,
+}
+
+impl Endpoint {
+    /// Every endpoint, in display order.
+    pub const ALL: [Endpoint; 4] = [
+        Endpoint::Chat,
+        Endpoint::Messages,
+        Endpoint::Responses,
+        Endpoint::Embeddings,
+    ];
+
+    /// Stable name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Messages => "messages",
+            Endpoint::Responses => "responses",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+
+    /// The endpoint of a stored name; unknown names (a newer build's) read as `chat`.
+    pub fn from_name(s: &str) -> Endpoint {
+        Endpoint::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .unwrap_or_default()
+    }
+}
+
 /// One request's usage. Written exactly once per request, whatever its outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageRecord {
@@ -96,6 +139,9 @@ pub struct UsageRecord {
     /// Of `completion_tokens`, those spent on reasoning.
     #[serde(default)]
     pub reasoning_tokens: u64,
+    /// The API the client spoke.
+    #[serde(default)]
+    pub endpoint: Endpoint,
 }
 
 /// A message kept for the conversation view.
@@ -168,6 +214,8 @@ pub enum GroupBy {
     Provider,
     /// By client key name.
     Key,
+    /// By the API the client spoke (`chat`, `messages`, `responses`, `embeddings`).
+    Endpoint,
 }
 
 /// A time-series query.
@@ -179,6 +227,47 @@ pub struct TimeseriesQuery {
     pub group_by: Option<GroupBy>,
     /// Unix seconds; points before it are left out.
     pub since: i64,
+}
+
+impl TimeseriesQuery {
+    /// The query of its text parameters, as every front end takes them: `bucket` `hour` (the
+    /// default) or `day`; `group_by` absent, empty or `none`, else `model`, `provider`, `key` or
+    /// `endpoint`; `since` unix seconds (default: seven days ago).
+    pub fn from_params(
+        bucket: Option<&str>,
+        group_by: Option<&str>,
+        since: Option<i64>,
+    ) -> crate::Result<TimeseriesQuery> {
+        let bucket = match bucket {
+            None | Some("hour") => Bucket::Hour,
+            Some("day") => Bucket::Day,
+            Some(other) => {
+                return Err(crate::Error::invalid_param(
+                    "bucket",
+                    format!("bucket must be hour or day, not '{other}'"),
+                ))
+            }
+        };
+        let group_by = match group_by {
+            None | Some("") | Some("none") => None,
+            Some("model") => Some(GroupBy::Model),
+            Some("provider") => Some(GroupBy::Provider),
+            Some("key") => Some(GroupBy::Key),
+            Some("endpoint") => Some(GroupBy::Endpoint),
+            Some(other) => {
+                return Err(crate::Error::invalid_param(
+                    "group_by",
+                    format!("group_by must be model, provider, key or endpoint, not '{other}'"),
+                ))
+            }
+        };
+        let since = since.unwrap_or_else(|| crate::now_ms() / 1000 - 7 * 86400);
+        Ok(TimeseriesQuery {
+            bucket,
+            group_by,
+            since,
+        })
+    }
 }
 
 /// One point of a series.

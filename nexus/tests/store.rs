@@ -325,8 +325,14 @@ async fn stats_aggregate_by_time_model_provider_and_conversation() {
     let conv = "conv-123".to_owned();
     for (model, n) in [("m1", 3), ("m2", 2)] {
         for _ in 0..n {
+            // m2's requests say they came in through the Messages API.
             let ctx = RequestContext {
                 conversation_id: Some(conv.clone()),
+                endpoint: if model == "m2" {
+                    nexus::usage::Endpoint::Messages
+                } else {
+                    nexus::usage::Endpoint::Chat
+                },
                 ..Default::default()
             };
             env.hub
@@ -389,6 +395,23 @@ async fn stats_aggregate_by_time_model_provider_and_conversation() {
         .map(|p| p.requests)
         .sum();
     assert_eq!(alpha, 5);
+    let by_endpoint = env
+        .hub
+        .timeseries(
+            &TimeseriesQuery::from_params(Some("day"), Some("endpoint"), Some(since)).unwrap(),
+        )
+        .unwrap();
+    let requests = |g: &str| -> u64 {
+        by_endpoint
+            .points
+            .iter()
+            .filter(|p| p.group == g)
+            .map(|p| p.requests)
+            .sum()
+    };
+    // The refused request for `missing` is a chat request too.
+    assert_eq!((requests("chat"), requests("messages")), (4, 2));
+    assert!(TimeseriesQuery::from_params(None, Some("colour"), None).is_err());
 
     let c = env.hub.conversation(&conv).unwrap();
     assert_eq!(c.rounds, 5);
@@ -1021,6 +1044,7 @@ fn usage_row(i: usize) -> UsageRecord {
         cached_tokens: 0,
         cache_write_tokens: 0,
         reasoning_tokens: 0,
+        endpoint: nexus::usage::Endpoint::Chat,
     }
 }
 

@@ -15,7 +15,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Admin, ApiJson, Id};
 use crate::AppState;
 use nexus::records::{KeyPatch, ModelPatch, NewKey, NewModel, NewProvider, ProviderPatch};
-use nexus::stats::{Bucket, GroupBy, TimeseriesQuery};
+use nexus::stats::TimeseriesQuery;
 
 /// Routes of this group. Every handler takes the [`Admin`] extractor.
 pub fn router(_st: AppState) -> Router<AppState> {
@@ -202,42 +202,20 @@ async fn timeseries(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let bucket = match q.get("bucket").map(String::as_str) {
-        None | Some("hour") => Bucket::Hour,
-        Some("day") => Bucket::Day,
-        Some(other) => {
-            return Err(ApiError(nexus::Error::invalid_param(
-                "bucket",
-                format!("bucket must be hour or day, not '{other}'"),
-            )))
-        }
-    };
-    let group_by = match q.get("group_by").map(String::as_str) {
-        None | Some("") | Some("none") => None,
-        Some("model") => Some(GroupBy::Model),
-        Some("provider") => Some(GroupBy::Provider),
-        Some("key") => Some(GroupBy::Key),
-        Some(other) => {
-            return Err(ApiError(nexus::Error::invalid_param(
-                "group_by",
-                format!("group_by must be model, provider or key, not '{other}'"),
-            )))
-        }
-    };
     let since = match q.get("since") {
-        None => nexus::now_ms() / 1000 - 7 * 86400,
-        Some(s) => s.parse::<i64>().map_err(|_| {
+        None => None,
+        Some(s) => Some(s.parse::<i64>().map_err(|_| {
             ApiError(nexus::Error::invalid_param(
                 "since",
                 "since must be unix seconds",
             ))
-        })?,
+        })?),
     };
-    let query = TimeseriesQuery {
-        bucket,
-        group_by,
+    let query = TimeseriesQuery::from_params(
+        q.get("bucket").map(String::as_str),
+        q.get("group_by").map(String::as_str),
         since,
-    };
+    )?;
     Ok(ok(st.blocking(move |h| h.timeseries(&query)).await?))
 }
 

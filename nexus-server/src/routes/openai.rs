@@ -91,6 +91,7 @@ async fn handle_chat(
         request_id,
         conversation_id,
         source: RequestSource::Api,
+        endpoint: nexus::usage::Endpoint::Chat,
     };
     if !stream {
         let resp = st.hub.chat(Caller::Admitted(admitted), chat, ctx).await?;

@@ -133,6 +133,7 @@ async fn start_turn(st: &AppState, msg: Incoming) -> nexus::Result<Turn> {
             .conversation_id
             .filter(|c| !c.is_empty() && c.len() <= 128),
         source: RequestSource::Ws,
+        endpoint: nexus::usage::Endpoint::Chat,
     };
     let stream = st
         .hub

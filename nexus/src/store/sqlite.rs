@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0003_key_concurrency.sql"),
     include_str!("sql/0004_provider_kinds.sql"),
     include_str!("sql/0005_usage_token_details.sql"),
+    include_str!("sql/0006_usage_endpoint.sql"),
 ];
 
 const READERS: usize = 2;
@@ -706,15 +707,16 @@ impl Store for SqliteStore {
                 "INSERT INTO usage (ts_ms, request_id, conversation_id, key_id, provider_id, model,
                      upstream_model, prompt_tokens, completion_tokens, usage_source, status,
                      error_kind, latency_ms, ttft_ms, stream, source, cost, cached_tokens,
-                     cache_write_tokens, reasoning_tokens)
+                     cache_write_tokens, reasoning_tokens, endpoint)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                     ?18, ?19, ?20)",
+                     ?18, ?19, ?20, ?21)",
             )?;
             let mut roll = tx.prepare_cached(
-                "INSERT INTO usage_hourly (bucket, provider_id, model, key_id, requests, errors,
-                     prompt_tokens, completion_tokens, latency_ms_sum, ttft_ms_sum, ttft_count, cost)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT (bucket, provider_id, model, key_id) DO UPDATE SET
+                "INSERT INTO usage_hourly (bucket, provider_id, model, key_id, endpoint, requests,
+                     errors, prompt_tokens, completion_tokens, latency_ms_sum, ttft_ms_sum,
+                     ttft_count, cost)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (bucket, provider_id, model, key_id, endpoint) DO UPDATE SET
                      requests = requests + excluded.requests, errors = errors + excluded.errors,
                      prompt_tokens = prompt_tokens + excluded.prompt_tokens,
                      completion_tokens = completion_tokens + excluded.completion_tokens,
@@ -760,13 +762,15 @@ impl Store for SqliteStore {
                     u.cost,
                     u.cached_tokens as i64,
                     u.cache_write_tokens as i64,
-                    u.reasoning_tokens as i64
+                    u.reasoning_tokens as i64,
+                    u.endpoint.as_str()
                 ])?;
                 let key = (
                     u.ts_ms.div_euclid(3_600_000),
                     u.provider_id.unwrap_or(0),
                     u.model.as_str(),
                     u.key_id.unwrap_or(0),
+                    u.endpoint.as_str(),
                 );
                 let i = *rollup_at.entry(key).or_insert_with(|| {
                     rollups.push((key, Rollup::default()));
@@ -801,12 +805,13 @@ impl Store for SqliteStore {
                     c.completion_tokens += u.completion_tokens as i64;
                 }
             }
-            for ((bucket, provider_id, model, key_id), r) in &rollups {
+            for ((bucket, provider_id, model, key_id, endpoint), r) in &rollups {
                 roll.execute(params![
                     bucket,
                     provider_id,
                     model,
                     key_id,
+                    endpoint,
                     r.requests,
                     r.errors,
                     r.prompt_tokens,
@@ -906,6 +911,7 @@ impl Store for SqliteStore {
             Some(GroupBy::Model) => "model",
             Some(GroupBy::Provider) => "provider_id",
             Some(GroupBy::Key) => "key_id",
+            Some(GroupBy::Endpoint) => "endpoint",
         };
         let sql = format!(
             "SELECT (bucket / {div}) * {div} AS b, {group_col} AS g, sum(requests), sum(errors),
@@ -924,6 +930,7 @@ impl Store for SqliteStore {
                 Some(GroupBy::Model) => names(GroupKey::Model(&r.get::<_, String>(1)?)),
                 Some(GroupBy::Provider) => names(GroupKey::Provider(r.get(1)?)),
                 Some(GroupBy::Key) => names(GroupKey::Key(r.get(1)?)),
+                Some(GroupBy::Endpoint) => r.get::<_, String>(1)?,
             };
             let requests: i64 = r.get(2)?;
             let latency_sum: f64 = r.get(6)?;
@@ -1093,8 +1100,9 @@ fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
     })
 }
 
-/// (hour bucket, provider id or 0, model, key id or 0): the primary key of `usage_hourly`.
-type RollupKey<'a> = (i64, i64, &'a str, i64);
+/// (hour bucket, provider id or 0, model, key id or 0, endpoint): the primary key of
+/// `usage_hourly`.
+type RollupKey<'a> = (i64, i64, &'a str, i64, &'static str);
 
 /// One batch's sums for a `usage_hourly` row.
 #[derive(Default)]
