@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::ledger::{cost, set_usage, Ledger};
 use crate::openai::{self, ChatChunk, ChatCompletion, ChatRequest, RequestLimits, Usage};
 pub use crate::options::HubOptions;
-use crate::records::ClientKey;
+use crate::records::{ClientKey, ProviderKind};
 use crate::registry::{Candidate, Registry};
 pub use crate::request::{Caller, RequestContext};
 use crate::resilience::ResponseCache;
@@ -32,7 +32,7 @@ use crate::stats::{
 };
 use crate::store::{GroupKey, SqliteStore, Store};
 use crate::time::now_ms;
-use crate::tokens::{Encoding, TokenCount, TokenEstimator};
+use crate::tokens::{self, Encoding, TokenCount, TokenEstimator};
 use crate::upstream::{adapter_for, rate_limit_headers, Decoded, Upstream, UpstreamCall};
 
 /// A non-streaming answer.
@@ -204,14 +204,36 @@ impl Hub {
 
     // ---- tokens ----------------------------------------------------------------------------
 
-    /// Counts text for a model.
+    /// Counts text for a model. A BPE count is labelled exact only when a provider that
+    /// tokenizes with it serves the model: a `gpt-4o` served only by Anthropic or Gemini is
+    /// counted with the same encoding but labelled an estimate.
     pub fn count_text(&self, model: &str, text: &str) -> TokenCount {
-        self.0.ledger.tokens.count_text(model, text)
+        self.label_count(model, self.0.ledger.tokens.count_text(model, text))
     }
 
-    /// Counts chat messages for a model, with OpenAI's per-message overhead.
+    /// Counts chat messages for a model, with OpenAI's per-message overhead; labelled as for
+    /// [`count_text`](Self::count_text).
     pub fn count_messages(&self, model: &str, messages: &[Value]) -> TokenCount {
-        self.0.ledger.tokens.count_messages(model, messages)
+        self.label_count(model, self.0.ledger.tokens.count_messages(model, messages))
+    }
+
+    /// Downgrades an exact count to an estimate when every provider serving `model` has a
+    /// tokenizer of its own. A model no provider serves keeps the name-based label.
+    fn label_count(&self, model: &str, mut c: TokenCount) -> TokenCount {
+        if c.method == tokens::Method::Exact {
+            if let Ok(cands) = self.0.registry.route(None, model, None) {
+                let openai_tokenizer = cands.iter().any(|c| {
+                    matches!(
+                        c.provider.record.kind,
+                        ProviderKind::Openai | ProviderKind::Azure
+                    )
+                });
+                if !openai_tokenizer {
+                    c.method = tokens::Method::Estimate;
+                }
+            }
+        }
+        c
     }
 
     // ---- stats -----------------------------------------------------------------------------

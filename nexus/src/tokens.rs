@@ -179,7 +179,8 @@ pub struct TokenCount {
     pub tokens: u64,
     /// Exact or estimate.
     pub method: Method,
-    /// The encoding used for exact counts.
+    /// The encoding the count used: exact when the model's provider tokenizes with it, else a
+    /// close estimate (a `gpt-4o` name served by Anthropic, say).
     pub encoding: Option<Encoding>,
 }
 

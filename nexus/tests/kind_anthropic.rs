@@ -780,3 +780,40 @@ async fn a_base_url_ending_in_hash_is_used_verbatim() {
     assert_eq!(out.completion.content(), Some("via proxy"));
     assert_eq!(mock.requests(), 1);
 }
+
+#[tokio::test]
+async fn a_gpt_name_served_only_by_anthropic_is_counted_as_an_estimate() {
+    let mock = MockUpstream::start().await.unwrap();
+    let env = Env::new(fast_options());
+    anthropic(&env, &mock, ProviderOptions::default(), &[("gpt-4o", "claude-x-echo")]);
+    let c = env.hub.count_text("gpt-4o", "hello world");
+    assert_eq!(c.method, nexus::tokens::Method::Estimate);
+    // The BPE count is still the best estimate there is.
+    assert_eq!(c.tokens, 2);
+    // Once an OpenAI provider serves the name too, the count is exact for it.
+    env.add(
+        NewProvider {
+            name: "oai".into(),
+            base_url: mock.base_url(),
+            api_key: UPSTREAM_KEY.into(),
+            ..NewProvider::default()
+        },
+        &[("gpt-4o", "gpt-4o")],
+    );
+    let exact = |hub: &nexus::Hub| hub.count_text("gpt-4o", "hello world").method;
+    let mut waited = 0;
+    while exact(&env.hub) != nexus::tokens::Method::Exact && waited < 50 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        waited += 1;
+    }
+    assert_eq!(exact(&env.hub), nexus::tokens::Method::Exact);
+    let m = env
+        .hub
+        .count_messages("gpt-4o", &[json!({"role": "user", "content": "hi"})]);
+    assert_eq!(m.method, nexus::tokens::Method::Exact);
+    // A name no provider serves keeps its name-based label.
+    assert_eq!(
+        env.hub.count_text("gpt-4o-mini", "hi").method,
+        nexus::tokens::Method::Exact
+    );
+}
