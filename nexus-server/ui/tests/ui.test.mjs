@@ -252,8 +252,14 @@ test("admin UI end to end", { timeout: 240000 }, async (t) => {
     await m.locator('input[name="name"]').fill("gpt-4o-mini");
     await m.locator('input[name="input_price"]').fill("0.15");
     await m.locator('input[name="output_price"]').fill("0.6");
+    await m.locator('input[name="default_max_tokens"]').fill("2.5");
+    await m.locator(".modal-foot .btn-primary").click();
+    await until(async () => /whole number/.test(await m.locator(".form-error").textContent()), "a fractional max tokens refused");
+    await m.locator('input[name="default_max_tokens"]').fill("2048");
     await m.locator(".modal-foot .btn-primary").click();
     await page.waitForSelector('tr[data-name="gpt-4o-mini"]');
+    const added = (await admin(BASE, "GET", "/api/models")).find((x) => x.name === "gpt-4o-mini");
+    assert.equal(added.default_max_tokens, 2048, "the form's default max tokens is saved");
     // Two more through the API: a slow one (to stop) and a failing one (for the error path).
     // A slow model (to stop) here, and a failing one on a provider of its own: upstream failures
     // cool their provider down, which must not touch "mock".

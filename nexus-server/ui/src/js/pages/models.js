@@ -14,6 +14,14 @@ function optPrice(inp, name) {
   return n;
 }
 
+function optMaxTokens(inp) {
+  const raw = inp.value.trim();
+  if (raw === "") return null;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 4294967295) throw new Error("Default max tokens must be a whole number ≥ 1");
+  return n;
+}
+
 function fmtPrice(v) {
   return v === null || v === undefined ? "–" : `$${Number(v).toFixed(Number(v) < 1 ? 3 : 2)}`;
 }
@@ -27,6 +35,7 @@ function openModelModal({ model, providers, providerId, onSaved }) {
     description: input({ name: "description", value: editing ? model.description : "", placeholder: "Optional note", autocomplete: "off" }),
     input_price: input({ name: "input_price", inputmode: "decimal", value: editing && model.input_price !== null ? model.input_price : "", placeholder: "e.g. 0.15" }),
     output_price: input({ name: "output_price", inputmode: "decimal", value: editing && model.output_price !== null ? model.output_price : "", placeholder: "e.g. 0.60" }),
+    default_max_tokens: input({ name: "default_max_tokens", inputmode: "numeric", value: editing && model.default_max_tokens != null ? model.default_max_tokens : "", placeholder: "provider default", autocomplete: "off" }),
   };
   const err = h("p", { class: "form-error", role: "alert", hidden: true });
   const form = h(
@@ -38,6 +47,7 @@ function openModelModal({ model, providers, providerId, onSaved }) {
     field("Description", f.description, { wide: true }),
     field("Input price / 1M tokens", f.input_price),
     field("Output price / 1M tokens", f.output_price),
+    field("Default max tokens", f.default_max_tokens, { wide: true, hint: "Sent when a request sets no max_tokens. Anthropic requires one (the hub's default is 4096)." }),
     h("div", { class: "span-2" }, err),
   );
   const save = button(editing ? "Save changes" : "Add model", { kind: "primary", icon: editing ? "check" : "plus", type: "submit" });
@@ -50,6 +60,7 @@ function openModelModal({ model, providers, providerId, onSaved }) {
       description: f.description.value.trim(),
       input_price: optPrice(f.input_price, "Input price"),
       output_price: optPrice(f.output_price, "Output price"),
+      default_max_tokens: optMaxTokens(f.default_max_tokens),
     };
     const saved = editing ? await patch(`/api/models/${model.id}`, body) : await post(`/api/providers/${f.provider.value}/models`, body);
     m.close();
