@@ -3,7 +3,7 @@
 #
 #   scripts/bench.sh            the full suite (about 15 minutes on 2 cores; builds first)
 #   scripts/bench.sh --smoke    tiny counts (about 30 s after the build): checks the tools still work
-#   BENCH_ONLY=hostile,http,client,memory,soak,stats,tokens scripts/bench.sh    a subset
+#   BENCH_ONLY=hostile,http,kinds,client,memory,soak,stats,tokens scripts/bench.sh    a subset
 #
 # Everything listens on 127.0.0.1 only, every load is bounded in count and time, and every process
 # this script starts is killed when it exits, on failure too. Results: target/bench/<stamp>/
@@ -19,7 +19,7 @@ for a in "$@"; do
     *) echo "unknown argument: $a" >&2; exit 2 ;;
   esac
 done
-ONLY="${BENCH_ONLY:-hostile,http,client,memory,soak,stats,tokens}"
+ONLY="${BENCH_ONLY:-hostile,http,kinds,client,memory,soak,stats,tokens}"
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -98,6 +98,12 @@ start_server() {
   for m in chunks20 chunks20-delay20 chunks30-delay1000 chunks3-delay500; do
     admin POST "/api/providers/$pid/models" "{\"name\":\"$m\"}" > /dev/null
   done
+  # The translating kinds, on the same mock (it serves every kind's wire format): the client
+  # speaks OpenAI to `<kind>-chunks20`, the hub sends the kind's format upstream as `chunks20`.
+  for kind in anthropic gemini; do
+    pid="$(admin POST /api/providers "{\"name\":\"mock-$kind\",\"kind\":\"$kind\",\"base_url\":\"$MOCK_URL\",\"api_key\":\"sk-bench\"}" | json id)"
+    admin POST "/api/providers/$pid/models" "{\"name\":\"$kind-chunks20\",\"upstream_name\":\"chunks20\"}" > /dev/null
+  done
   CLIENT_KEY="$(admin POST /api/keys '{"name":"bench"}' | json key)"
 }
 
@@ -114,6 +120,16 @@ load() {
   local name="$1" via="$2"; shift 2
   local url="$SERVER_URL" key=(--key "$CLIENT_KEY")
   if [ "$via" = direct ]; then url="$MOCK_URL"; key=(); fi
+  if [ "$via" = gateway ]; then
+    # The gateway always speaks OpenAI to its client here; --format is the direct row's.
+    local args=() skip=0
+    for a in "$@"; do
+      if [ "$skip" = 1 ]; then skip=0; continue; fi
+      if [ "$a" = --format ]; then skip=1; continue; fi
+      args+=("$a")
+    done
+    set -- "${args[@]}"
+  fi
   local res="$OUT/load-$name-$via.json"
   "$BIN/nexus-bench" load --url "$url" "${key[@]}" --label "$name" "$@" > "$res" 2> "$OUT/load-$name-$via.err" &
   local lp=$!; PIDS+=("$lp")
@@ -151,7 +167,7 @@ else
   STATS_ROWS="${BENCH_STATS_ROWS:-10000000}"; WRITER_N=200000; TOKEN_ARGS=(); CLIENT_N=20000
 fi
 
-if want http || want memory || want soak || want hostile; then
+if want http || want kinds || want memory || want soak || want hostile; then
   log "starting the mock upstream and nexus-server"
   start_mock
   start_server
@@ -202,6 +218,20 @@ if want http; then
     log "paced stream (20 chunks 20 ms apart), concurrency $c"
     for via in direct gateway; do
       load "paced-c$c" "$via" --model chunks20-delay20 --stream --concurrency "$c" --duration "$PACED_DUR" --warmup "$WARM" --requests 100000
+    done
+  done
+fi
+
+if want kinds; then
+  # The translated path against the relay: the same 20-chunk answer through an openai, an
+  # anthropic and a gemini provider, each beside its direct-to-mock row in the kind's own format.
+  for kind in openai anthropic gemini; do
+    gw_model=chunks20; [ "$kind" = openai ] || gw_model="$kind-chunks20"
+    for shape in nonstream-c1 stream-c1 stream-c32; do
+      c="${shape##*-c}"; st=(); [[ "$shape" == stream-* ]] && st=(--stream)
+      log "provider kind $kind: $shape"
+      load "kind-$kind-$shape" direct --format "$kind" --model chunks20 "${st[@]}" --concurrency "$c" --duration "$DUR" --warmup "$WARM" --requests 2000000
+      load "kind-$kind-$shape" gateway --model "$gw_model" "${st[@]}" --concurrency "$c" --duration "$DUR" --warmup "$WARM" --requests 2000000
     done
   done
 fi
@@ -333,6 +363,21 @@ for b in ["stream-c32", "paced-c1", "paced-c32"]:
           f"{q(w,'latency_ms','p50')-q(d,'latency_ms','p50'):.3f} / {q(w,'latency_ms','p99')-q(d,'latency_ms','p99'):.3f} | "
           f"{ev(d)} / {ev(w)} | {fr} | {mb(w['server_rss_kb']['max_during']):.1f} |")
 print()
+kind_rows = [(k, sh) for k in ("openai", "anthropic", "gemini") for sh in ("nonstream-c1", "stream-c1", "stream-c32")
+             if g(f"kind-{k}-{sh}", "direct") and g(f"kind-{k}-{sh}", "gateway")]
+if kind_rows:
+    print("| provider kind | load | c | req/s direct / gateway | p50 direct / gateway ms | added p50 / p99 ms | added TTFB p50 ms | events direct / gateway | added per chunk p50 µs |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for k, sh in kind_rows:
+        d, w = g(f"kind-{k}-{sh}", "direct"), g(f"kind-{k}-{sh}", "gateway")
+        a50 = q(w,'latency_ms','p50') - q(d,'latency_ms','p50'); a99 = q(w,'latency_ms','p99') - q(d,'latency_ms','p99')
+        ev = lambda r: f"{r['events']['min']}..{r['events']['max']}" if r.get("events") else "-"
+        stream = sh.startswith("stream")
+        per = f"{a50 * 1000 / w['events']['max']:.2f}" if stream and w.get("events") and w['events']['max'] else "-"
+        ttfb = f"{q(w,'ttfb_ms','p50') - q(d,'ttfb_ms','p50'):.3f}" if stream else "-"
+        print(f"| {k} | {sh.rsplit('-c',1)[0]} | {w['concurrency']} | {d['rps']:,.0f} / {w['rps']:,.0f} | "
+              f"{q(d,'latency_ms','p50'):.3f} / {q(w,'latency_ms','p50'):.3f} | {a50:.3f} / {a99:.3f} | {ttfb} | {ev(d)} / {ev(w)} | {per} |")
+    print()
 idle = g("idle", None); op = g("open-streams", "gateway"); so = g("soak", "gateway")
 if idle: print(f"- Server RSS at idle: {mb(idle['server_rss_kb']['after']):.1f} MB")
 for shape, what in [("tiny16mib", "a 16 MiB body of tiny messages"), ("msgs100k", "a body of 100,000 messages")]:

@@ -7,17 +7,96 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
 use crate::{emit, quantiles, Args, Res};
 
+/// The wire format a load speaks: the body it sends, where, and what a success looks like.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// OpenAI chat completions.
+    OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Gemini `generateContent`.
+    Gemini,
+}
+
+impl Format {
+    fn parse(s: Option<&str>) -> Res<Format> {
+        match s {
+            None | Some("openai") => Ok(Format::OpenAi),
+            Some("anthropic") => Ok(Format::Anthropic),
+            Some("gemini") => Ok(Format::Gemini),
+            Some(o) => {
+                Err(format!("--format must be openai, anthropic or gemini, not '{o}'").into())
+            }
+        }
+    }
+
+    fn body(self, model: &str, content: &str, stream: bool) -> serde_json::Value {
+        match self {
+            Format::OpenAi => serde_json::json!({
+                "model": model,
+                "messages": [{"role": "user", "content": content}],
+                "stream": stream,
+            }),
+            Format::Anthropic => serde_json::json!({
+                "model": model,
+                "max_tokens": 1024,
+                "messages": [{"role": "user", "content": content}],
+                "stream": stream,
+            }),
+            Format::Gemini => serde_json::json!({
+                "contents": [{"role": "user", "parts": [{"text": content}]}],
+            }),
+        }
+    }
+
+    fn path(self, model: &str, stream: bool) -> String {
+        match (self, stream) {
+            (Format::OpenAi, _) => "/v1/chat/completions".into(),
+            (Format::Anthropic, _) => "/v1/messages".into(),
+            (Format::Gemini, false) => format!("/v1beta/models/{model}:generateContent"),
+            (Format::Gemini, true) => {
+                format!("/v1beta/models/{model}:streamGenerateContent?alt=sse")
+            }
+        }
+    }
+
+    /// The credential and version headers the format's clients send.
+    fn headers(self, key: Option<&str>) -> Vec<(&'static str, String)> {
+        let secret = key.unwrap_or("sk-bench").to_owned();
+        match self {
+            Format::OpenAi => key
+                .map(|k| vec![("authorization", format!("Bearer {k}"))])
+                .unwrap_or_default(),
+            Format::Anthropic => vec![
+                ("x-api-key", secret),
+                ("anthropic-version", "2023-06-01".into()),
+            ],
+            Format::Gemini => vec![("x-goog-api-key", secret)],
+        }
+    }
+
+    /// A field every successful non-streaming answer has.
+    fn answer_marker(self) -> &'static [u8] {
+        match self {
+            Format::OpenAi => b"\"choices\"",
+            Format::Anthropic => b"\"content\"",
+            Format::Gemini => b"\"candidates\"",
+        }
+    }
+}
+
 struct Cfg {
     label: String,
     addr: String,
     path: String,
-    auth: Option<String>,
+    headers: Vec<(&'static str, String)>,
+    answer_marker: &'static [u8],
     body: Bytes,
     stream: bool,
     concurrency: usize,
@@ -59,16 +138,16 @@ pub fn run(a: &Args) -> Res<()> {
     let model = a.req("model")?;
     let stream = a.flag("stream");
     let content = a.str("message").unwrap_or("Say hello to the benchmark.");
-    let body = serde_json::json!({
-        "model": model,
-        "messages": [{"role": "user", "content": content}],
-        "stream": stream,
-    });
+    let format = Format::parse(a.str("format"))?;
+    let body = format.body(model, content, stream);
     let cfg = Cfg {
         label: a.str("label").unwrap_or(model).to_owned(),
         addr,
-        path: a.str("path").unwrap_or("/v1/chat/completions").to_owned(),
-        auth: a.str("key").map(|k| format!("Bearer {k}")),
+        path: a
+            .str("path")
+            .map_or_else(|| format.path(model, stream), str::to_owned),
+        headers: format.headers(a.str("key")),
+        answer_marker: format.answer_marker(),
         body: Bytes::from(serde_json::to_vec(&body)?),
         stream,
         concurrency: a.num("concurrency", 32usize)?.max(1),
@@ -276,8 +355,8 @@ async fn one(
     let mut rb = Request::post(cfg.path.as_str())
         .header(HOST, cfg.addr.as_str())
         .header(CONTENT_TYPE, "application/json");
-    if let Some(a) = &cfg.auth {
-        rb = rb.header(AUTHORIZATION, a.as_str());
+    for (name, value) in &cfg.headers {
+        rb = rb.header(*name, value.as_str());
     }
     let req = rb.body(Full::new(cfg.body.clone()))?;
     let resp = s.send_request(req).await?;
@@ -330,8 +409,9 @@ async fn one(
         }
         n
     } else {
-        if !buf.windows(9).any(|w| w == b"\"choices\"") {
-            return Err("answer has no choices".into());
+        let m = cfg.answer_marker;
+        if !buf.windows(m.len()).any(|w| w == m) {
+            return Err("answer is not a completion".into());
         }
         0
     };

@@ -785,7 +785,12 @@ async fn a_base_url_ending_in_hash_is_used_verbatim() {
 async fn a_gpt_name_served_only_by_anthropic_is_counted_as_an_estimate() {
     let mock = MockUpstream::start().await.unwrap();
     let env = Env::new(fast_options());
-    anthropic(&env, &mock, ProviderOptions::default(), &[("gpt-4o", "claude-x-echo")]);
+    anthropic(
+        &env,
+        &mock,
+        ProviderOptions::default(),
+        &[("gpt-4o", "claude-x-echo")],
+    );
     let c = env.hub.count_text("gpt-4o", "hello world");
     assert_eq!(c.method, nexus::tokens::Method::Estimate);
     // The BPE count is still the best estimate there is.
