@@ -405,8 +405,8 @@ impl Hub {
         }
         self.admit_and_route(caller, &req.model, ModelKind::Chat, || {
             let prompt = self
-                    .0
-                    .ledger
+                .0
+                .ledger
                 .tokens
                 .count_messages(&req.model, &req.messages)
                 .tokens;

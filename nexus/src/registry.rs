@@ -21,8 +21,8 @@ use subtle::ConstantTimeEq;
 use crate::crypto::{self, MasterKey};
 use crate::error::{Error, Result};
 use crate::records::{
-    validate_base_url, validate_name, ClientKey, CreatedKey, KeyPatch, Model, ModelKind, ModelPatch,
-    NewKey, NewModel, NewProvider, Provider, ProviderPatch,
+    validate_base_url, validate_name, ClientKey, CreatedKey, KeyPatch, Model, ModelKind,
+    ModelPatch, NewKey, NewModel, NewProvider, Provider, ProviderPatch,
 };
 use crate::store::{SqliteStore, Store, StoredKey, StoredProvider};
 use crate::time::now_ms;

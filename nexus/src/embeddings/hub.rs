@@ -30,20 +30,20 @@ impl Hub {
         let (mut rec, (admitted, cands, mut reservation)) =
             self.begin_with(&req.model, None, &ctx, false, start, || {
                 req.validate()?;
-                let (admitted, cands, reservation) = self.admit_and_route(
-                    caller,
-                    &req.model,
-                    ModelKind::Embedding,
-                    || self.count_input(&req),
-                )?;
+                let (admitted, cands, reservation) =
+                    self.admit_and_route(caller, &req.model, ModelKind::Embedding, || {
+                        self.count_input(&req)
+                    })?;
                 let mut refusal = None;
                 let cands: Vec<_> = cands
                     .into_iter()
-                    .filter(|c| match embeddings_adapter_for(c.provider.record.kind).supports(&req) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            refusal.get_or_insert(e);
-                            false
+                    .filter(|c| {
+                        match embeddings_adapter_for(c.provider.record.kind).supports(&req) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                refusal.get_or_insert(e);
+                                false
+                            }
                         }
                     })
                     .collect();

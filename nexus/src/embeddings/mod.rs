@@ -556,7 +556,10 @@ mod tests {
         let r = p(r#"{"model":"e","input":[1,2,3]}"#).unwrap();
         assert_eq!(r.input, EmbeddingInput::Tokens(vec![1, 2, 3]));
         let r = p(r#"{"model":"e","input":[[1,2],[3]]}"#).unwrap();
-        assert_eq!(r.input, EmbeddingInput::TokenArrays(vec![vec![1, 2], vec![3]]));
+        assert_eq!(
+            r.input,
+            EmbeddingInput::TokenArrays(vec![vec![1, 2], vec![3]])
+        );
         // Serialized back, each shape is OpenAI's.
         assert_eq!(
             serde_json::to_value(&r).unwrap()["input"],
@@ -571,7 +574,10 @@ mod tests {
             (r#"{"model":"e","input":[]}"#, "input"),
             (r#"{"model":"e","input":["a",1]}"#, "input"),
             (r#"{"model":"e","input":[[1],[]]}"#, "input"),
-            (r#"{"model":"e","input":"a","encoding_format":"int8"}"#, "encoding_format"),
+            (
+                r#"{"model":"e","input":"a","encoding_format":"int8"}"#,
+                "encoding_format",
+            ),
             (r#"{"model":"e","input":"a","dimensions":0}"#, "dimensions"),
             (r#"{"model":"","input":"a"}"#, "model"),
             (r#"{"input":"a"}"#, "model"),

@@ -53,14 +53,24 @@ pub(super) fn vector(seed: &[u8], dims: usize) -> Vec<f32> {
         }
         block += 1;
     }
-    let norm = out.iter().map(|v| v * v).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+    let norm = out
+        .iter()
+        .map(|v| v * v)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
     out.iter_mut().for_each(|v| *v /= norm);
     out
 }
 
 /// One input of an OpenAI request: its seed bytes and token count.
 fn openai_inputs(input: &Value) -> Option<Vec<(Vec<u8>, u64)>> {
-    let text = |s: &str| (s.as_bytes().to_vec(), s.split_whitespace().count().max(1) as u64);
+    let text = |s: &str| {
+        (
+            s.as_bytes().to_vec(),
+            s.split_whitespace().count().max(1) as u64,
+        )
+    };
     let tokens = |a: &[Value]| -> Option<(Vec<u8>, u64)> {
         let ids: Option<Vec<u32>> = a
             .iter()
@@ -80,7 +90,11 @@ fn openai_inputs(input: &Value) -> Option<Vec<(Vec<u8>, u64)>> {
         Value::Array(a) if a.iter().all(Value::is_u64) => Some(vec![tokens(a)?]),
         Value::Array(a) => a
             .iter()
-            .map(|x| x.as_array().filter(|x| !x.is_empty()).and_then(|x| tokens(x)))
+            .map(|x| {
+                x.as_array()
+                    .filter(|x| !x.is_empty())
+                    .and_then(|x| tokens(x))
+            })
             .collect(),
         _ => None,
     }
@@ -110,7 +124,12 @@ fn remember(s: &MockState, headers: &HeaderMap, req: &Value) {
 }
 
 /// OpenAI's embeddings, for the OpenAI and Azure routes; `model` carries the words.
-async fn openai_embeddings(s: &MockState, headers: &HeaderMap, req: Value, model: &str) -> Response {
+async fn openai_embeddings(
+    s: &MockState,
+    headers: &HeaderMap,
+    req: Value,
+    model: &str,
+) -> Response {
     remember(s, headers, &req);
     let w = Words::parse(model);
     if w.delay_ms > 0 {
@@ -213,12 +232,7 @@ pub(super) async fn azure_v1(
 
 /// Gemini's `:batchEmbedContents` and `:embedContent` for `model` (the URL's, without
 /// `models/`). Called by the Gemini routes of `gemini.rs`.
-pub(super) async fn gemini(
-    s: &MockState,
-    model: &str,
-    batch: bool,
-    req: Value,
-) -> Response {
+pub(super) async fn gemini(s: &MockState, model: &str, batch: bool, req: Value) -> Response {
     // `gemini.rs` has counted the request and kept its headers.
     if let Ok(mut g) = s.last_request.lock() {
         *g = Some(req.clone());

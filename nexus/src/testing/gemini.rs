@@ -119,8 +119,7 @@ async fn generate(
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return google_error(400, "mock: body is not JSON");
     };
-    if let Some((model, action @ ("batchEmbedContents" | "embedContent"))) = rest.rsplit_once(':')
-    {
+    if let Some((model, action @ ("batchEmbedContents" | "embedContent"))) = rest.rsplit_once(':') {
         if headers.get("x-goog-api-key").is_none_or(|k| k.is_empty()) {
             return google_error(403, "Method doesn't allow unregistered callers");
         }

@@ -192,6 +192,12 @@ impl MockUpstream {
     }
 }
 
+/// The vector the mock answers for a text (`dims` numbers, unit length), so tests can check that
+/// an embedding reached the client unchanged.
+pub fn mock_embedding(text: &str, dims: usize) -> Vec<f32> {
+    embeddings::vector(text.as_bytes(), dims)
+}
+
 /// The mock's router, for embedding in another server.
 fn router(state: Arc<MockState>) -> Router {
     Router::new()

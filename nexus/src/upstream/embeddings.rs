@@ -19,9 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::adapter::{path_segment, UpstreamCall};
-use crate::embeddings::{
-    EmbeddingInput, EmbeddingList, EmbeddingsRequest, EncodingFormat,
-};
+use crate::embeddings::{EmbeddingInput, EmbeddingList, EmbeddingsRequest, EncodingFormat};
 use crate::error::{Error, Result};
 use crate::records::{ProviderKind, AZURE_API_VERSION};
 use crate::registry::Candidate;
@@ -244,9 +242,7 @@ impl EmbeddingsAdapter for Gemini {
         let body = serde_json::to_vec(&json!({ "requests": requests }))
             .map_err(|e| Error::Internal(e.to_string()))?;
         Ok(UpstreamCall {
-            url: Some(format!(
-                "{root}/v1beta/models/{model}:batchEmbedContents"
-            )),
+            url: Some(format!("{root}/v1beta/models/{model}:batchEmbedContents")),
             headers: vec![("x-goog-api-key", cand.provider.api_key.expose().to_owned())],
             body: Bytes::from(body),
             extra_usage_chunk: false,
@@ -355,9 +351,8 @@ mod tests {
     fn gemini_answers_become_openai_lists() {
         let mut req = EmbeddingsRequest::new("g", vec!["a".to_owned(), "b".to_owned()]);
         req.encoding_format = Some(EncodingFormat::Base64);
-        let body = Bytes::from_static(
-            br#"{"embeddings":[{"values":[1.0,-0.5]},{"values":[0.25,0]}]}"#,
-        );
+        let body =
+            Bytes::from_static(br#"{"embeddings":[{"values":[1.0,-0.5]},{"values":[0.25,0]}]}"#);
         let Answer::Translated(list) = Gemini.answer(body, &req).unwrap() else {
             panic!("translated")
         };
