@@ -565,6 +565,30 @@ async fn chat_and_embedding_models_are_kept_apart() {
         )
         .await
         .unwrap();
+    // The provider test calls an embedding model with an embeddings request.
+    let pid = emb.provider_id;
+    env.hub
+        .registry()
+        .update_model(
+            emb.id,
+            ModelPatch {
+                kind: Some(ModelKind::Embedding),
+                ..ModelPatch::default()
+            },
+        )
+        .unwrap();
+    let report = env.hub.test_provider(pid).await.unwrap();
+    assert!(report.results.iter().all(|r| r.ok), "{:?}", report.results);
+    env.hub
+        .registry()
+        .update_model(
+            emb.id,
+            ModelPatch {
+                kind: Some(ModelKind::Chat),
+                ..ModelPatch::default()
+            },
+        )
+        .unwrap();
     // Reopened, the kind persists.
     drop(env.hub.registry().models(None));
     let reopened = nexus::Hub::open(&env.db, fast_options()).unwrap();
