@@ -239,6 +239,19 @@ enum NexusResult nexus_chat(const struct NexusHub *hub,
                             const char *request_json,
                             char **out_json);
 
+// Blocking embeddings. `api_key` is a client key, or NULL to call as the hub's owner.
+// `request_json` is an OpenAI embeddings request (`model`, `input` as a string, strings, token
+// ids or token-id arrays, optional `dimensions`, `encoding_format` `float` or `base64`, `user`);
+// the model must be an `embedding` model. `*out_json` receives OpenAI's embedding list
+// (`{"object":"list","data":[...],"model","usage"}`). Usage is recorded once.
+//
+// # Safety
+// As for [`nexus_chat`].
+enum NexusResult nexus_embeddings(const struct NexusHub *hub,
+                                  const char *api_key,
+                                  const char *request_json,
+                                  char **out_json);
+
 // Starts a streaming chat (the request's `stream` is forced on). Retries and failover happen
 // before this returns. On success `*out_stream` owns a new stream: read it with
 // [`nexus_chat_stream_next`] and release it with [`nexus_chat_stream_free`].
@@ -316,7 +329,7 @@ enum NexusResult nexus_count_messages(const struct NexusHub *hub,
 enum NexusResult nexus_stats_summary(const struct NexusHub *hub, char **out_json);
 
 // A usage time series as JSON into `*out_json`. `query_json`:
-// `{"bucket":"hour"|"day","group_by":null|"model"|"provider"|"key","since":<unix seconds>}`.
+// `{"bucket":"hour"|"day","group_by":null|"model"|"provider"|"key"|"endpoint","since":<unix seconds>}`.
 //
 // # Safety
 // `hub` must be a live hub; `query_json` NUL-terminated; `out_json` writable.

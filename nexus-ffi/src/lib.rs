@@ -661,6 +661,39 @@ pub unsafe extern "C" fn nexus_chat(
     }
 }
 
+/// Blocking embeddings. `api_key` is a client key, or NULL to call as the hub's owner.
+/// `request_json` is an OpenAI embeddings request (`model`, `input` as a string, strings, token
+/// ids or token-id arrays, optional `dimensions`, `encoding_format` `float` or `base64`, `user`);
+/// the model must be an `embedding` model. `*out_json` receives OpenAI's embedding list
+/// (`{"object":"list","data":[...],"model","usage"}`). Usage is recorded once.
+///
+/// # Safety
+/// As for [`nexus_chat`].
+#[no_mangle]
+pub unsafe extern "C" fn nexus_embeddings(
+    hub: *const NexusHub,
+    api_key: *const c_char,
+    request_json: *const c_char,
+    out_json: *mut *mut c_char,
+) -> NexusResult {
+    // SAFETY: forwarded contract.
+    unsafe {
+        json_call(hub, out_json, |h| {
+            let key = opt_text(api_key, "api_key")?;
+            let req = nexus::EmbeddingsRequest::from_slice(
+                text(request_json, "request_json")?.as_bytes(),
+            )?;
+            let resp = h.rt.block_on(h.hub.embeddings(
+                caller(key),
+                req,
+                RequestContext::default(),
+            ))?;
+            String::from_utf8(resp.body.to_vec())
+                .map_err(|_| fail(NexusResult::NexusUpstream, "upstream answer is not UTF-8"))
+        })
+    }
+}
+
 /// Starts a streaming chat (the request's `stream` is forced on). Retries and failover happen
 /// before this returns. On success `*out_stream` owns a new stream: read it with
 /// [`nexus_chat_stream_next`] and release it with [`nexus_chat_stream_free`].

@@ -14,7 +14,7 @@ use nexus::records::{
     KeyPatch, ModelPatch, NewKey, NewModel, NewProvider, NewSession, ProviderPatch,
 };
 use nexus::stats::TimeseriesQuery;
-use nexus::{Caller, RequestContext};
+use nexus::{Caller, EmbeddingsRequest, RequestContext};
 
 use crate::convert::{dumps, from_py, loads, to_py, Json};
 use crate::errors::{invalid, IntoPyResult};
@@ -67,6 +67,29 @@ fn chat_request(
         body.set_item("stream", true)?;
     }
     ChatRequest::from_slice(dumps(body.as_any(), "request")?.as_bytes()).py()
+}
+
+/// Builds an embeddings request from `model`, `input` (a str, list of str, list of token ids or
+/// list of token-id lists), the optional `dimensions` / `encoding_format`, and extra OpenAI
+/// parameters (`user`, vendor extras), which pass through untouched.
+fn embeddings_request(
+    model: &str,
+    input: &Bound<'_, PyAny>,
+    dimensions: Option<u32>,
+    encoding_format: Option<&str>,
+    params: Option<&Bound<'_, PyDict>>,
+) -> PyResult<EmbeddingsRequest> {
+    let py = input.py();
+    let body = kwargs_dict(py, params)?;
+    body.set_item("model", model)?;
+    body.set_item("input", input)?;
+    if let Some(d) = dimensions {
+        body.set_item("dimensions", d)?;
+    }
+    if let Some(f) = encoding_format {
+        body.set_item("encoding_format", f)?;
+    }
+    EmbeddingsRequest::from_slice(dumps(body.as_any(), "request")?.as_bytes()).py()
 }
 
 /// A NexusAI Hub: providers, models and client keys in one SQLite file; chat through them, sync
@@ -384,6 +407,62 @@ impl Hub {
                 .await
                 .py()?;
             Ok(AsyncChatStream(StreamCore::new(s)))
+        })
+    }
+
+    // ---- embeddings --------------------------------------------------------------------------
+
+    /// Embeddings, as the dict OpenAI would answer (`{"object": "list", "data": [{"embedding",
+    /// "index"}], "model", "usage"}`). `input` is a str, a list of str, a list of token ids or a
+    /// list of token-id lists; `encoding_format` `"float"` (the default) or `"base64"`
+    /// (little-endian float32). `api_key` is a client key, or None to call as the hub's owner.
+    /// Other keyword arguments (`user`, vendor extras) pass through to OpenAI-compatible
+    /// upstreams.
+    #[pyo3(signature = (model, input, *, dimensions = None, encoding_format = None, api_key = None, **params))]
+    #[allow(clippy::too_many_arguments)]
+    fn embeddings(
+        &self,
+        py: Python<'_>,
+        model: &str,
+        input: &Bound<'_, PyAny>,
+        dimensions: Option<u32>,
+        encoding_format: Option<&str>,
+        api_key: Option<String>,
+        params: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let req = embeddings_request(model, input, dimensions, encoding_format, params)?;
+        let hub = self.hub.clone();
+        let body = wait(py, async move {
+            let resp = hub
+                .embeddings(caller(api_key), req, RequestContext::default())
+                .await
+                .py()?;
+            Ok(String::from_utf8_lossy(&resp.body).into_owned())
+        })?;
+        loads(py, &body)
+    }
+
+    /// The asyncio form of `embeddings`: an awaitable of the same dict.
+    #[pyo3(signature = (model, input, *, dimensions = None, encoding_format = None, api_key = None, **params))]
+    #[allow(clippy::too_many_arguments)]
+    fn aembeddings<'py>(
+        &self,
+        py: Python<'py>,
+        model: &str,
+        input: &Bound<'py, PyAny>,
+        dimensions: Option<u32>,
+        encoding_format: Option<&str>,
+        api_key: Option<String>,
+        params: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let req = embeddings_request(model, input, dimensions, encoding_format, params)?;
+        let hub = self.hub.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let resp = hub
+                .embeddings(caller(api_key), req, RequestContext::default())
+                .await
+                .py()?;
+            Ok(Json(String::from_utf8_lossy(&resp.body).into_owned()))
         })
     }
 

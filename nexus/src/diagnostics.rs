@@ -1,12 +1,15 @@
-//! The provider test ("test every model"): each model called once streamed and once not.
+//! The provider test ("test every model"): each chat model called once streamed and once not,
+//! each embedding model with one embeddings call.
 
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::embeddings::EmbeddingsRequest;
 use crate::error::{Error, Result};
 use crate::hub::Hub;
 use crate::openai::ChatRequest;
+use crate::records::ModelKind;
 use crate::request::{Caller, RequestContext};
 
 /// One provider's result in a "test every model" run.
@@ -62,6 +65,21 @@ impl Hub {
                 non_stream_ms: None,
                 error: None,
             };
+            if m.kind == ModelKind::Embedding {
+                // An embedding model is tested with one embeddings call (there is no stream).
+                let t = Instant::now();
+                let req = EmbeddingsRequest::new(&m.name, "Who are you?");
+                let e = self
+                    .embeddings(caller, req, RequestContext::default())
+                    .await;
+                r.non_stream_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
+                match e {
+                    Ok(_) => r.ok = true,
+                    Err(e) => r.error = Some(format!("embeddings: {e}")),
+                }
+                results.push(r);
+                continue;
+            }
             let mut req = ChatRequest::user(&m.name, "Who are you? Answer in one sentence.");
             req.extra.insert("max_tokens".into(), 64.into());
             let t = Instant::now();

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::ledger::{cost, set_usage, Ledger};
 use crate::openai::{self, ChatChunk, ChatCompletion, ChatRequest, RequestLimits, Usage};
 pub use crate::options::HubOptions;
-use crate::records::{ClientKey, ProviderKind};
+use crate::records::{ClientKey, ModelKind, ProviderKind};
 use crate::registry::{Candidate, Registry};
 pub use crate::request::{Caller, RequestContext};
 use crate::resilience::ResponseCache;
@@ -64,6 +64,10 @@ pub struct ChatResponse {
 
 type CachedAnswer = (ChatCompletion, Bytes, i64, String);
 
+/// What admission hands a request path: the admitted key (holding its concurrency slot), the
+/// candidates in order, and the tokens reserved.
+pub(crate) type Prepared = (Option<Admitted>, Vec<Candidate>, TokenReservation);
+
 /// A request past admission: its usage row so far, its key's slot, candidates and tokens held.
 struct Begun {
     rec: UsageRecord,
@@ -73,13 +77,13 @@ struct Begun {
     reservation: TokenReservation,
 }
 
-struct HubInner {
-    registry: Registry,
-    upstream: Upstream,
-    ledger: Arc<Ledger>,
-    admission: Admission,
+pub(crate) struct HubInner {
+    pub(crate) registry: Registry,
+    pub(crate) upstream: Upstream,
+    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) admission: Admission,
     cache: Option<ResponseCache<CachedAnswer>>,
-    opts: HubOptions,
+    pub(crate) opts: HubOptions,
     touched: Mutex<std::collections::HashMap<i64, i64>>,
     db_path: Option<PathBuf>,
 }
@@ -88,7 +92,7 @@ struct HubInner {
 /// its async methods run on the caller's tokio runtime; its blocking methods touch the database
 /// and belong on a blocking thread in async code.
 #[derive(Clone)]
-pub struct Hub(Arc<HubInner>);
+pub struct Hub(pub(crate) Arc<HubInner>);
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -305,12 +309,25 @@ impl Hub {
             .registry
             .visible_models(key.as_ref())?
             .into_iter()
-            .map(|(name, _provider, created)| openai::ModelObject::new(&name, created))
+            .map(|(name, _provider, created, kind)| {
+                openai::ModelObject::of_kind(&name, created, kind)
+            })
             .collect();
         Ok(openai::ModelList {
             object: "list".into(),
             data,
         })
+    }
+
+    /// One model a caller may use (`GET /v1/models/{id}`): as listed by
+    /// [`models_for`](Self::models_for), or a `model_not_found` error for a name the caller
+    /// cannot see (unknown and out-of-scope names look the same).
+    pub fn model_for(&self, caller: &Caller, id: &str) -> Result<openai::ModelObject> {
+        self.models_for(caller)?
+            .data
+            .into_iter()
+            .find(|m| m.id == id)
+            .ok_or_else(|| Error::not_found(format!("model '{id}'")))
     }
 
     // ---- chat ------------------------------------------------------------------------------
@@ -348,24 +365,47 @@ impl Hub {
             .conversation_id
             .clone()
             .unwrap_or_else(crypto::random_id);
-        let mut rec = self.0.ledger.new_record(
-            ctx.request_id.as_deref(),
+        let (rec, prepared) = self.begin_with(
             &req.model,
             Some(&conversation_id),
+            ctx,
+            stream,
+            start,
+            || self.prepare(caller, req),
+        )?;
+        let (admitted, cands, reservation) = prepared;
+        Ok(Begun {
+            rec,
+            conversation_id,
+            admitted,
+            cands,
+            reservation,
+        })
+    }
+
+    /// The start every request path shares: its usage row, then `prepare` (validation and
+    /// admission). A refused request has its row written here.
+    pub(crate) fn begin_with(
+        &self,
+        model: &str,
+        conversation_id: Option<&str>,
+        ctx: &RequestContext,
+        stream: bool,
+        start: Instant,
+        prepare: impl FnOnce() -> Result<Prepared>,
+    ) -> Result<(UsageRecord, Prepared)> {
+        let mut rec = self.0.ledger.new_record(
+            ctx.request_id.as_deref(),
+            model,
+            conversation_id,
             ctx.source,
             stream,
         );
         rec.endpoint = ctx.endpoint;
-        match self.prepare(caller, req) {
-            Ok((admitted, cands, reservation)) => {
-                rec.key_id = admitted.as_ref().map(|a| a.key().id);
-                Ok(Begun {
-                    rec,
-                    conversation_id,
-                    admitted,
-                    cands,
-                    reservation,
-                })
+        match prepare() {
+            Ok(p) => {
+                rec.key_id = p.0.as_ref().map(|a| a.key().id);
+                Ok((rec, p))
             }
             Err(e) => {
                 self.0.ledger.record_failure(rec, &e, start);
@@ -374,13 +414,9 @@ impl Hub {
         }
     }
 
-    /// Admission for one parsed request: the key (admitted once), its candidates in order, and
-    /// its tokens reserved under the key's per-minute token limit.
-    fn prepare(
-        &self,
-        caller: Caller,
-        req: &ChatRequest,
-    ) -> Result<(Option<Admitted>, Vec<Candidate>, TokenReservation)> {
+    /// Admission for one parsed chat request: its checks, then
+    /// [`admit_and_route`](Self::admit_and_route) for a chat model with its worst-case tokens.
+    fn prepare(&self, caller: Caller, req: &ChatRequest) -> Result<Prepared> {
         req.validate()?;
         let lim = &self.0.opts.request_limits;
         if req.messages.len() > lim.max_messages {
@@ -389,6 +425,37 @@ impl Hub {
                 format!("`messages` has more than {} entries", lim.max_messages),
             ));
         }
+        self.admit_and_route(caller, &req.model, ModelKind::Chat, || {
+            let prompt = self
+                .0
+                .ledger
+                .tokens
+                .count_messages(&req.model, &req.messages)
+                .tokens;
+            let completion = ["max_completion_tokens", "max_tokens"]
+                .iter()
+                .find_map(|f| req.extra.get(*f).and_then(Value::as_u64))
+                .unwrap_or(self.0.opts.default_max_tokens);
+            let n = req
+                .extra
+                .get("n")
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+                .max(1);
+            prompt + completion.saturating_mul(n)
+        })
+    }
+
+    /// Admission shared by every endpoint: the key (admitted once), the candidates serving
+    /// `model` as a model of `kind` in health order, and `tokens()` (the request's worst case,
+    /// computed only when the key has a token limit) reserved under the key's per-minute limit.
+    pub(crate) fn admit_and_route(
+        &self,
+        caller: Caller,
+        model: &str,
+        kind: ModelKind,
+        tokens: impl FnOnce() -> u64,
+    ) -> Result<Prepared> {
         let (admitted, pin) = match caller {
             // The failure row of a refused key is written by the caller of `prepare`.
             Caller::Key(k) => (Some(self.0.admission.admit(&self.0.registry, &k)?), None),
@@ -396,30 +463,10 @@ impl Hub {
             Caller::Admin { provider_id } => (None, provider_id),
         };
         let key = admitted.as_ref().map(Admitted::key);
-        let mut cands = self.0.registry.route(key, &req.model, pin)?;
+        let mut cands = self.0.registry.route_kind(key, model, pin, kind)?;
         self.0.admission.order_candidates(&mut cands)?;
         let reservation = match key {
-            Some(k) if k.tpm.is_some() => {
-                let prompt = self
-                    .0
-                    .ledger
-                    .tokens
-                    .count_messages(&req.model, &req.messages)
-                    .tokens;
-                let completion = ["max_completion_tokens", "max_tokens"]
-                    .iter()
-                    .find_map(|f| req.extra.get(*f).and_then(Value::as_u64))
-                    .unwrap_or(self.0.opts.default_max_tokens);
-                let n = req
-                    .extra
-                    .get("n")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(1)
-                    .max(1);
-                self.0
-                    .admission
-                    .reserve(k, prompt + completion.saturating_mul(n))?
-            }
+            Some(k) if k.tpm.is_some() => self.0.admission.reserve(k, tokens())?,
             _ => TokenReservation::none(),
         };
         if let Some(k) = key {
@@ -454,7 +501,7 @@ impl Hub {
         }
     }
 
-    fn timeouts(&self, cand: &Candidate) -> (Duration, Duration) {
+    pub(crate) fn timeouts(&self, cand: &Candidate) -> (Duration, Duration) {
         let o = &cand.provider.record.options;
         (
             o.first_byte_timeout_ms
@@ -469,7 +516,7 @@ impl Hub {
     /// Runs `attempt` over the candidates with retries, backoff and failover. Returns the result
     /// and the candidate that produced it. Upstream detail is logged here, with the request id;
     /// the caller only ever sees [`Error::public_message`].
-    async fn with_failover<T, F, Fut>(
+    pub(crate) async fn with_failover<T, F, Fut>(
         &self,
         request_id: &str,
         cands: &[Candidate],

@@ -134,14 +134,14 @@ impl Default for RequestLimits {
 }
 
 /// What one parse may still allocate; the first limit crossed is kept to answer with.
-struct Budget {
-    limits: RequestLimits,
+pub(crate) struct Budget {
+    pub(crate) limits: RequestLimits,
     values: std::cell::Cell<usize>,
-    over: std::cell::Cell<Option<Error>>,
+    pub(crate) over: std::cell::Cell<Option<Error>>,
 }
 
 impl Budget {
-    fn new(limits: &RequestLimits) -> Self {
+    pub(crate) fn new(limits: &RequestLimits) -> Self {
         Budget {
             limits: *limits,
             values: std::cell::Cell::new(limits.max_json_values),
@@ -149,7 +149,7 @@ impl Budget {
         }
     }
 
-    fn spend<E: serde::de::Error>(&self, n: usize) -> std::result::Result<(), E> {
+    pub(crate) fn spend<E: serde::de::Error>(&self, n: usize) -> std::result::Result<(), E> {
         match self.values.get().checked_sub(n) {
             Some(left) => {
                 self.values.set(left);
@@ -165,7 +165,7 @@ impl Budget {
         }
     }
 
-    fn refuse<E: serde::de::Error>(&self, param: Option<&str>, message: String) -> E {
+    pub(crate) fn refuse<E: serde::de::Error>(&self, param: Option<&str>, message: String) -> E {
         let e = E::custom(&message);
         self.over.set(Some(Error::InvalidRequest {
             message,
@@ -298,7 +298,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for OptionalValue<'_> {
 }
 
 /// Any JSON value, each node counted against the budget as it is built.
-struct ValueSeed<'a>(&'a Budget);
+pub(crate) struct ValueSeed<'a>(pub(crate) &'a Budget);
 
 impl<'de> serde::de::DeserializeSeed<'de> for ValueSeed<'_> {
     type Value = Value;
@@ -414,11 +414,20 @@ pub struct ModelObject {
     pub root: String,
     /// Always null.
     pub parent: Option<String>,
+    /// The hub's own field (OpenAI's objects have none): `chat` or `embedding`, which endpoint
+    /// serves the model.
+    #[serde(default)]
+    pub kind: crate::records::ModelKind,
 }
 
 impl ModelObject {
-    /// The entry for a client-facing model name added at `created`.
+    /// The entry for a client-facing chat model name added at `created`.
     pub fn new(id: &str, created: i64) -> Self {
+        Self::of_kind(id, created, crate::records::ModelKind::Chat)
+    }
+
+    /// The entry for a client-facing model name of `kind` added at `created`.
+    pub fn of_kind(id: &str, created: i64, kind: crate::records::ModelKind) -> Self {
         ModelObject {
             id: id.to_owned(),
             object: "model".into(),
@@ -432,6 +441,7 @@ impl ModelObject {
             })],
             root: id.to_owned(),
             parent: None,
+            kind,
         }
     }
 }

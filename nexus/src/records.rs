@@ -50,6 +50,36 @@ impl ProviderKind {
     }
 }
 
+/// What a model does: answer chats, or turn text into vectors. Routing keeps the two apart: a
+/// chat request for an embedding model (and the reverse) is a 400 naming the right endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Chat completions (and the Messages and Responses APIs translated to them).
+    #[default]
+    Chat,
+    /// Embeddings (`/v1/embeddings`).
+    Embedding,
+}
+
+impl ModelKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ModelKind; 2] = [ModelKind::Chat, ModelKind::Embedding];
+
+    /// The stable name stored in the database and used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Chat => "chat",
+            ModelKind::Embedding => "embedding",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 /// Per-provider tuning. Every field is optional; `None` means the Hub default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,6 +236,9 @@ pub struct Model {
     /// value; the hub's default is 4096).
     #[serde(default)]
     pub default_max_tokens: Option<u32>,
+    /// Chat or embedding.
+    #[serde(default)]
+    pub kind: ModelKind,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -239,6 +272,9 @@ pub struct NewModel {
     /// See [`Model::default_max_tokens`].
     #[serde(default)]
     pub default_max_tokens: Option<u32>,
+    /// Chat (the default) or embedding.
+    #[serde(default)]
+    pub kind: ModelKind,
 }
 
 /// A partial update of a model. `Some(None)` clears a nullable field.
@@ -262,6 +298,8 @@ pub struct ModelPatch {
     /// New default completion budget, or null to clear.
     #[serde(default, deserialize_with = "double_option")]
     pub default_max_tokens: Option<Option<u32>>,
+    /// New kind.
+    pub kind: Option<ModelKind>,
 }
 
 /// A client ("personalized") key, as listed: the secret is never included.

@@ -21,8 +21,8 @@ use subtle::ConstantTimeEq;
 use crate::crypto::{self, MasterKey};
 use crate::error::{Error, Result};
 use crate::records::{
-    validate_base_url, validate_name, ClientKey, CreatedKey, KeyPatch, Model, ModelPatch, NewKey,
-    NewModel, NewProvider, Provider, ProviderPatch,
+    validate_base_url, validate_name, ClientKey, CreatedKey, KeyPatch, Model, ModelKind,
+    ModelPatch, NewKey, NewModel, NewProvider, Provider, ProviderPatch,
 };
 use crate::store::{SqliteStore, Store, StoredKey, StoredProvider};
 use crate::time::now_ms;
@@ -763,13 +763,25 @@ impl Registry {
         Ok(k.clone())
     }
 
-    /// The providers serving `model` that `key` (None = unrestricted admin) may use, in a
-    /// deterministic order (by provider id). `provider_id` pins one provider.
+    /// The providers serving chat model `model` that `key` (None = unrestricted admin) may use,
+    /// in a deterministic order (by provider id). `provider_id` pins one provider.
     pub fn route(
         &self,
         key: Option<&ClientKey>,
         model: &str,
         provider_id: Option<i64>,
+    ) -> Result<Vec<Candidate>> {
+        self.route_kind(key, model, provider_id, ModelKind::Chat)
+    }
+
+    /// [`route`](Self::route) for a model of `kind`. A name the key may use only as the other
+    /// kind is a 400 naming the endpoint that serves it.
+    pub fn route_kind(
+        &self,
+        key: Option<&ClientKey>,
+        model: &str,
+        provider_id: Option<i64>,
+        kind: ModelKind,
     ) -> Result<Vec<Candidate>> {
         let s = self.snapshot()?;
         let all = s
@@ -778,6 +790,7 @@ impl Registry {
             .map(Vec::as_slice)
             .unwrap_or(&[]);
         let mut served = false;
+        let mut other_kind = None;
         let mut out = Vec::new();
         for &i in all {
             let m = &s.models[i];
@@ -800,6 +813,10 @@ impl Registry {
                     continue;
                 }
             }
+            if m.kind != kind {
+                other_kind = Some(m.kind);
+                continue;
+            }
             out.push(Candidate {
                 provider: p.clone(),
                 model: m.clone(),
@@ -811,17 +828,36 @@ impl Registry {
                 None => Error::not_found(format!("model '{model}'")),
             });
         }
-        if out.is_empty() {
-            return Err(Error::PermissionDenied(format!(
-                "this key may not use model '{model}'"
-            )));
+        match (out.is_empty(), other_kind) {
+            (true, Some(ModelKind::Embedding)) => {
+                return Err(Error::invalid_param(
+                    "model",
+                    format!("model '{model}' is an embedding model; use /v1/embeddings"),
+                ))
+            }
+            (true, Some(ModelKind::Chat)) => {
+                return Err(Error::invalid_param(
+                    "model",
+                    format!("model '{model}' is a chat model; use /v1/chat/completions"),
+                ))
+            }
+            (true, None) => {
+                return Err(Error::PermissionDenied(format!(
+                    "this key may not use model '{model}'"
+                )))
+            }
+            (false, _) => {}
         }
         out.sort_by_key(|c| c.provider.record.id);
         Ok(out)
     }
 
-    /// The models a key may use, one entry per distinct name (for `/v1/models`).
-    pub fn visible_models(&self, key: Option<&ClientKey>) -> Result<Vec<(String, String, i64)>> {
+    /// The models a key may use, one entry per distinct name (for `/v1/models`): name, provider
+    /// name, creation time and kind (of the first provider listing the name).
+    pub fn visible_models(
+        &self,
+        key: Option<&ClientKey>,
+    ) -> Result<Vec<(String, String, i64, ModelKind)>> {
         let s = self.snapshot()?;
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
@@ -842,7 +878,7 @@ impl Registry {
                 }
             }
             if seen.insert(m.name.clone()) {
-                out.push((m.name.clone(), p.name.clone(), m.created_at));
+                out.push((m.name.clone(), p.name.clone(), m.created_at, m.kind));
             }
         }
         Ok(out)

@@ -191,6 +191,32 @@ int main(int argc, char **argv) {
            NEXUS_UPSTREAM);
   CHECK_RC(nexus_chat(hub, "\xc3\x28", req, &out), NEXUS_INVALID_UTF8);
 
+  /* Embeddings: an embedding model, float and base64, and the refusals. */
+  CHECK_RC(nexus_model_create(hub, pid, "{\"name\":\"emb\",\"kind\":\"embedding\"}", &out), NEXUS_OK);
+  CHECK(out && strstr(out, "\"kind\":\"embedding\"") != NULL);
+  nexus_string_free(out);
+  CHECK_RC(nexus_embeddings(hub, key, "{\"model\":\"emb\",\"input\":[\"one two three\",\"four\"],\"dimensions\":4}", &out),
+           NEXUS_OK);
+  CHECK(out && strstr(out, "\"object\":\"list\"") != NULL && strstr(out, "\"index\":1") != NULL);
+  CHECK(out && json_int(out, "prompt_tokens") == 4);
+  nexus_string_free(out);
+  CHECK_RC(nexus_embeddings(hub, NULL, "{\"model\":\"emb\",\"input\":[1,2,3],\"encoding_format\":\"base64\"}", &out),
+           NEXUS_OK);
+  char b64[256];
+  CHECK(out && json_str(out, "embedding", b64, sizeof b64) && strlen(b64) > 0);
+  nexus_string_free(out);
+  CHECK_RC(nexus_embeddings(hub, key, "{\"model\":\"echo\",\"input\":\"x\"}", &out), NEXUS_INVALID_REQUEST);
+  CHECK(out == NULL);
+  CHECK(strstr(nexus_last_error_message(), "chat model") != NULL);
+  CHECK_RC(nexus_chat(hub, key, "{\"model\":\"emb\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &out),
+           NEXUS_INVALID_REQUEST);
+  CHECK(strstr(nexus_last_error_message(), "embedding model") != NULL);
+  CHECK_RC(nexus_embeddings(hub, key, "{\"model\":\"emb\",\"input\":\"\"}", &out), NEXUS_INVALID_REQUEST);
+  CHECK_RC(nexus_embeddings(hub, key, "not json", &out), NEXUS_INVALID_REQUEST);
+  CHECK_RC(nexus_embeddings(hub, "nx-not-a-key", "{\"model\":\"emb\",\"input\":\"x\"}", &out), NEXUS_AUTHENTICATION);
+  CHECK_RC(nexus_embeddings(hub, key, NULL, &out), NEXUS_NULL_ARGUMENT);
+  CHECK_RC(nexus_embeddings(hub, key, "{\"model\":\"emb\",\"input\":\"x\"}", NULL), NEXUS_NULL_ARGUMENT);
+
   /* Streaming: pull to the end, then the summary. */
   NexusStream *s = NULL;
   CHECK_RC(nexus_chat_stream_open(hub, key, "{\"model\":\"chunks5\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &s),

@@ -15,6 +15,7 @@ ERROR_CLASSES: Dict[str, Type[NexusError]]
 """The exception class of each core error kind (``kind`` attribute value → class)."""
 
 _Message = Mapping[str, Any]
+_EmbeddingInput = Union[str, Sequence[str], Sequence[int], Sequence[Sequence[int]]]
 _Record = Dict[str, Any]
 
 @final
@@ -126,12 +127,33 @@ class Hub:
         conversation_id: Optional[str] = None,
         **params: Any,
     ) -> Awaitable[AsyncChatStream]: ...
+    # embeddings
+    def embeddings(
+        self,
+        model: str,
+        input: _EmbeddingInput,
+        *,
+        dimensions: Optional[int] = None,
+        encoding_format: Optional[Literal["float", "base64"]] = None,
+        api_key: Optional[str] = None,
+        **params: Any,
+    ) -> Dict[str, Any]: ...
+    def aembeddings(
+        self,
+        model: str,
+        input: _EmbeddingInput,
+        *,
+        dimensions: Optional[int] = None,
+        encoding_format: Optional[Literal["float", "base64"]] = None,
+        api_key: Optional[str] = None,
+        **params: Any,
+    ) -> Awaitable[Dict[str, Any]]: ...
     # stats
     def summary(self) -> Summary: ...
     def timeseries(
         self,
         bucket: Literal["hour", "day"] = "hour",
-        group_by: Optional[Literal["model", "provider", "key"]] = None,
+        group_by: Optional[Literal["model", "provider", "key", "endpoint"]] = None,
         since: int = 0,
     ) -> _Record: ...
     def conversation(self, conversation_id: str) -> _Record: ...

@@ -1,6 +1,7 @@
-//! Route groups: the OpenAI-compatible API, the admin API, WebSocket chat and health.
+//! Route groups: the OpenAI-compatible API, embeddings, the admin API, WebSocket chat and health.
 
 pub mod admin;
+pub mod embeddings;
 pub mod health;
 pub mod openai;
 pub mod ws;

@@ -1,4 +1,5 @@
-//! The OpenAI-compatible API: `/v1/chat/completions`, `/chat/completions`, `/v1/models`, `/models`.
+//! The OpenAI-compatible API: `/v1/chat/completions`, `/chat/completions`, `/v1/models`, `/models`
+//! and `/v1/models/{id}`, `/models/{id}`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,6 +26,8 @@ pub fn router() -> Router<AppState> {
         .route("/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
         .route("/models", get(models))
+        .route("/v1/models/{*id}", get(model))
+        .route("/models/{*id}", get(model))
         .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
@@ -192,6 +195,18 @@ async fn models(
         .blocking(move |hub| hub.models_for(&Caller::Key(token)))
         .await?;
     Ok(axum::Json(list).into_response())
+}
+
+/// One model the key may use; unknown and out-of-scope names are both `model_not_found`.
+async fn model(
+    State(st): State<AppState>,
+    ClientToken(token): ClientToken,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult<Response> {
+    let m = st
+        .blocking(move |hub| hub.model_for(&Caller::Key(token), &id))
+        .await?;
+    Ok(axum::Json(m).into_response())
 }
 
 /// Counts an SSE stream as open for as long as its body lives.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::{GroupKey, RegistryData, Store, StoredKey, StoredProvider};
 use crate::error::{Error, Result};
-use crate::records::{ClientKey, Model, ModelPatch, NewModel, Session, SessionMessage};
+use crate::records::{ClientKey, Model, ModelKind, ModelPatch, NewModel, Session, SessionMessage};
 use crate::usage::{
     Bucket, ConversationMessage, ConversationStats, GroupBy, MessageRecord, Summary, Timeseries,
     TimeseriesPoint, TimeseriesQuery, UsageRecord,
@@ -31,6 +31,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0004_provider_kinds.sql"),
     include_str!("sql/0005_usage_token_details.sql"),
     include_str!("sql/0006_usage_endpoint.sql"),
+    // 0007 comes from another branch; at the merge it goes before this one.
+    include_str!("sql/0008_model_kind.sql"),
 ];
 
 const READERS: usize = 2;
@@ -372,7 +374,7 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut st = c.prepare(
             "SELECT m.id, m.provider_id, p.name, m.model_name, m.upstream_name, m.description,
-                    m.input_price, m.output_price, m.created_at, m.default_max_tokens
+                    m.input_price, m.output_price, m.created_at, m.default_max_tokens, m.kind
              FROM provider_models m JOIN service_providers p ON p.id = m.provider_id ORDER BY m.id",
         )?;
         let models = st
@@ -388,6 +390,8 @@ impl Store for SqliteStore {
                     output_price: r.get(7)?,
                     created_at: r.get(8)?,
                     default_max_tokens: r.get(9)?,
+                    // A kind a newer build wrote reads as chat, the kind of every older model.
+                    kind: ModelKind::parse(&r.get::<_, String>(10)?).unwrap_or_default(),
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -561,8 +565,8 @@ impl Store for SqliteStore {
         let c = self.w()?;
         c.execute(
             "INSERT INTO provider_models (provider_id, model_name, upstream_name, description,
-                 input_price, output_price, created_at, default_max_tokens)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 input_price, output_price, created_at, default_max_tokens, kind)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 provider_id,
                 m.name,
@@ -571,7 +575,8 @@ impl Store for SqliteStore {
                 m.input_price,
                 m.output_price,
                 now,
-                m.default_max_tokens
+                m.default_max_tokens,
+                m.kind.as_str()
             ],
         )?;
         Ok(c.last_insert_rowid())
@@ -623,6 +628,12 @@ impl Store for SqliteStore {
             tx.execute(
                 "UPDATE provider_models SET default_max_tokens = ?2 WHERE id = ?1",
                 params![id, v],
+            )?;
+        }
+        if let Some(v) = p.kind {
+            tx.execute(
+                "UPDATE provider_models SET kind = ?2 WHERE id = ?1",
+                params![id, v.as_str()],
             )?;
         }
         tx.commit()?;

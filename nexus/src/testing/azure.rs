@@ -24,7 +24,7 @@ fn azure_error(status: u16, code: &str, message: &str) -> Response {
 }
 
 /// Azure refuses a request without `api-key`, and a bearer token is not that key.
-fn check_key(headers: &HeaderMap) -> Option<Response> {
+pub(super) fn check_key(headers: &HeaderMap) -> Option<Response> {
     let has_key = headers
         .get("api-key")
         .and_then(|v| v.to_str().ok())
@@ -38,6 +38,25 @@ fn check_key(headers: &HeaderMap) -> Option<Response> {
     })
 }
 
+/// Whether a deployment URL carries the `api-version` Azure requires.
+pub(super) fn has_api_version(uri: &Uri) -> bool {
+    uri.query().is_some_and(|q| {
+        q.split('&').any(|kv| {
+            kv.strip_prefix("api-version=")
+                .is_some_and(|v| !v.is_empty())
+        })
+    })
+}
+
+/// Azure's answer to a deployment URL without `api-version`.
+pub(super) fn missing_version() -> Response {
+    azure_error(
+        404,
+        "404",
+        "Resource not found (the api-version query parameter is required)",
+    )
+}
+
 /// `POST /openai/deployments/{deployment}/chat/completions?api-version=...`
 pub(super) async fn deployment_chat(
     state: State<Arc<MockState>>,
@@ -49,18 +68,8 @@ pub(super) async fn deployment_chat(
     if let Some(r) = check_key(&headers) {
         return r;
     }
-    let has_version = uri.query().is_some_and(|q| {
-        q.split('&').any(|kv| {
-            kv.strip_prefix("api-version=")
-                .is_some_and(|v| !v.is_empty())
-        })
-    });
-    if !has_version {
-        return azure_error(
-            404,
-            "404",
-            "Resource not found (the api-version query parameter is required)",
-        );
+    if !has_api_version(&uri) {
+        return missing_version();
     }
     let Ok(mut req) = serde_json::from_slice::<Value>(&body) else {
         return azure_error(400, "BadRequest", "body is not JSON");

@@ -47,7 +47,7 @@ pub(super) fn routes() -> Router<Arc<MockState>> {
 }
 
 /// Google's error body: `{"error": {code, message, status}}`.
-fn google_error(code: u16, message: &str) -> Response {
+pub(super) fn google_error(code: u16, message: &str) -> Response {
     let status = match code {
         400 => "INVALID_ARGUMENT",
         401 => "UNAUTHENTICATED",
@@ -119,6 +119,13 @@ async fn generate(
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return google_error(400, "mock: body is not JSON");
     };
+    if let Some((model, action @ ("batchEmbedContents" | "embedContent"))) = rest.rsplit_once(':') {
+        if headers.get("x-goog-api-key").is_none_or(|k| k.is_empty()) {
+            return google_error(403, "Method doesn't allow unregistered callers");
+        }
+        let batch = action == "batchEmbedContents";
+        return super::embeddings::gemini(&s, model, batch, req).await;
+    }
     if let Ok(mut g) = s.last_request.lock() {
         *g = Some(req.clone());
     }

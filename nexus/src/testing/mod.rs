@@ -33,6 +33,7 @@
 //! never see them.
 //!
 //! The same server speaks Google's Gemini API too (see `gemini.rs` for its routes and words).
+//! Embeddings are served in the OpenAI, Azure and Gemini formats (see `embeddings.rs`).
 //! `POST /v1/messages` is Anthropic's Messages API, with its own words (see `anthropic.rs`).
 //!
 //! `GET /mock/stats` returns `{requests, cancelled, completed, connections, last_request,
@@ -53,6 +54,7 @@ use std::time::Duration;
 
 mod anthropic;
 mod azure;
+mod embeddings;
 mod gemini;
 
 /// The behaviour words of a model name (`chunks5-delay20-tools`), as the Anthropic and Gemini
@@ -190,6 +192,12 @@ impl MockUpstream {
     }
 }
 
+/// The vector the mock answers for a text (`dims` numbers, unit length), so tests can check that
+/// an embedding reached the client unchanged.
+pub fn mock_embedding(text: &str, dims: usize) -> Vec<f32> {
+    embeddings::vector(text.as_bytes(), dims)
+}
+
 /// The mock's router, for embedding in another server.
 fn router(state: Arc<MockState>) -> Router {
     Router::new()
@@ -201,6 +209,13 @@ fn router(state: Arc<MockState>) -> Router {
         )
         .route("/openai/v1/chat/completions", post(azure::v1_chat))
         .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/embeddings", post(embeddings::openai))
+        .route("/embeddings", post(embeddings::openai))
+        .route(
+            "/openai/deployments/{deployment}/embeddings",
+            post(embeddings::azure_deployment),
+        )
+        .route("/openai/v1/embeddings", post(embeddings::azure_v1))
         .route("/mock/stats", get(stats))
         .route("/mock/secret", get(secret).post(secret))
         .merge(gemini::routes())

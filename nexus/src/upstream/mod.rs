@@ -20,6 +20,7 @@ use crate::registry::Candidate;
 
 pub(crate) mod adapter;
 pub(crate) mod anthropic;
+pub(crate) mod embeddings;
 pub(crate) mod gemini;
 
 pub(crate) use adapter::{adapter_for, Decoded, StreamDecoder, UpstreamCall};

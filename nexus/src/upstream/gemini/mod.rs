@@ -75,7 +75,7 @@ pub(crate) struct Gemini;
 
 /// The model name as it goes in the URL: `models/gemini-x` and `gemini-x` are the same model,
 /// and a `:` would change the method called.
-fn model_segment(upstream: &str) -> Result<&str> {
+pub(crate) fn model_segment(upstream: &str) -> Result<&str> {
     let name = upstream.strip_prefix("models/").unwrap_or(upstream);
     if name.contains(':') {
         return Err(Error::invalid_param(

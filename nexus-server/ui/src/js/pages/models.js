@@ -31,6 +31,7 @@ function openModelModal({ model, providers, providerId, onSaved }) {
   const f = {
     provider: select(providers.map((p) => ({ value: p.id, label: `${p.name} (#${p.id})` })), editing ? model.provider_id : providerId, { name: "provider_id", disabled: editing }),
     name: input({ name: "name", value: editing ? model.name : "", placeholder: "gpt-4o-mini", required: true, autocomplete: "off" }),
+    kind: select([{ value: "chat", label: "Chat" }, { value: "embedding", label: "Embedding" }], editing ? model.kind || "chat" : "chat", { name: "kind", "data-testid": "model-kind" }),
     upstream_name: input({ name: "upstream_name", value: editing ? model.upstream_name || "" : "", placeholder: "same as name", autocomplete: "off" }),
     description: input({ name: "description", value: editing ? model.description : "", placeholder: "Optional note", autocomplete: "off" }),
     input_price: input({ name: "input_price", inputmode: "decimal", value: editing && model.input_price !== null ? model.input_price : "", placeholder: "e.g. 0.15" }),
@@ -44,6 +45,7 @@ function openModelModal({ model, providers, providerId, onSaved }) {
     field("Provider", f.provider, { required: true, wide: true, hint: editing ? "A model stays with its provider." : undefined }),
     field("Name", f.name, { required: true, hint: "What clients send as `model`." }),
     field("Upstream name", f.upstream_name, { hint: "Sent upstream instead, if set (an alias)." }),
+    field("Kind", f.kind, { hint: "Chat models serve /v1/chat/completions; embedding models /v1/embeddings." }),
     field("Description", f.description, { wide: true }),
     field("Input price / 1M tokens", f.input_price),
     field("Output price / 1M tokens", f.output_price),
@@ -57,6 +59,7 @@ function openModelModal({ model, providers, providerId, onSaved }) {
     const body = {
       name,
       upstream_name: f.upstream_name.value.trim() || null,
+      kind: f.kind.value,
       description: f.description.value.trim(),
       input_price: optPrice(f.input_price, "Input price"),
       output_price: optPrice(f.output_price, "Output price"),
@@ -121,6 +124,7 @@ export default {
             "td",
             {},
             h("button", { type: "button", class: "copy-name", title: "Copy the model name", "data-testid": "copy-model", on: { click: () => copyText(m.name, `Copied “${m.name}”`) } }, h("span", { text: m.name }), icon("copy", "regular")),
+            m.kind === "embedding" ? h("span", { class: "mono-pill", "data-testid": "kind-embedding", text: "embedding" }) : null,
             m.description ? h("div", { class: "cell-sub", text: m.description }) : null,
           ),
           h("td", {}, m.upstream_name ? h("span", { class: "mono-pill", text: m.upstream_name }) : h("span", { class: "muted small", text: "same" })),
