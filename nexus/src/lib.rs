@@ -32,6 +32,7 @@ pub mod crypto;
 mod diagnostics;
 pub mod error;
 pub mod hub;
+pub mod ingress;
 mod ledger;
 pub mod openai;
 mod options;
