@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Drives the real nexus-server binary with the official `openai` Python SDK: builds the server and
+# Drives the real nexus-server binary with the official `openai` and `anthropic` Python SDKs: builds the server and
 # the mock upstream, makes .venv (openai, pytest), then runs nexus-server/tests/python.
 # Extra arguments go to pytest (e.g. -k stream).
 source "$(dirname "$0")/common.sh"
@@ -9,5 +9,6 @@ cargo build -p nexus-server -p nexus --features nexus/testing --bins
 
 py_venv
 
-log "openai SDK tests against nexus-server"
-.venv/bin/python -m pytest -q -p no:cacheprovider nexus-server/tests/python/test_openai_sdk.py "$@"
+log "openai and anthropic SDK tests against nexus-server"
+.venv/bin/python -m pytest -q -p no:cacheprovider nexus-server/tests/python/test_openai_sdk.py \
+  nexus-server/tests/python/test_anthropic_sdk.py "$@"

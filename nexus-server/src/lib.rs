@@ -92,6 +92,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
         .merge(routes::openai::router())
+        .merge(routes::messages::router())
         .merge(routes::admin::router(state.clone()))
         .merge(routes::ws::router())
         .merge(routes::health::router())

@@ -1,7 +1,8 @@
-//! Route groups: the OpenAI-compatible API, the admin API, WebSocket chat and health.
+//! Route groups: the OpenAI-compatible API, the Anthropic Messages API, the admin API, WebSocket chat and health.
 
 pub mod admin;
 pub mod health;
+pub mod messages;
 pub mod openai;
 pub mod ws;
 
