@@ -13,6 +13,7 @@ import os
 import queue
 import subprocess
 import threading
+import urllib.error
 import urllib.request
 from typing import Iterator
 
@@ -200,6 +201,20 @@ def test_malformed_json_and_wrong_method_are_anthropic_errors(stack: Stack) -> N
         body = json.load(e.value)
         assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error", body
         assert e.value.headers["request-id"]
+    # Over the body limit (8 MiB): 413 request_too_large. A bad key: 401 before the body is read.
+    big = json.dumps({"model": "openai-x-echo", "max_tokens": 8,
+                      "messages": [{"role": "user", "content": "x" * (9 << 20)}]}).encode()
+    for key, status, kind in [(stack.key, 413, "request_too_large"), ("nx-bad", 401, "authentication_error")]:
+        req = urllib.request.Request(stack.base + "/v1/messages", data=big, method="POST",
+                                     headers={"x-api-key": key, "content-type": "application/json"})
+        try:
+            urllib.request.urlopen(req, timeout=30)
+            raise AssertionError("accepted")
+        except urllib.error.HTTPError as e:
+            assert e.code == status and json.load(e)["error"]["type"] == kind
+        except (ConnectionResetError, BrokenPipeError, urllib.error.URLError):
+            # The server may answer and close before the whole body is sent.
+            assert status == 401
 
 
 @pytest.mark.parametrize("kind", KIND_IDS)
