@@ -1,7 +1,7 @@
 //! The one error taxonomy, pinned: for every [`ErrorKind`] (and the error shapes whose rendering
 //! depends on more than the kind) the HTTP status, the OpenAI error `type` and `code`, the C
-//! result code, the Python class, the Anthropic Messages status and type, and the public message, compared with the checked-in snapshot
-//! `tests/snapshots/error_renderings.txt`. A change to any rendering is a visible diff there;
+//! result code, the Python class, the Anthropic Messages status and type, and the public
+//! message, compared with the checked-in snapshot `tests/snapshots/error_renderings.txt`. A change to any rendering is a visible diff there;
 //! `NEXUS_BLESS=1 cargo test -p nexus --test error_renderings` rewrites it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
