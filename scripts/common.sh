@@ -31,9 +31,9 @@ py_venv() {
     log "creating Python venv in .venv"
     python3 -m venv .venv
   fi
-  if ! .venv/bin/python -c "import maturin, pytest, pytest_asyncio, pytest_timeout, openai, mypy, langchain_openai" 2>/dev/null; then
+  if ! .venv/bin/python -c "import maturin, pytest, pytest_asyncio, pytest_timeout, openai, anthropic, mypy, langchain_openai" 2>/dev/null; then
     log "installing Python test tools"
-    .venv/bin/pip install -q --disable-pip-version-check maturin pytest pytest-asyncio pytest-timeout openai mypy langchain-openai
+    .venv/bin/pip install -q --disable-pip-version-check maturin pytest pytest-asyncio pytest-timeout openai anthropic mypy langchain-openai
   fi
 }
 

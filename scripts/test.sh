@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: Rust (fmt, clippy, unit + integration), C (header freshness,
-# -Wall -Wextra -Werror, valgrind), Python (wheel, pytest, stubtest, the openai SDK against the
-# server) and the browser UI (headless Chromium). Installs what it needs itself.
+# -Wall -Wextra -Werror, valgrind), Python (wheel, pytest, stubtest, the openai and anthropic SDKs against the
+# server), Claude Code against the server and the browser UI (headless Chromium). Installs what it needs itself.
 source "$(dirname "$0")/common.sh"
 # The admin UI is embedded at build time: install its npm packages before anything compiles.
 ui_deps
@@ -16,6 +16,7 @@ log "Rust tests (unit, integration against the mock upstream)"
 cargo test --workspace --locked
 
 bash scripts/test-server-py.sh
+bash scripts/test-claude-code.sh
 bash scripts/test-c.sh
 bash scripts/test-python.sh
 bash scripts/test-ui.sh

@@ -93,6 +93,7 @@ pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
         .merge(routes::openai::router())
         .merge(routes::embeddings::router())
+        .merge(routes::messages::router())
         .merge(routes::admin::router(state.clone()))
         .merge(routes::ws::router())
         .merge(routes::health::router())

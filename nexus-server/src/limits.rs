@@ -53,9 +53,18 @@ pub async fn limit_inflight(State(st): State<AppState>, req: Request, next: Next
     }
     let Ok(slot) = st.inflight.clone().try_acquire_owned() else {
         st.metrics.shed_request();
-        return overloaded_response(
-            "the server is handling too many requests at once; retry shortly",
-        );
+        let message = "the server is handling too many requests at once; retry shortly";
+        if crate::routes::messages::is_messages_path(req.uri().path()) {
+            // Anthropic clients read their own error shape: 529 `overloaded_error`.
+            let mut r = crate::routes::messages::error_response(
+                &nexus::Error::Unavailable(message.into()),
+                None,
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+        return overloaded_response(message);
     };
     next.run(req)
         .await

@@ -434,6 +434,44 @@ impl Error {
         v
     }
 
+    /// The HTTP status of this error on Anthropic's Messages API: as [`Error::http_status`],
+    /// except that an overloaded upstream (503, 529) and providers all cooling down are
+    /// Anthropic's 529.
+    pub fn anthropic_status(&self) -> u16 {
+        match self {
+            Error::Unavailable(_)
+            | Error::Upstream {
+                status: Some(503 | 529),
+                ..
+            } => 529,
+            _ => self.http_status(),
+        }
+    }
+
+    /// Anthropic's error `type` (its errors reference) for [`Error::anthropic_status`].
+    pub fn anthropic_type(&self) -> &'static str {
+        match self.anthropic_status() {
+            400 | 409 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            504 => "timeout_error",
+            529 => "overloaded_error",
+            _ => "api_error",
+        }
+    }
+
+    /// Anthropic's error body `{"type":"error","error":{"type","message"},"request_id"}`.
+    pub fn to_anthropic_json_for(&self, request_id: Option<&str>) -> serde_json::Value {
+        serde_json::json!({
+            "type": "error",
+            "error": {"type": self.anthropic_type(), "message": self.public_message()},
+            "request_id": request_id,
+        })
+    }
+
     /// The OpenAI error body `{"error":{"message","type","param","code"}}`.
     pub fn to_openai_json(&self) -> serde_json::Value {
         serde_json::json!({

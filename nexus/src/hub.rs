@@ -336,6 +336,11 @@ impl Hub {
     /// before reading a request body (the server does), then pass [`Caller::Admitted`]: an
     /// unknown key or a key over its request rate costs the hub no body read and no parse.
     pub fn admit(&self, presented: &str) -> Result<Admitted> {
+        self.admit_for(presented, crate::usage::Endpoint::Chat)
+    }
+
+    /// [`Hub::admit`] for a request to `endpoint`: a refusal's usage row records it.
+    pub fn admit_for(&self, presented: &str, endpoint: crate::usage::Endpoint) -> Result<Admitted> {
         let r = self.0.admission.admit(&self.0.registry, presented);
         if let Err(e @ Error::RateLimited { .. }) = &r {
             // Refusals for a known key are part of its usage history.
@@ -345,6 +350,7 @@ impl Hub {
                         .ledger
                         .new_record(None, "", None, RequestSource::Library, false);
                 rec.key_id = Some(key.id);
+                rec.endpoint = endpoint;
                 self.0.ledger.record_failure(rec, e, Instant::now());
             }
         }

@@ -33,6 +33,7 @@ mod diagnostics;
 pub mod embeddings;
 pub mod error;
 pub mod hub;
+pub mod ingress;
 mod ledger;
 pub mod openai;
 mod options;

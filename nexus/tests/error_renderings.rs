@@ -1,7 +1,7 @@
 //! The one error taxonomy, pinned: for every [`ErrorKind`] (and the error shapes whose rendering
 //! depends on more than the kind) the HTTP status, the OpenAI error `type` and `code`, the C
-//! result code, the Python class and the public message, compared with the checked-in snapshot
-//! `tests/snapshots/error_renderings.txt`. A change to any rendering is a visible diff there;
+//! result code, the Python class, the Anthropic Messages status and type, and the public
+//! message, compared with the checked-in snapshot `tests/snapshots/error_renderings.txt`. A change to any rendering is a visible diff there;
 //! `NEXUS_BLESS=1 cargo test -p nexus --test error_renderings` rewrites it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -82,7 +82,7 @@ fn examples() -> Vec<(&'static str, Error)> {
 
 fn render() -> String {
     let mut out = String::from(
-        "# kind | example | http | openai type | openai code | retryable | C code | Python class | public message\n",
+        "# kind | example | http | openai type | openai code | retryable | C code | Python class | anthropic http | anthropic type | public message\n",
     );
     let covered: std::collections::HashSet<ErrorKind> =
         examples().iter().map(|(_, e)| e.kind()).collect();
@@ -92,7 +92,7 @@ fn render() -> String {
     for (what, e) in examples() {
         let k = e.kind();
         out.push_str(&format!(
-            "{} | {what} | {} | {} | {} | {} | {} | {} | {}\n",
+            "{} | {what} | {} | {} | {} | {} | {} | {} | {} | {} | {}\n",
             k.as_str(),
             e.http_status(),
             k.openai_type(),
@@ -100,6 +100,8 @@ fn render() -> String {
             e.is_retryable(),
             k.c_code(),
             k.python_class(),
+            e.anthropic_status(),
+            e.anthropic_type(),
             e.public_message(),
         ));
     }

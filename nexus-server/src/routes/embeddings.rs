@@ -47,7 +47,9 @@ async fn handle(
     request_id: Option<String>,
 ) -> ApiResult<Response> {
     // A bad key or a key over its request rate costs no body read (see routes/openai.rs).
-    let admitted = st.hub.admit(&token.0)?;
+    let admitted = st
+        .hub
+        .admit_for(&token.0, nexus::usage::Endpoint::Embeddings)?;
     let body = crate::extract::read_body(req.into_body(), st.cfg.body_limit).await?;
     let parsed = EmbeddingsRequest::from_slice_limited(&body, st.hub.request_limits())?;
     drop(body);

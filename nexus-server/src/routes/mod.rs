@@ -1,8 +1,10 @@
-//! Route groups: the OpenAI-compatible API, embeddings, the admin API, WebSocket chat and health.
+//! Route groups: the OpenAI-compatible API, embeddings, the Anthropic Messages API, the admin API,
+//! WebSocket chat and health.
 
 pub mod admin;
 pub mod embeddings;
 pub mod health;
+pub mod messages;
 pub mod openai;
 pub mod ws;
 

@@ -23,6 +23,7 @@
 //! | `cached` | usage details: 4 prompt tokens from the cache, 2 reasoning tokens |
 //! | `notchat` | answer a non-stream request with a JSON object that is not a completion |
 //! | `bigeventN` | stream one event of N KiB |
+//! | `tools` | when the request has `tools` and its last message is not a `tool` result: call the first tool with `{"q": <echo>}` (`finish_reason: tool_calls`; streamed as `tool_calls` deltas) |
 //!
 //! Every provider kind is served on the same port: OpenAI at `/v1/chat/completions`, Azure at
 //! `/openai/deployments/{deployment}/chat/completions` and `/openai/v1/chat/completions`
@@ -257,6 +258,7 @@ struct Plan {
     reasoning: bool,
     not_chat: bool,
     big_event_kib: Option<usize>,
+    tools: bool,
 }
 
 fn plan(model: &str) -> Plan {
@@ -290,6 +292,7 @@ fn plan(model: &str) -> Plan {
                 "cached" => p.cached = true,
                 "reasoning" => p.reasoning = true,
                 "notchat" => p.not_chat = true,
+                "tools" => p.tools = true,
                 _ => {}
             }
         }
@@ -407,6 +410,72 @@ async fn chat(
     let thinking = "Let me think about this carefully.";
     let id = "chatcmpl-mock";
     let created = 1_700_000_000u64;
+    // A tool call, as OpenAI sends one, when the model was given tools and has no result yet.
+    let tool_name = req
+        .pointer("/tools/0/function/name")
+        .and_then(Value::as_str)
+        .filter(|_| p.tools)
+        .filter(|_| messages.last().and_then(|m| m.get("role")) != Some(&json!("tool")))
+        .map(str::to_owned);
+    if let Some(name) = tool_name {
+        let args = json!({"q": echo}).to_string();
+        let call_id = "call_mock_1";
+        s.completed.fetch_add(1, Ordering::SeqCst);
+        if !stream {
+            let mut v = json!({
+                "id": id, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": null, "message": {
+                    "role": "assistant", "content": null, "tool_calls": [{"id": call_id,
+                        "type": "function", "function": {"name": name, "arguments": args}}]}}],
+            });
+            if p.usage {
+                v["usage"] = usage;
+            }
+            return Json(v).into_response();
+        }
+        let half = args.len() / 2;
+        let chunk = |delta: Value, finish: Value| {
+            format!(
+                "data: {}\n\n",
+                json!({"id": id, "object": "chat.completion.chunk",
+                "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            )
+        };
+        let mut events = vec![
+            chunk(
+                json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0,
+                "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                Value::Null,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": &args[..half]}}]}),
+                Value::Null,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": &args[half..]}}]}),
+                Value::Null,
+            ),
+            chunk(json!({}), json!("tool_calls")),
+        ];
+        if p.usage
+            && req
+                .pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool)
+                == Some(true)
+        {
+            events.push(format!(
+                "data: {}\n\n",
+                json!({"id": id, "object": "chat.completion.chunk",
+                "created": created, "model": model, "choices": [], "usage": usage})
+            ));
+        }
+        events.push("data: [DONE]\n\n".to_owned());
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from(events.concat()))
+            .unwrap_or_else(|_| error_response(500, "mock: response build failed"));
+    }
     if p.not_chat && !stream {
         return Json(json!({"status": "ok", "items": [1, 2, 3]})).into_response();
     }
