@@ -418,11 +418,23 @@ test("admin UI end to end", { timeout: 240000 }, async (t) => {
   });
 
   await t.test("dashboard numbers change after chatting", async () => {
+    // One request through the Anthropic Messages API with the client key, for the per-API chart.
+    const r = await fetch(`${BASE}/v1/messages`, {
+      method: "POST",
+      headers: { "x-api-key": keyPlain, "anthropic-version": "2023-06-01", "content-type": "application/json" },
+      body: JSON.stringify({ model: "gpt-4o-mini", max_tokens: 64, messages: [{ role: "user", content: "hi" }] }),
+    });
+    assert.equal(r.status, 200, "a Messages API request with the client key");
+    assert.equal((await r.json()).type, "message");
     await go("#/dashboard", '#view[data-loaded="true"]');
     // The stats writer batches; the dashboard refreshes itself every few seconds.
     await until(async () => (await tile("rounds")) > before.rounds && (await tile("total_tokens")) > before.tokens, "rounds and tokens to grow", 20000, 500);
     assert.ok((await tile("conversations")) >= before.conversations + 1);
     await until(async () => page.isHidden("#chart-models .chart-empty"), "the per-model chart to show data", 10000, 300);
+    await until(async () => {
+      const g = (await page.getAttribute('[data-testid="chart-endpoints"]', "data-groups")) || "";
+      return /Chat completions=\d+/.test(g) && /Anthropic Messages=1/.test(g);
+    }, "the per-API chart to show chat and Messages requests", 20000, 500);
     await page.waitForTimeout(400);
     await shot("light-dashboard");
   });

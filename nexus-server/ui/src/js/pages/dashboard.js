@@ -52,6 +52,9 @@ function chartCard(title, ic, id, { span, tall } = {}) {
   return { el: c, canvas, emptyMsg };
 }
 
+// The API a request came in through, as the stats name it.
+const ENDPOINT_LABELS = { chat: "Chat completions", messages: "Anthropic Messages", responses: "Responses", embeddings: "Embeddings" };
+
 function aggregate(points) {
   const m = new Map();
   // Requests refused before any provider was chosen (e.g. all cooling down) have no group.
@@ -83,8 +86,9 @@ export default {
     const cTokens = chartCard("Tokens over time", "coins", "chart-tokens", { span: true, tall: true });
     const cModels = chartCard("Requests by model", "cubes", "chart-models");
     const cProviders = chartCard("Requests by provider", "server", "chart-providers");
-    const cLatency = chartCard("Latency and errors", "gauge-high", "chart-latency", { span: true });
-    clear(view).append(tiles, h("div", { class: "charts" }, cTokens.el, cModels.el, cProviders.el, cLatency.el));
+    const cEndpoints = chartCard("Requests by API", "plug", "chart-endpoints");
+    const cLatency = chartCard("Latency and errors", "gauge-high", "chart-latency");
+    clear(view).append(tiles, h("div", { class: "charts" }, cTokens.el, cModels.el, cProviders.el, cEndpoints.el, cLatency.el));
 
     const charts = [];
     const tokensChart = themedChart(cTokens.canvas, () => ({
@@ -112,6 +116,11 @@ export default {
       data: { labels: [], datasets: [] },
       options: { cutout: "64%", plugins: { legend: { position: "right" } } },
     }));
+    const endpointsChart = themedChart(cEndpoints.canvas, () => ({
+      type: "doughnut",
+      data: { labels: [], datasets: [] },
+      options: { cutout: "64%", plugins: { legend: { position: "right" } } },
+    }));
     const latencyChart = themedChart(cLatency.canvas, () => ({
       type: "bar",
       data: { labels: [], datasets: [] },
@@ -125,7 +134,7 @@ export default {
         plugins: { legend: { position: "top", align: "end" }, tooltip: { callbacks: { label: (c) => (c.dataset.yAxisID === "y1" ? ` ${c.dataset.label}: ${c.raw}` : ` ${c.dataset.label}: ${fmtMs(c.raw)}`) } } },
       },
     }));
-    charts.push(tokensChart, modelsChart, providersChart, latencyChart);
+    charts.push(tokensChart, modelsChart, providersChart, endpointsChart, latencyChart);
 
     let last = null;
     let timer = null;
@@ -140,11 +149,12 @@ export default {
       const { ts, labels, since } = bucketLabels(range, now);
       const q = `bucket=${range.bucket}&since=${since}`;
       try {
-        const [summary, all, byModel, byProvider] = await Promise.all([
+        const [summary, all, byModel, byProvider, byEndpoint] = await Promise.all([
           get("/api/stats/summary"),
           get(`/api/stats/timeseries?${q}`),
           get(`/api/stats/timeseries?${q}&group_by=model`),
           get(`/api/stats/timeseries?${q}&group_by=provider`),
+          get(`/api/stats/timeseries?${q}&group_by=endpoint`),
         ]);
         if (!ctx.isCurrent()) return;
         failed = false;
@@ -213,6 +223,13 @@ export default {
         providersChart.update({
           labels: p.map((x) => x[0]),
           datasets: [{ label: "Requests", data: p.map((x) => x[1]), colorVars: p.map((_, i) => PALETTE_VARS[i % PALETTE_VARS.length]), segmentBorder: true, borderWidth: 2 }],
+        });
+        const e = aggregate(byEndpoint.points).map(([g, n]) => [ENDPOINT_LABELS[g] || g, n]);
+        cEndpoints.emptyMsg.hidden = e.length > 0;
+        cEndpoints.el.dataset.groups = e.map((x) => `${x[0]}=${x[1]}`).join(",");
+        endpointsChart.update({
+          labels: e.map((x) => x[0]),
+          datasets: [{ label: "Requests", data: e.map((x) => x[1]), colorVars: e.map((_, i) => PALETTE_VARS[i % PALETTE_VARS.length]), segmentBorder: true, borderWidth: 2 }],
         });
         view.dataset.loaded = "true";
       } catch (e) {
