@@ -3,7 +3,7 @@
 #
 #   scripts/bench.sh            the full suite (about 15 minutes on 2 cores; builds first)
 #   scripts/bench.sh --smoke    tiny counts (about 30 s after the build): checks the tools still work
-#   BENCH_ONLY=hostile,http,kinds,client,memory,soak,stats,tokens scripts/bench.sh    a subset
+#   BENCH_ONLY=hostile,http,kinds,ingress,client,memory,soak,stats,tokens scripts/bench.sh    a subset
 #
 # Everything listens on 127.0.0.1 only, every load is bounded in count and time, and every process
 # this script starts is killed when it exits, on failure too. Results: target/bench/<stamp>/
@@ -19,7 +19,7 @@ for a in "$@"; do
     *) echo "unknown argument: $a" >&2; exit 2 ;;
   esac
 done
-ONLY="${BENCH_ONLY:-hostile,http,kinds,client,memory,soak,stats,tokens}"
+ONLY="${BENCH_ONLY:-hostile,http,kinds,ingress,client,memory,soak,stats,tokens}"
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -120,8 +120,8 @@ load() {
   local name="$1" via="$2"; shift 2
   local url="$SERVER_URL" key=(--key "$CLIENT_KEY")
   if [ "$via" = direct ]; then url="$MOCK_URL"; key=(); fi
-  if [ "$via" = gateway ]; then
-    # The gateway always speaks OpenAI to its client here; --format is the direct row's.
+  if [ "$via" = gateway ] && [ "${KEEP_FORMAT:-0}" != 1 ]; then
+    # The gateway speaks OpenAI to its client here; --format is the direct row's.
     local args=() skip=0
     for a in "$@"; do
       if [ "$skip" = 1 ]; then skip=0; continue; fi
@@ -167,7 +167,7 @@ else
   STATS_ROWS="${BENCH_STATS_ROWS:-10000000}"; WRITER_N=200000; TOKEN_ARGS=(); CLIENT_N=20000
 fi
 
-if want http || want kinds || want memory || want soak || want hostile; then
+if want http || want kinds || want ingress || want memory || want soak || want hostile; then
   log "starting the mock upstream and nexus-server"
   start_mock
   start_server
@@ -233,6 +233,17 @@ if want kinds; then
       load "kind-$kind-$shape" direct --format "$kind" --model chunks20 "${st[@]}" --concurrency "$c" --duration "$DUR" --warmup "$WARM" --requests 2000000
       load "kind-$kind-$shape" gateway --model "$gw_model" "${st[@]}" --concurrency "$c" --duration "$DUR" --warmup "$WARM" --requests 2000000
     done
+  done
+fi
+
+if want ingress; then
+  # Client formats in front of the same openai provider: the Anthropic Messages API at the
+  # gateway against OpenAI chat straight to the mock, the same 20-chunk answer.
+  for shape in nonstream-c1 stream-c1 stream-c32; do
+    c="${shape##*-c}"; st=(); [[ "$shape" == stream-* ]] && st=(--stream)
+    log "ingress messages: $shape"
+    load "ingress-messages-$shape" direct --model chunks20 "${st[@]}" --concurrency "$c" --duration "$DUR" --warmup "$WARM" --requests 2000000
+    KEEP_FORMAT=1 load "ingress-messages-$shape" gateway --format anthropic --model chunks20 "${st[@]}" --concurrency "$c" --duration "$DUR" --warmup "$WARM" --requests 2000000
   done
 fi
 
@@ -376,6 +387,21 @@ if kind_rows:
         per = f"{a50 * 1000 / w['events']['max']:.2f}" if stream and w.get("events") and w['events']['max'] else "-"
         ttfb = f"{q(w,'ttfb_ms','p50') - q(d,'ttfb_ms','p50'):.3f}" if stream else "-"
         print(f"| {k} | {sh.rsplit('-c',1)[0]} | {w['concurrency']} | {d['rps']:,.0f} / {w['rps']:,.0f} | "
+              f"{q(d,'latency_ms','p50'):.3f} / {q(w,'latency_ms','p50'):.3f} | {a50:.3f} / {a99:.3f} | {ttfb} | {ev(d)} / {ev(w)} | {per} |")
+    print()
+ing_rows = [(f, sh) for f in ("messages", "responses") for sh in ("nonstream-c1", "stream-c1", "stream-c32")
+            if g(f"ingress-{f}-{sh}", "direct") and g(f"ingress-{f}-{sh}", "gateway")]
+if ing_rows:
+    print("| client format | load | c | req/s direct / gateway | p50 direct / gateway ms | added p50 / p99 ms | added TTFB p50 ms | events direct / gateway | added per chunk p50 µs |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for f, sh in ing_rows:
+        d, w = g(f"ingress-{f}-{sh}", "direct"), g(f"ingress-{f}-{sh}", "gateway")
+        a50 = q(w,'latency_ms','p50') - q(d,'latency_ms','p50'); a99 = q(w,'latency_ms','p99') - q(d,'latency_ms','p99')
+        ev = lambda r: f"{r['events']['min']}..{r['events']['max']}" if r.get("events") else "-"
+        stream = sh.startswith("stream")
+        per = f"{a50 * 1000 / w['events']['max']:.2f}" if stream and w.get("events") and w['events']['max'] else "-"
+        ttfb = f"{q(w,'ttfb_ms','p50') - q(d,'ttfb_ms','p50'):.3f}" if stream else "-"
+        print(f"| {f} | {sh.rsplit('-c',1)[0]} | {w['concurrency']} | {d['rps']:,.0f} / {w['rps']:,.0f} | "
               f"{q(d,'latency_ms','p50'):.3f} / {q(w,'latency_ms','p50'):.3f} | {a50:.3f} / {a99:.3f} | {ttfb} | {ev(d)} / {ev(w)} | {per} |")
     print()
 idle = g("idle", None); op = g("open-streams", "gateway"); so = g("soak", "gateway")
