@@ -152,8 +152,15 @@ struct ChunkIds {
     created: Option<i64>,
 }
 
+/// The upstream's SSE events as received (`event:` name, `data:`), in order, for a client of
+/// the provider's own format (see [`crate::upstream::native`]). Events that make no chunk (a
+/// ping, a block's end) wait here until the next chunk or the end is handed out.
+pub(crate) type RawEvents = Arc<Mutex<std::collections::VecDeque<(String, String)>>>;
+
 pub(crate) struct StreamState {
     pub(crate) events: EventStream,
+    /// Set when the client reads the upstream's own events.
+    pub(crate) raw: Option<RawEvents>,
     /// Turns the provider's events into OpenAI chunks.
     pub(crate) decoder: Box<dyn StreamDecoder>,
     /// Decoded chunks not yet handed to the caller.
@@ -184,7 +191,7 @@ impl StreamState {
                             phase: TimeoutPhase::Idle,
                         })
                     }
-                    Ok(Some(Ok(ev))) => match self.decoder.decode(&ev.event, ev.data) {
+                    Ok(Some(Ok(ev))) => match self.decode(ev.event, ev.data) {
                         Ok(Decoded::Chunks(c)) => {
                             self.pending.extend(c);
                             continue;
@@ -267,6 +274,17 @@ impl StreamState {
     /// The normal end. When the client asked for usage and the upstream sent none (llama.cpp's
     /// server and older vLLM ignore `include_usage`), the hub sends the usage chunk itself,
     /// counted from the prompt and the streamed text, exactly once, before the end.
+    /// Decodes one upstream event, first keeping it raw when the client is relayed the
+    /// provider's own events.
+    fn decode(&mut self, event: String, data: String) -> Result<Decoded> {
+        if let Some(raw) = &self.raw {
+            if let Ok(mut q) = raw.lock() {
+                q.push_back((event.clone(), data.clone()));
+            }
+        }
+        self.decoder.decode(&event, data)
+    }
+
     fn end(&mut self) -> Option<Result<ChatChunk>> {
         self.finished = true;
         let synth = if self.synthesize_usage && self.acct.usage.is_none() {
@@ -317,6 +335,8 @@ pub struct ChatStream {
     /// Milliseconds spent waiting for the upstream to open the stream (all attempts).
     pub upstream_ms: f64,
     pub(crate) summary: Arc<Mutex<Option<StreamSummary>>>,
+    /// The upstream's own events, when the request went in the provider's native format.
+    pub(crate) raw: Option<RawEvents>,
 }
 
 impl std::fmt::Debug for ChatStream {

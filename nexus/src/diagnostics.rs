@@ -90,6 +90,7 @@ impl Hub {
                     req.clone(),
                     RequestContext::default(),
                     false,
+                    None,
                 )
                 .await;
             r.non_stream_ms = Some(t.elapsed().as_secs_f64() * 1000.0);

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::admission::{Admission, Admitted, TokenReservation};
-use crate::chat_stream::{Accounting, StreamState};
+use crate::chat_stream::{Accounting, RawEvents, StreamState};
 // The paths the bindings have used since 0.1 keep working.
 pub use crate::chat_stream::{ChatStream, StreamSummary};
 use crate::crypto::{self, MasterKey};
@@ -33,6 +33,7 @@ use crate::stats::{
 use crate::store::{GroupKey, SqliteStore, Store};
 use crate::time::now_ms;
 use crate::tokens::{self, Encoding, TokenCount, TokenEstimator};
+use crate::upstream::native::NativeRequest;
 use crate::upstream::{adapter_for, rate_limit_headers, Decoded, Upstream, UpstreamCall};
 
 /// A non-streaming answer.
@@ -60,6 +61,9 @@ pub struct ChatResponse {
     pub upstream_ms: f64,
     /// True when served from the response cache.
     pub cached: bool,
+    /// The upstream's own answer body when the request went to the provider in its native
+    /// format (see [`crate::upstream::native`]): what a client of that format is relayed.
+    pub native_body: Option<Bytes>,
 }
 
 type CachedAnswer = (ChatCompletion, Bytes, i64, String);
@@ -631,7 +635,7 @@ impl Hub {
         req: ChatRequest,
         ctx: RequestContext,
     ) -> Result<ChatResponse> {
-        self.chat_inner(caller, req, ctx, true).await
+        self.chat_inner(caller, req, ctx, true, None).await
     }
 
     pub(crate) async fn chat_inner(
@@ -640,6 +644,7 @@ impl Hub {
         req: ChatRequest,
         ctx: RequestContext,
         use_cache: bool,
+        native: Option<&NativeRequest>,
     ) -> Result<ChatResponse> {
         let start = Instant::now();
         let pin = match &caller {
@@ -686,6 +691,7 @@ impl Hub {
                         rate_limit_headers: vec![],
                         upstream_ms: 0.0,
                         cached: true,
+                        native_body: None,
                     });
                 }
             }
@@ -696,11 +702,15 @@ impl Hub {
         let (result, ci, upstream_ms) = self
             .with_failover(&request_id, &cands, |ci| {
                 let cand = &cands[ci];
+                let native = native.filter(|n| n.serves(cand.provider.record.kind));
                 let call = match &calls[ci] {
                     Some(c) => Ok(c.clone()),
-                    None => adapter_for(cand.provider.record.kind)
-                        .and_then(|a| a.build(&req, cand, false, false))
-                        .inspect(|c| calls[ci] = Some(c.clone())),
+                    None => match native {
+                        Some(n) => n.call(cand, false, false),
+                        None => adapter_for(cand.provider.record.kind)
+                            .and_then(|a| a.build(&req, cand, false, false)),
+                    }
+                    .inspect(|c| calls[ci] = Some(c.clone())),
                 };
                 let (first_byte, _) = self.timeouts(cand);
                 let model = &req.model;
@@ -709,7 +719,9 @@ impl Hub {
                     let resp = self.0.upstream.send(cand, call?, first_byte).await?;
                     let rl = rate_limit_headers(resp.headers());
                     let bytes = self.0.upstream.read_body(resp, first_byte).await?;
-                    Ok((adapter.completion(bytes, model)?, rl))
+                    // The translation is still made: the ledger reads its usage.
+                    let raw = native.map(|_| bytes.clone());
+                    Ok((adapter.completion(bytes, model)?, rl, raw))
                 }
             })
             .await;
@@ -717,7 +729,7 @@ impl Hub {
         let cand = &cands[ci];
         rec.provider_id = Some(cand.provider.record.id);
         rec.upstream_model = Some(cand.model.upstream().to_owned());
-        let (bytes, rl) = match result {
+        let (bytes, rl, native_body) = match result {
             Ok(v) => v,
             Err(e) => {
                 self.0.ledger.record_failure(rec, &e, start);
@@ -818,6 +830,7 @@ impl Hub {
             rate_limit_headers: rl,
             upstream_ms,
             cached: false,
+            native_body,
         })
     }
 
@@ -828,6 +841,18 @@ impl Hub {
         caller: Caller,
         req: ChatRequest,
         ctx: RequestContext,
+    ) -> Result<ChatStream> {
+        self.chat_stream_inner(caller, req, ctx, None).await
+    }
+
+    /// [`chat_stream`](Self::chat_stream), sending `native` as it is to candidates of its kind;
+    /// the stream then also keeps their raw events ([`ChatStream::raw`]).
+    pub(crate) async fn chat_stream_inner(
+        &self,
+        caller: Caller,
+        req: ChatRequest,
+        ctx: RequestContext,
+        native: Option<&NativeRequest>,
     ) -> Result<ChatStream> {
         let start = Instant::now();
         let Begun {
@@ -845,14 +870,18 @@ impl Hub {
         let (result, ci, upstream_ms) = self
             .with_failover(&request_id, &cands, |ci| {
                 let cand = &cands[ci];
+                let native = native.filter(|n| n.serves(cand.provider.record.kind));
                 let call = match &calls[ci] {
                     Some(c) => Ok(c.clone()),
                     None => {
                         let inject = !client_wants_usage
                             && cand.provider.record.options.request_usage.unwrap_or(true);
-                        adapter_for(cand.provider.record.kind)
-                            .and_then(|a| a.build(&req, cand, true, inject))
-                            .inspect(|c| calls[ci] = Some(c.clone()))
+                        match native {
+                            Some(n) => n.call(cand, true, client_wants_usage),
+                            None => adapter_for(cand.provider.record.kind)
+                                .and_then(|a| a.build(&req, cand, true, inject)),
+                        }
+                        .inspect(|c| calls[ci] = Some(c.clone()))
                     }
                 };
                 let (first_byte, _) = self.timeouts(cand);
@@ -864,6 +893,11 @@ impl Hub {
                     let resp = self.0.upstream.send(cand, call, first_byte).await?;
                     let rl = rate_limit_headers(resp.headers());
                     let (events, first) = self.0.upstream.open_sse(resp, first_byte).await?;
+                    let raw: Option<RawEvents> = native.map(|_| {
+                        Arc::new(Mutex::new(
+                            [(first.event.clone(), first.data.clone())].into(),
+                        ))
+                    });
                     // An error as the first event is worth a retry or failover too: nothing has
                     // reached the caller yet.
                     let as_retryable = |e: Error| match e {
@@ -886,7 +920,7 @@ impl Hub {
                             }
                         }
                     }
-                    Ok((events, decoder, first, rl, extra_usage))
+                    Ok((events, decoder, first, rl, extra_usage, raw))
                 }
             })
             .await;
@@ -894,7 +928,7 @@ impl Hub {
         let cand = cands[ci].clone();
         rec.provider_id = Some(cand.provider.record.id);
         rec.upstream_model = Some(cand.model.upstream().to_owned());
-        let (events, decoder, first, rl, injected) = match result {
+        let (events, decoder, first, rl, injected, raw) = match result {
             Ok(v) => v,
             Err(e) => {
                 self.0.ledger.record_failure(rec, &e, start);
@@ -926,6 +960,7 @@ impl Hub {
         };
         let state = StreamState {
             events,
+            raw: raw.clone(),
             decoder,
             pending,
             upstream_done,
@@ -950,6 +985,7 @@ impl Hub {
             rate_limit_headers: rl,
             upstream_ms,
             summary,
+            raw,
         })
     }
 }

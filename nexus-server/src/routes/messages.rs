@@ -137,8 +137,13 @@ async fn handle(
     req: Request,
     request_id: Option<String>,
 ) -> Result<Response, nexus::Error> {
+    let betas = req
+        .headers()
+        .get("anthropic-beta")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let (admitted, body) = admit_and_read(st, req).await?;
-    let chat = messages::parse(&body, st.hub.request_limits(), false)?;
+    let chat = messages::MessagesRequest::parse(&body, st.hub.request_limits(), betas.as_deref())?;
     drop(body);
     let ctx = RequestContext {
         request_id,
@@ -146,7 +151,7 @@ async fn handle(
         source: RequestSource::Api,
         endpoint: nexus::usage::Endpoint::Messages,
     };
-    if chat.stream != Some(true) {
+    if !chat.stream() {
         let r = st
             .hub
             .messages(Caller::Admitted(admitted), chat, ctx)

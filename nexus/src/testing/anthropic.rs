@@ -3,7 +3,8 @@
 //!
 //! It refuses what Anthropic refuses and the translation must avoid: a missing `x-api-key` or
 //! `anthropic-version` (401 `authentication_error`), a missing `max_tokens`, a `system` role
-//! inside `messages`, turns that do not alternate, and empty text blocks (400
+//! inside `messages` (accepted only under a `mid-conversation-*` beta in `anthropic-beta`, as
+//! Claude Code sends it), turns that do not alternate, and empty text blocks (400
 //! `invalid_request_error`). Words in the model name choose the answer, like the OpenAI mock:
 //!
 //! | word | behaviour |
@@ -91,7 +92,7 @@ fn error_response(status: u16, message: &str) -> Response {
 }
 
 /// What Anthropic would refuse in a request body.
-fn check(req: &Value) -> Result<(), String> {
+fn check(req: &Value, system_messages: bool) -> Result<(), String> {
     if req.get("max_tokens").and_then(Value::as_u64).is_none() {
         return Err("max_tokens: Field required".into());
     }
@@ -102,6 +103,9 @@ fn check(req: &Value) -> Result<(), String> {
     let mut last: Option<&str> = None;
     for (i, m) in msgs.iter().enumerate() {
         let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        if role == "system" && system_messages {
+            continue;
+        }
         if role != "user" && role != "assistant" {
             return Err(format!(
                 "messages.{i}.role: Input should be 'user' or 'assistant'"
@@ -182,7 +186,14 @@ pub(super) async fn messages(
             return error_response(401, &format!("mock: missing {h} header"));
         }
     }
-    if let Err(why) = check(&req) {
+    let betas = headers
+        .get("anthropic-beta")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let system_messages = betas
+        .split(',')
+        .any(|b| b.trim().starts_with("mid-conversation-"));
+    if let Err(why) = check(&req, system_messages) {
         return error_response(400, &why);
     }
     let model = req["model"].as_str().unwrap_or("mock").to_owned();

@@ -22,6 +22,7 @@ pub(crate) mod adapter;
 pub(crate) mod anthropic;
 pub(crate) mod embeddings;
 pub(crate) mod gemini;
+pub(crate) mod native;
 
 pub(crate) use adapter::{adapter_for, Decoded, StreamDecoder, UpstreamCall};
 

@@ -3,8 +3,11 @@
 //! A Messages request is translated into the core's OpenAI chat request ([`request`]), served
 //! by [`Hub::chat`] / [`Hub::chat_stream`] with `endpoint = Messages` (one usage row, the same
 //! admission, routing, failover and limits), and the answer translated back ([`response`],
-//! [`stream`]). To an `anthropic` provider this is a round trip through the OpenAI format:
-//! `cache_control` markers and thinking signatures do not survive it.
+//! [`stream`]). To an `anthropic` provider the body goes as the client sent it (a
+//! [`MessagesRequest`] parsed by [`MessagesRequest::parse`] keeps it, with the client's
+//! `anthropic-beta`), and its answer and events come back as the provider sent them, so
+//! `cache_control` markers, thinking signatures and `top_k` survive; only the model name is the
+//! client's. The translation is still made for the ledger (usage) and for other candidates.
 //!
 //! An embedding program serves the format with [`Hub::messages`], [`Hub::messages_stream`]
 //! and [`Hub::messages_count_tokens`], or with the pieces: [`to_chat_request`],
@@ -20,10 +23,48 @@ pub use request::{parse, to_chat_request};
 pub use response::from_completion;
 pub use stream::{SseEvent, StreamEncoder};
 
+use crate::chat_stream::RawEvents;
 use crate::error::Result;
-use crate::openai::ChatRequest;
+use crate::openai::{ChatRequest, RequestLimits};
+use crate::upstream::native::NativeRequest;
 use crate::usage::Endpoint;
 use crate::{Caller, ChatStream, Hub, RequestContext};
+
+/// A parsed Messages request: its translation into a chat request, and (when parsed from the
+/// client's bytes) the body as sent, for `anthropic` providers.
+#[derive(Debug, Clone)]
+pub struct MessagesRequest {
+    /// The translated request (what every other provider kind receives).
+    pub chat: ChatRequest,
+    native: Option<NativeRequest>,
+}
+
+impl MessagesRequest {
+    /// Parses a Messages body under the hub's limits; `betas` is the client's `anthropic-beta`
+    /// header, passed on to `anthropic` providers.
+    pub fn parse(body: &[u8], limits: &RequestLimits, betas: Option<&str>) -> Result<Self> {
+        let (chat, kept) = request::parse_keeping(body, limits)?;
+        Ok(MessagesRequest {
+            chat,
+            native: Some(NativeRequest::AnthropicMessages {
+                body: kept,
+                betas: betas.map(str::to_owned),
+            }),
+        })
+    }
+
+    /// Whether the client asked for a stream.
+    pub fn stream(&self) -> bool {
+        self.chat.stream == Some(true)
+    }
+}
+
+/// A translated request alone: every provider kind, `anthropic` too, receives the translation.
+impl From<ChatRequest> for MessagesRequest {
+    fn from(chat: ChatRequest) -> Self {
+        MessagesRequest { chat, native: None }
+    }
+}
 
 /// A non-streaming Messages answer.
 #[derive(Debug, Clone)]
@@ -44,6 +85,8 @@ pub struct MessagesStream {
     enc: StreamEncoder,
     queued: std::collections::VecDeque<SseEvent>,
     ended: bool,
+    /// The client's model name, for relayed events.
+    model: String,
 }
 
 impl MessagesStream {
@@ -59,6 +102,9 @@ impl MessagesStream {
 
     /// The next event; `None` after the last.
     pub async fn next(&mut self) -> Option<SseEvent> {
+        if let Some(raw) = self.inner.raw.clone() {
+            return self.next_relayed(&raw).await;
+        }
         loop {
             if let Some(e) = self.queued.pop_front() {
                 return Some(e);
@@ -83,25 +129,79 @@ impl MessagesStream {
     }
 }
 
+impl MessagesStream {
+    /// The provider's own events (an `anthropic` provider): each as it came, in order; a
+    /// failure ends the stream with the hub's `error` event.
+    async fn next_relayed(&mut self, raw: &RawEvents) -> Option<SseEvent> {
+        loop {
+            if let Some(e) = self.queued.pop_front() {
+                return Some(e);
+            }
+            let next = raw.lock().ok().and_then(|mut q| q.pop_front());
+            if let Some((event, data)) = next {
+                if let Some(e) = SseEvent::relayed(&event, &data, &self.model) {
+                    return Some(e);
+                }
+                continue;
+            }
+            if self.ended {
+                return None;
+            }
+            match self.inner.next().await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    self.ended = true;
+                    // The events before the failure first, then the error.
+                    let before: Vec<_> = raw
+                        .lock()
+                        .map(|mut q| q.drain(..).collect())
+                        .unwrap_or_default();
+                    self.queued.extend(
+                        before
+                            .iter()
+                            .filter_map(|(ev, d)| SseEvent::relayed(ev, d, &self.model)),
+                    );
+                    self.queued.push_back(self.enc.error(&e));
+                }
+                None => self.ended = true,
+            }
+        }
+    }
+}
+
 fn messages_ctx(mut ctx: RequestContext) -> RequestContext {
     ctx.endpoint = Endpoint::Messages;
     ctx
 }
 
 impl Hub {
-    /// A non-streaming Messages request, already translated ([`parse`], [`to_chat_request`]).
+    /// A non-streaming Messages request: a [`MessagesRequest`], or a chat request already
+    /// translated ([`parse`], [`to_chat_request`]).
     pub async fn messages(
         &self,
         caller: Caller,
-        mut chat: ChatRequest,
+        req: impl Into<MessagesRequest>,
         ctx: RequestContext,
     ) -> Result<MessagesResponse> {
+        let MessagesRequest { mut chat, native } = req.into();
         chat.stream = Some(false);
         chat.stream_options = None;
         let model = chat.model.clone();
-        let r = self.chat(caller, chat, messages_ctx(ctx)).await?;
+        let r = self
+            .chat_inner(caller, chat, messages_ctx(ctx), true, native.as_ref())
+            .await?;
+        let relayed = r
+            .native_body
+            .as_ref()
+            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+            .filter(Value::is_object)
+            .map(|mut m| {
+                m["model"] = Value::String(model.clone());
+                m
+            });
         Ok(MessagesResponse {
-            message: from_completion(&r.completion, &model, &r.request_id, &r.usage),
+            message: relayed
+                .unwrap_or_else(|| from_completion(&r.completion, &model, &r.request_id, &r.usage)),
             request_id: r.request_id,
             rate_limit_headers: r.rate_limit_headers,
         })
@@ -112,20 +212,24 @@ impl Hub {
     pub async fn messages_stream(
         &self,
         caller: Caller,
-        mut chat: ChatRequest,
+        req: impl Into<MessagesRequest>,
         ctx: RequestContext,
     ) -> Result<MessagesStream> {
+        let MessagesRequest { mut chat, native } = req.into();
         chat.stream = Some(true);
         chat.stream_options = Some(json!({"include_usage": true}));
         let model = chat.model.clone();
         let estimate = self.count_messages(&model, &chat.messages).tokens;
-        let inner = self.chat_stream(caller, chat, messages_ctx(ctx)).await?;
+        let inner = self
+            .chat_stream_inner(caller, chat, messages_ctx(ctx), native.as_ref())
+            .await?;
         let enc = StreamEncoder::new(&model, &inner.request_id, estimate);
         Ok(MessagesStream {
             inner,
             enc,
             queued: Default::default(),
             ended: false,
+            model,
         })
     }
 

@@ -31,6 +31,17 @@ pub fn parse(body: &[u8], limits: &RequestLimits, count_only: bool) -> Result<Ch
     translate(raw, count_only)
 }
 
+/// [`parse`], also keeping the body as sent (its top level), for providers that take it as it
+/// is: `(translated, as sent)`.
+pub(crate) fn parse_keeping(
+    body: &[u8],
+    limits: &RequestLimits,
+) -> Result<(ChatRequest, ChatRequest)> {
+    let raw = ChatRequest::from_slice_limited(body, limits)?;
+    let kept = raw.clone();
+    Ok((translate(raw, false)?, kept))
+}
+
 /// Translates an Anthropic Messages body (JSON) into an OpenAI chat request.
 pub fn to_chat_request(body: Value) -> Result<ChatRequest> {
     let raw: ChatRequest = serde_json::from_value(body)

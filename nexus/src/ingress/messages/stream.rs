@@ -29,6 +29,30 @@ impl SseEvent {
         SseEvent { event, data }
     }
 
+    /// An upstream Anthropic event relayed as it came, with `message_start`'s model renamed to
+    /// the client's. `None` for an `error` event (the hub sends its own, with the public
+    /// message: the provider's text is for the operator's log), an event name outside
+    /// Anthropic's documented set (clients are to ignore those) or data that is not JSON.
+    pub(crate) fn relayed(event: &str, data: &str, client_model: &str) -> Option<Self> {
+        let event = match event {
+            "message_start" => "message_start",
+            "content_block_start" => "content_block_start",
+            "content_block_delta" => "content_block_delta",
+            "content_block_stop" => "content_block_stop",
+            "message_delta" => "message_delta",
+            "message_stop" => "message_stop",
+            "ping" => "ping",
+            _ => return None,
+        };
+        let mut data: Value = serde_json::from_str(data).ok()?;
+        if event == "message_start" {
+            if let Some(m) = data.get_mut("message").and_then(Value::as_object_mut) {
+                m.insert("model".into(), client_model.into());
+            }
+        }
+        Some(SseEvent { event, data })
+    }
+
     /// The event on the wire: `event: NAME\ndata: JSON\n\n`.
     pub fn to_wire(&self) -> String {
         format!("event: {}\ndata: {}\n\n", self.event, self.data)

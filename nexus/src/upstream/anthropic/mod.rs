@@ -19,6 +19,8 @@ mod request;
 mod response;
 mod stream;
 
+pub(crate) use request::DEFAULT_MAX_TOKENS;
+
 /// The tool forced for `response_format: json_schema`. Its input is the answer, so the
 /// translation back turns it into message content rather than a tool call; clients may not
 /// define a tool of this name.
@@ -41,19 +43,7 @@ impl Adapter for Anthropic {
             cand.model.default_max_tokens,
             stream,
         )?;
-        let o = &cand.provider.record.options;
-        let mut headers = vec![
-            ("x-api-key", cand.provider.api_key.expose().to_owned()),
-            (
-                "anthropic-version",
-                o.api_version
-                    .clone()
-                    .unwrap_or_else(|| ANTHROPIC_VERSION.to_owned()),
-            ),
-        ];
-        if let Some(beta) = o.anthropic_beta.as_ref().filter(|b| !b.trim().is_empty()) {
-            headers.push(("anthropic-beta", beta.clone()));
-        }
+        let headers = headers(cand, None);
         Ok(UpstreamCall {
             // The provider's endpoint is already `{base}/v1/messages` (or the verbatim URL of
             // a base ending in `#`): see `records::endpoint_for`.
@@ -135,9 +125,57 @@ pub(crate) fn error_status(kind: &str) -> Option<u16> {
     })
 }
 
+/// The credential and version headers of a call to an Anthropic provider: `x-api-key`,
+/// `anthropic-version` (the provider's `api_version` or ours) and `anthropic-beta` with the
+/// provider's configured betas followed by the client's (`client_betas`, passed on by the
+/// Messages pass-through).
+pub(crate) fn headers(cand: &Candidate, client_betas: Option<&str>) -> Vec<(&'static str, String)> {
+    let o = &cand.provider.record.options;
+    let mut headers = vec![
+        ("x-api-key", cand.provider.api_key.expose().to_owned()),
+        (
+            "anthropic-version",
+            o.api_version
+                .clone()
+                .unwrap_or_else(|| ANTHROPIC_VERSION.to_owned()),
+        ),
+    ];
+    if let Some(b) = merge_betas(o.anthropic_beta.as_deref(), client_betas) {
+        headers.push(("anthropic-beta", b));
+    }
+    headers
+}
+
+/// The provider's configured betas, then the client's, each once.
+fn merge_betas(provider: Option<&str>, client: Option<&str>) -> Option<String> {
+    let mut seen: Vec<&str> = Vec::new();
+    for b in provider
+        .into_iter()
+        .chain(client)
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+    {
+        if !seen.contains(&b) {
+            seen.push(b);
+        }
+    }
+    (!seen.is_empty()).then(|| seen.join(","))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn betas_merge_in_order_without_repeats() {
+        assert_eq!(merge_betas(None, None), None);
+        assert_eq!(merge_betas(Some(" "), Some("")), None);
+        assert_eq!(
+            merge_betas(Some("a-1, b-2"), Some("b-2,c-3")).as_deref(),
+            Some("a-1,b-2,c-3")
+        );
+    }
 
     #[test]
     fn stop_reasons_map() {

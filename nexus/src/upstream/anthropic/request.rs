@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::openai::ChatRequest;
 
 /// `max_tokens` when neither the request nor the model sets one (Anthropic requires a value).
-const DEFAULT_MAX_TOKENS: u64 = 4096;
+pub(crate) const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 /// The instruction that stands in for OpenAI's JSON mode.
 const JSON_OBJECT_INSTRUCTION: &str =

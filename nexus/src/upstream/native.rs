@@ -1,0 +1,87 @@
+//! A client's request in a provider's own wire format, sent as the client wrote it to providers
+//! of that kind instead of being translated through the OpenAI format.
+//!
+//! A Messages request routed to an `anthropic` provider keeps what a round trip through chat
+//! completions would lose: `cache_control` markers (the provider's prompt cache), thinking
+//! blocks with their signatures, `top_k`, `context_management`, server tools, and the client's
+//! `anthropic-beta` flags. Candidates of other kinds in the same route still get the translation.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::adapter::UpstreamCall;
+use crate::error::{Error, Result};
+use crate::openai::ChatRequest;
+use crate::records::ProviderKind;
+use crate::registry::Candidate;
+
+/// A request body in a provider's wire format.
+#[derive(Debug, Clone)]
+pub enum NativeRequest {
+    /// An Anthropic Messages body (its top level as parsed, `model` the client's name) and the
+    /// client's `anthropic-beta` header.
+    AnthropicMessages {
+        /// The body as the client sent it.
+        body: ChatRequest,
+        /// The client's `anthropic-beta` header, comma separated.
+        betas: Option<String>,
+    },
+}
+
+impl NativeRequest {
+    /// Whether a provider of `kind` takes this body as it is.
+    pub(crate) fn serves(&self, kind: ProviderKind) -> bool {
+        match self {
+            NativeRequest::AnthropicMessages { .. } => kind == ProviderKind::Anthropic,
+        }
+    }
+
+    /// The call to a candidate of a kind this body [`serves`](Self::serves): the client's
+    /// body with the upstream model name and the stream flag of this call.
+    /// `wants_usage`: the client asked for usage in the stream (else the hub strips the usage
+    /// chunk the decoder always makes).
+    pub(crate) fn call(
+        &self,
+        cand: &Candidate,
+        stream: bool,
+        wants_usage: bool,
+    ) -> Result<UpstreamCall> {
+        match self {
+            NativeRequest::AnthropicMessages { body, betas } => {
+                anthropic_call(body, betas.as_deref(), cand, stream, wants_usage)
+            }
+        }
+    }
+}
+
+fn anthropic_call(
+    body: &ChatRequest,
+    betas: Option<&str>,
+    cand: &Candidate,
+    stream: bool,
+    wants_usage: bool,
+) -> Result<UpstreamCall> {
+    let mut out = body.extra.clone();
+    out.insert("model".into(), cand.model.upstream().into());
+    out.insert("messages".into(), Value::Array(body.messages.clone()));
+    out.insert("stream".into(), Value::Bool(stream));
+    // Anthropic requires `max_tokens`; the model's default (or the adapter's) fills it in as the
+    // translated path would.
+    if !out.contains_key("max_tokens") {
+        let n = cand
+            .model
+            .default_max_tokens
+            .map_or(super::anthropic::DEFAULT_MAX_TOKENS, u64::from);
+        out.insert("max_tokens".into(), n.into());
+    }
+    let headers = super::anthropic::headers(cand, betas);
+    Ok(UpstreamCall {
+        url: None,
+        headers,
+        body: serde_json::to_vec(&out)
+            .map(Bytes::from)
+            .map_err(|e| Error::Internal(e.to_string()))?,
+        // The decoder turns Anthropic's usage into a usage chunk, as for a translated call.
+        extra_usage_chunk: stream && !wants_usage,
+    })
+}
