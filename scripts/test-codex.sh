@@ -40,6 +40,7 @@ admin() { curl -sf -X "$1" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: a
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 # The native binary is there and runs (npm skips an optional dependency it cannot install).
+mkdir -p "$WORK/codex-version"
 env -i PATH="$PATH" HOME="$WORK" CODEX_HOME="$WORK/codex-version" "$CODEX" --version
 
 KEY="$(admin POST /api/keys '{"name":"codex"}' | json '["key"]')"

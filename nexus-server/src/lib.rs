@@ -94,6 +94,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::openai::router())
         .merge(routes::embeddings::router())
         .merge(routes::messages::router())
+        .merge(routes::responses::router())
         .merge(routes::admin::router(state.clone()))
         .merge(routes::ws::router())
         .merge(routes::health::router())

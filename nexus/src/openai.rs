@@ -110,6 +110,31 @@ impl ChatRequest {
     }
 }
 
+/// Parses a JSON object body with every value counted against `limits.max_json_values`: the
+/// bounded parse for request formats other than chat (their own translation then checks the
+/// rest).
+pub(crate) fn parse_object_limited(
+    body: &[u8],
+    limits: &RequestLimits,
+) -> Result<Map<String, Value>> {
+    use serde::de::DeserializeSeed;
+    let budget = Budget::new(limits);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = ValueSeed(&budget)
+        .deserialize(&mut de)
+        .and_then(|r| de.end().map(|()| r));
+    match parsed {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(Error::invalid(
+            "invalid request body: expected a JSON object",
+        )),
+        Err(e) => Err(budget
+            .over
+            .take()
+            .unwrap_or_else(|| Error::invalid(format!("invalid request body: {e}")))),
+    }
+}
+
 /// Bounds on what one request may make the gateway hold. Each is a 400 when exceeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -637,6 +662,83 @@ impl ChatChunk {
     pub fn to_value(&self) -> Result<Value> {
         serde_json::from_str(&self.raw).map_err(|e| Error::Internal(e.to_string()))
     }
+
+    /// The first choice's tool-call deltas, in order. Tool calls are rare, so only a chunk that
+    /// mentions them is parsed again.
+    pub fn tool_call_deltas(&self) -> Vec<ToolCallDelta> {
+        if !self.raw.contains("\"tool_calls\"") {
+            return Vec::new();
+        }
+        let probe: ToolProbe = serde_json::from_str(&self.raw).unwrap_or_default();
+        probe
+            .choices
+            .into_iter()
+            .filter(|c| c.index == 0)
+            .filter_map(|c| c.delta?.tool_calls)
+            .flatten()
+            .map(|t| {
+                let f = t.function.unwrap_or_default();
+                ToolCallDelta {
+                    index: t.index,
+                    id: t.id,
+                    name: f.name,
+                    arguments: f.arguments,
+                }
+            })
+            .collect()
+    }
+}
+
+/// One piece of a streamed tool call: the first piece of a call has its `id` and `name`, the
+/// rest add to its `arguments`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolCallDelta {
+    /// The call's position in the message (`tool_calls[].index`).
+    pub index: u64,
+    /// The call id, on its first piece.
+    pub id: Option<String>,
+    /// The function name, on its first piece.
+    pub name: Option<String>,
+    /// A fragment of the arguments' JSON text.
+    pub arguments: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct ToolProbe {
+    #[serde(default)]
+    choices: Vec<ToolChoiceProbe>,
+}
+
+#[derive(Deserialize, Default)]
+struct ToolChoiceProbe {
+    #[serde(default)]
+    index: u64,
+    #[serde(default)]
+    delta: Option<ToolDeltaProbe>,
+}
+
+#[derive(Deserialize, Default)]
+struct ToolDeltaProbe {
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallProbe>>,
+}
+
+#[derive(Deserialize, Default)]
+struct ToolCallProbe {
+    #[serde(default)]
+    index: u64,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<ToolFnProbe>,
+}
+
+#[derive(Deserialize, Default)]
+struct ToolFnProbe {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
 }
 
 /// Rewrites a non-standard completion into the OpenAI shape (the original system's "Grok"

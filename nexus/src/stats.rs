@@ -10,7 +10,8 @@
 //! retries, and records refused because the buffer is full ([`StatsConfig::max_pending`]; message
 //! rows go first), are logged and counted in [`StatsWriter::dropped_rows`], and the failure turns
 //! [`StatsWriter::health`] (and so the hub's readiness) red until a commit succeeds again. The
-//! same thread prunes conversation messages older than [`StatsConfig::message_retention_days`].
+//! same thread prunes conversation messages and stored responses older than
+//! [`StatsConfig::message_retention_days`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -317,7 +318,8 @@ impl StatsWriter {
     }
 }
 
-/// Deletes messages past the retention in small batches; returns how many went.
+/// Deletes messages and stored responses past the retention in small batches; returns how many
+/// went.
 fn prune(store: &dyn Store, days: u32) -> Result<usize> {
     if days == 0 {
         return Ok(0);
@@ -326,6 +328,14 @@ fn prune(store: &dyn Store, days: u32) -> Result<usize> {
     let mut total = 0;
     loop {
         let n = store.prune_messages(before, PRUNE_BATCH)?;
+        total += n;
+        if n < PRUNE_BATCH {
+            break;
+        }
+    }
+    // Stored responses (the Responses API's `store: true`) are conversation content too.
+    loop {
+        let n = store.prune_responses(before, PRUNE_BATCH)?;
         total += n;
         if n < PRUNE_BATCH {
             return Ok(total);

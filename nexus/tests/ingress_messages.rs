@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::{fast_options, Env};
+use common::{one_provider, Env};
 use nexus::ingress::messages::{to_chat_request, SseEvent};
-use nexus::records::{NewProvider, ProviderKind, ProviderOptions};
-use nexus::testing::MockUpstream;
+use nexus::records::ProviderKind;
 use nexus::{Caller, RequestContext};
 use serde_json::{json, Value};
 
@@ -19,43 +18,11 @@ const KINDS: [ProviderKind; 4] = [
     ProviderKind::Gemini,
 ];
 
-async fn setup(kind: ProviderKind, models: &[&str]) -> (MockUpstream, Env, String) {
-    let mock = MockUpstream::start().await.unwrap();
-    let mut opts = fast_options();
-    opts.retry.max_attempts = 1;
-    let env = Env::new(opts);
-    let pairs: Vec<(&str, &str)> = models.iter().map(|m| (*m, *m)).collect();
-    env.add(
-        NewProvider {
-            name: "p".into(),
-            kind,
-            base_url: mock.base_url(),
-            api_key: "sk-upstream-key-0123456789".into(),
-            options: ProviderOptions::default(),
-            ..NewProvider::default()
-        },
-        &pairs,
-    );
-    let key = env.key();
-    (mock, env, key)
-}
-
 fn body(model: &str, stream: bool) -> Value {
     json!({"model": model, "max_tokens": 64, "stream": stream,
         "system": [{"type": "text", "text": "Be brief."}],
         "messages": [{"role": "user", "content": [{"type": "text", "text": "one two three", "cache_control": {"type": "ephemeral"}}]},
                      {"role": "system", "content": "Answer in English."}]})
-}
-
-/// The `endpoint` of every usage row.
-fn endpoints(env: &Env) -> Vec<String> {
-    env.hub.flush().unwrap();
-    let c = rusqlite::Connection::open(&env.db).unwrap();
-    let mut st = c.prepare("SELECT endpoint FROM usage ORDER BY id").unwrap();
-    st.query_map([], |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
 }
 
 async fn events(env: &Env, key: &str, b: Value) -> Vec<SseEvent> {
@@ -78,7 +45,7 @@ async fn events(env: &Env, key: &str, b: Value) -> Vec<SseEvent> {
 #[tokio::test]
 async fn answers_and_streams_in_every_kind() {
     for kind in KINDS {
-        let (_mock, env, key) = setup(kind, &["m-echo"]).await;
+        let (_mock, env, key) = one_provider(kind, &["m-echo"]).await;
         let r = env
             .hub
             .messages(
@@ -124,14 +91,14 @@ async fn answers_and_streams_in_every_kind() {
             delta["usage"]["input_tokens"].as_u64().unwrap() > 0,
             "{kind:?}"
         );
-        assert_eq!(endpoints(&env), ["messages", "messages"], "{kind:?}");
+        assert_eq!(env.endpoints(), ["messages", "messages"], "{kind:?}");
     }
 }
 
 #[tokio::test]
 async fn tool_use_streams_as_input_json_in_every_kind() {
     for kind in KINDS {
-        let (_mock, env, key) = setup(kind, &["m-tools"]).await;
+        let (_mock, env, key) = one_provider(kind, &["m-tools"]).await;
         let mut b = body("m-tools", true);
         b["tools"] = json!([{"name": "lookup", "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}},
                             {"type": "web_search_20250305", "name": "web_search"}]);
@@ -167,7 +134,7 @@ async fn tool_use_streams_as_input_json_in_every_kind() {
 #[tokio::test]
 async fn failures_are_anthropic_errors_in_every_kind() {
     for kind in KINDS {
-        let (_mock, env, key) = setup(kind, &["m-fail503", "m-miderror"]).await;
+        let (_mock, env, key) = one_provider(kind, &["m-fail503", "m-miderror"]).await;
         let e = env
             .hub
             .messages(

@@ -980,6 +980,18 @@ impl Store for FlakyStore {
     fn delete_key(&self, id: i64) -> R<bool> {
         self.inner.delete_key(id)
     }
+    fn put_response(&self, r: &nexus::store::StoredResponse) -> R<()> {
+        self.inner.put_response(r)
+    }
+    fn get_response(&self, id: &str, owner: i64) -> R<Option<nexus::store::StoredResponse>> {
+        self.inner.get_response(id, owner)
+    }
+    fn delete_response(&self, id: &str, owner: i64) -> R<bool> {
+        self.inner.delete_response(id, owner)
+    }
+    fn prune_responses(&self, before_ms: i64, limit: usize) -> R<usize> {
+        self.inner.prune_responses(before_ms, limit)
+    }
     fn touch_keys(&self, uses: &[(i64, i64)]) -> R<()> {
         self.inner.touch_keys(uses)
     }

@@ -6,7 +6,6 @@
 //! `anthropic-version` and `anthropic-beta` are accepted and not needed. Every error on these
 //! paths is Anthropic's error body; each answer carries `request-id`.
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -173,36 +172,13 @@ async fn handle(
         .hub
         .messages_stream(Caller::Admitted(admitted), chat, ctx)
         .await?;
-    st.metrics.streams(1);
     let rid = stream.request_id().to_owned();
-    let guard = StreamGuard(st.metrics.clone());
-    let body = futures_util::stream::unfold(Some((stream, guard)), |state| async move {
-        let (mut s, g) = state?;
-        let ev = s.next().await?;
-        Some((
-            Ok::<_, std::convert::Infallible>(bytes::Bytes::from(ev.to_wire())),
-            Some((s, g)),
-        ))
-    });
-    let mut r = Response::new(Body::from_stream(body));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    set(h, "request-id", &rid);
-    Ok(r)
-}
-
-/// Counts an SSE stream as open for as long as its body lives.
-struct StreamGuard(std::sync::Arc<crate::metrics::Metrics>);
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        self.0.streams(-1);
-    }
+    Ok(super::sse::response(
+        stream,
+        st.metrics.clone(),
+        "request-id",
+        &rid,
+    ))
 }
 
 async fn count_tokens(State(st): State<AppState>, req: Request) -> Response {

@@ -1,11 +1,13 @@
-//! Route groups: the OpenAI-compatible API, embeddings, the Anthropic Messages API, the admin API,
-//! WebSocket chat and health.
+//! Route groups: the OpenAI-compatible API, embeddings, the Anthropic Messages API, the OpenAI
+//! Responses API, the admin API, WebSocket chat and health.
 
 pub mod admin;
 pub mod embeddings;
 pub mod health;
 pub mod messages;
 pub mod openai;
+pub mod responses;
+pub mod sse;
 pub mod ws;
 
 use axum::http::Uri;

@@ -3,3 +3,7 @@
 //! limits and the one usage row per request are the chat path's own.
 
 pub mod messages;
+pub mod responses;
+pub mod sse;
+
+pub use sse::SseEvent;

@@ -151,6 +151,35 @@ pub trait Store: Send + Sync + 'static {
     fn append_session_messages(&self, id: &str, msgs: &[SessionMessage], now: i64) -> Result<bool>;
     /// Deletes a session; false when it does not exist.
     fn delete_session(&self, id: &str) -> Result<bool>;
+
+    /// Keeps a response (replacing one of the same id).
+    fn put_response(&self, r: &StoredResponse) -> Result<()>;
+    /// Loads a response kept for `owner`; another owner's is `None`, as a missing one.
+    fn get_response(&self, id: &str, owner: i64) -> Result<Option<StoredResponse>>;
+    /// Deletes a response kept for `owner`; false when there is none.
+    fn delete_response(&self, id: &str, owner: i64) -> Result<bool>;
+    /// Deletes at most `limit` responses created before `before_ms` and returns how many went.
+    fn prune_responses(&self, before_ms: i64, limit: usize) -> Result<usize>;
+}
+
+/// A response kept by the Responses API (`store: true`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResponse {
+    /// `resp_...`.
+    pub id: String,
+    /// The client key that made it; 0 for the admin and the library's own calls.
+    pub owner: i64,
+    /// Unix milliseconds.
+    pub created_ms: i64,
+    /// The client's model name.
+    pub model: String,
+    /// The response object as answered.
+    pub response: serde_json::Value,
+    /// The request's input items (a JSON array).
+    pub input_items: serde_json::Value,
+    /// The conversation up to and including this answer, as OpenAI chat messages: what a
+    /// request continuing it (`previous_response_id`) is sent before its own input.
+    pub context: serde_json::Value,
 }
 
 /// The key of a group in a time series, before it is turned into a label.

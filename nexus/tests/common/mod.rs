@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nexus::crypto::MasterKey;
 use nexus::hub::HubOptions;
-use nexus::records::{NewKey, NewModel, NewProvider, ProviderOptions};
+use nexus::records::{NewKey, NewModel, NewProvider, ProviderKind, ProviderOptions};
 use nexus::resilience::RetryConfig;
 use nexus::testing::MockUpstream;
 use nexus::Hub;
@@ -162,4 +162,40 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting for: {what}");
+}
+
+/// One provider of `kind` on a fresh mock, serving `models` under their own names, one try per
+/// request (failures show at once), and a client key: the set-up of the ingress tests.
+pub async fn one_provider(kind: ProviderKind, models: &[&str]) -> (MockUpstream, Env, String) {
+    let mock = MockUpstream::start().await.unwrap();
+    let mut opts = fast_options();
+    opts.retry.max_attempts = 1;
+    let env = Env::new(opts);
+    let pairs: Vec<(&str, &str)> = models.iter().map(|m| (*m, *m)).collect();
+    env.add(
+        NewProvider {
+            name: "p".into(),
+            kind,
+            base_url: mock.base_url(),
+            api_key: "sk-upstream-key-0123456789".into(),
+            options: ProviderOptions::default(),
+            ..NewProvider::default()
+        },
+        &pairs,
+    );
+    let key = env.key();
+    (mock, env, key)
+}
+
+impl Env {
+    /// The `endpoint` of every usage row, in order (after flushing the stats writer).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.hub.flush().unwrap();
+        let c = rusqlite::Connection::open(&self.db).unwrap();
+        let mut st = c.prepare("SELECT endpoint FROM usage ORDER BY id").unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
 }

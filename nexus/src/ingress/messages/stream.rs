@@ -8,27 +8,14 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::response::{message_id, stop_reason, usage};
 use crate::error::Error;
+pub use crate::ingress::sse::SseEvent;
 use crate::openai::{ChatChunk, Usage};
 
-/// One server-sent event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SseEvent {
-    /// The `event:` name (`message_start`, `content_block_delta`, ...).
-    pub event: &'static str,
-    /// The `data:` JSON.
-    pub data: Value,
-}
-
 impl SseEvent {
-    fn new(event: &'static str, data: Value) -> Self {
-        SseEvent { event, data }
-    }
-
     /// An upstream Anthropic event relayed as it came, with `message_start`'s model renamed to
     /// the client's. `None` for an `error` event (the hub sends its own, with the public
     /// message: the provider's text is for the operator's log), an event name outside
@@ -52,11 +39,6 @@ impl SseEvent {
         }
         Some(SseEvent { event, data })
     }
-
-    /// The event on the wire: `event: NAME\ndata: JSON\n\n`.
-    pub fn to_wire(&self) -> String {
-        format!("event: {}\ndata: {}\n\n", self.event, self.data)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -65,44 +47,6 @@ enum Open {
     Thinking,
     /// A tool call by its OpenAI index.
     Tool(u64),
-}
-
-#[derive(Deserialize, Default)]
-struct Probe {
-    #[serde(default)]
-    choices: Vec<ChoiceProbe>,
-}
-
-#[derive(Deserialize, Default)]
-struct ChoiceProbe {
-    #[serde(default)]
-    index: u64,
-    #[serde(default)]
-    delta: Option<DeltaProbe>,
-}
-
-#[derive(Deserialize, Default)]
-struct DeltaProbe {
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolProbe>>,
-}
-
-#[derive(Deserialize, Default)]
-struct ToolProbe {
-    #[serde(default)]
-    index: u64,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    function: Option<FnProbe>,
-}
-
-#[derive(Deserialize, Default)]
-struct FnProbe {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    arguments: Option<String>,
 }
 
 /// The translation state of one stream.
@@ -222,37 +166,26 @@ impl StreamEncoder {
             };
             out.push(Self::delta(i, json!({"type": "text_delta", "text": t})));
         }
-        // Tool calls are rare; only chunks that mention them are parsed again.
-        if chunk.json().contains("\"tool_calls\"") {
-            let probe: Probe = serde_json::from_str(chunk.json()).unwrap_or_default();
-            let calls = probe
-                .choices
-                .into_iter()
-                .filter(|c| c.index == 0)
-                .filter_map(|c| c.delta?.tool_calls)
-                .flatten();
-            for tc in calls {
-                let f = tc.function.unwrap_or_default();
-                let i = match self.tools.get(&tc.index) {
-                    Some(&i) => i,
-                    None => {
-                        let id = tc
-                            .id
-                            .clone()
-                            .unwrap_or_else(|| format!("toolu_{}", crate::crypto::random_id()));
-                        let block = json!({"type": "tool_use", "id": id,
-                            "name": f.name.clone().unwrap_or_default(), "input": {}});
-                        let i = self.open_block(Open::Tool(tc.index), block, &mut out);
-                        self.tools.insert(tc.index, i);
-                        i
-                    }
-                };
-                if let Some(a) = f.arguments.filter(|a| !a.is_empty()) {
-                    out.push(Self::delta(
-                        i,
-                        json!({"type": "input_json_delta", "partial_json": a}),
-                    ));
+        for tc in chunk.tool_call_deltas() {
+            let i = match self.tools.get(&tc.index) {
+                Some(&i) => i,
+                None => {
+                    let id = tc
+                        .id
+                        .clone()
+                        .unwrap_or_else(|| format!("toolu_{}", crate::crypto::random_id()));
+                    let block = json!({"type": "tool_use", "id": id,
+                        "name": tc.name.clone().unwrap_or_default(), "input": {}});
+                    let i = self.open_block(Open::Tool(tc.index), block, &mut out);
+                    self.tools.insert(tc.index, i);
+                    i
                 }
+            };
+            if let Some(a) = tc.arguments.filter(|a| !a.is_empty()) {
+                out.push(Self::delta(
+                    i,
+                    json!({"type": "input_json_delta", "partial_json": a}),
+                ));
             }
         }
         if let Some(f) = chunk.finish_reason() {
