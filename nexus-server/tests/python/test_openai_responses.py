@@ -181,7 +181,7 @@ def test_websocket_attempt_is_a_plain_status(stack: Stack) -> None:
 
 @pytest.mark.parametrize("kind", KIND_IDS)
 def test_mid_stream_failure_is_a_failed_event(stack: Stack, kind: str) -> None:
-    events = list(client(stack).responses.create(model=f"{kind}-x-miderror", input="x", stream=True))
+    events = list(client(stack).responses.create(model=f"{kind}-x-miderror", input="one two three", stream=True))
     assert events[-1].type == "response.failed"
     assert events[-1].response.status == "failed"
     assert events[-1].response.error is not None
