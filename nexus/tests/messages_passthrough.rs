@@ -210,3 +210,59 @@ async fn other_kinds_in_the_route_get_the_translation() {
     assert_eq!(r.message["model"], "claude-client");
     assert_eq!(r.message["content"][0]["text"], "tok0 tok1 ");
 }
+
+/// `count_tokens` asks an `anthropic` provider for its own count (the body without
+/// `max_tokens`/`stream`, with the client's betas); other kinds, and a provider that fails,
+/// get the hub's estimate.
+#[tokio::test]
+async fn count_tokens_is_the_anthropic_providers_own_count() {
+    use nexus::ingress::messages::CountSource;
+    let (mock, env, key) = setup(ProviderKind::Anthropic, "claude-up").await;
+    let req =
+        MessagesRequest::parse_count(&body(false), env.hub.request_limits(), Some(BETAS)).unwrap();
+    let n = env
+        .hub
+        .messages_count_input_tokens(&Caller::Key(key.clone()), &req)
+        .await
+        .unwrap();
+    assert_eq!(n.source, CountSource::Provider("p".into()));
+    assert!(n.input_tokens > 1000, "{n:?}");
+    let sent = mock.last_request().unwrap();
+    assert_eq!(sent["model"], "claude-up");
+    assert!(
+        sent.get("max_tokens").is_none()
+            && sent.get("stream").is_none()
+            && sent.get("top_k").is_none()
+    );
+    assert_eq!(sent["context_management"], json!({"edits": []}));
+    let betas = mock
+        .last_headers()
+        .into_iter()
+        .find(|(k, _)| k == "anthropic-beta")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    assert!(betas.contains("interleaved-thinking-2025-05-14"), "{betas}");
+    assert!(
+        env.endpoints().is_empty(),
+        "count_tokens writes no usage row"
+    );
+
+    for (kind, upstream) in [
+        (ProviderKind::Openai, "m-echo"),
+        (ProviderKind::Anthropic, "claude-fail500"),
+    ] {
+        let (_mock, env, key) = setup(kind, upstream).await;
+        let req =
+            MessagesRequest::parse_count(&body(false), env.hub.request_limits(), None).unwrap();
+        let n = env
+            .hub
+            .messages_count_input_tokens(&Caller::Key(key), &req)
+            .await
+            .unwrap();
+        assert_eq!(n.source, CountSource::Estimate, "{kind:?}");
+        assert!(
+            n.input_tokens > 5 && n.input_tokens < 1000,
+            "{kind:?}: {n:?}"
+        );
+    }
+}

@@ -183,21 +183,33 @@ async fn handle(
 
 async fn count_tokens(State(st): State<AppState>, req: Request) -> Response {
     let id = request_id(&req);
+    let betas = req
+        .headers()
+        .get("anthropic-beta")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let r = async {
         let (admitted, body) = admit_and_read(&st, req).await?;
-        let chat = messages::parse(&body, st.hub.request_limits(), true)?;
-        let n = st
-            .blocking(move |hub| hub.messages_count_tokens(&Caller::Admitted(admitted), &chat))
+        let parsed = messages::MessagesRequest::parse_count(
+            &body,
+            st.hub.request_limits(),
+            betas.as_deref(),
+        )?;
+        drop(body);
+        st.hub
+            .messages_count_input_tokens(&Caller::Admitted(admitted), &parsed)
             .await
-            .map_err(|e| e.0)?;
-        Ok::<_, nexus::Error>(n)
     }
     .await;
     match r {
         Ok(n) => {
-            let mut resp = axum::Json(serde_json::json!({ "input_tokens": n })).into_response();
+            let mut resp =
+                axum::Json(serde_json::json!({ "input_tokens": n.input_tokens })).into_response();
+            let h = resp.headers_mut();
+            // Who counted: the provider itself, or the hub's estimator.
+            set(h, "x-nexus-count-source", n.source.label());
             if let Some(id) = &id {
-                set(resp.headers_mut(), "request-id", id);
+                set(h, "request-id", id);
             }
             resp
         }

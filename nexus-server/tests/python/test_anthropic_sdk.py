@@ -162,6 +162,16 @@ def test_count_tokens(stack: Stack) -> None:
         messages=[{"role": "user", "content": "how many tokens is this?"}],
     )
     assert 10 < r.input_tokens < 200
+    # Labelled: the hub's estimate for a non-Anthropic provider, the provider's own count for an
+    # Anthropic one (the mock counts 1000 + characters / 4, which no estimator would).
+    raw = stack.client().messages.with_raw_response.count_tokens(
+        model="openai-x-echo", messages=[{"role": "user", "content": "x"}])
+    assert raw.headers["x-nexus-count-source"] == "estimate"
+    raw = stack.client().messages.with_raw_response.count_tokens(
+        model="anthropic-x-echo", system="You are terse.", tools=TOOLS[:1],
+        messages=[{"role": "user", "content": "how many tokens is this?"}])
+    assert raw.headers["x-nexus-count-source"] == "provider"
+    assert raw.parse().input_tokens > 1000
     with pytest.raises(anthropic.NotFoundError):
         stack.client().messages.count_tokens(model="no-such-model", messages=[{"role": "user", "content": "x"}])
 

@@ -163,11 +163,10 @@ fn sse(name: &str, data: Value) -> String {
     format!("event: {name}\ndata: {data}\n\n")
 }
 
-pub(super) async fn messages(
-    State(s): State<Arc<MockState>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
+/// Counts the request, keeps its headers and body for the tests, and checks Anthropic's
+/// credential and version headers.
+#[allow(clippy::result_large_err)]
+fn record(s: &MockState, headers: &HeaderMap, body: &[u8]) -> Result<Value, Response> {
     s.requests.fetch_add(1, Ordering::SeqCst);
     if let Ok(mut g) = s.last_headers.lock() {
         *g = headers
@@ -175,17 +174,62 @@ pub(super) async fn messages(
             .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
             .collect();
     }
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return error_response(400, "mock: body is not JSON");
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
+        return Err(error_response(400, "mock: body is not JSON"));
     };
     if let Ok(mut g) = s.last_request.lock() {
         *g = Some(req.clone());
     }
     for h in ["x-api-key", "anthropic-version"] {
         if headers.get(h).is_none() {
-            return error_response(401, &format!("mock: missing {h} header"));
+            return Err(error_response(401, &format!("mock: missing {h} header")));
         }
     }
+    Ok(req)
+}
+
+/// `POST /v1/messages/count_tokens`: `{"input_tokens": N}` with N = 1000 + the characters of the
+/// request's messages, system and tools over 4: a count no estimator would make, so tests can
+/// tell it from the hub's. Like Anthropic's endpoint it refuses `max_tokens` and `stream`
+/// (extra inputs) and needs `model` and `messages`.
+pub(super) async fn count_tokens(
+    State(s): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let req = match record(&s, &headers, &body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    for f in ["max_tokens", "stream", "temperature", "metadata"] {
+        if req.get(f).is_some() {
+            return error_response(400, &format!("{f}: Extra inputs are not permitted"));
+        }
+    }
+    if !req["model"].is_string() || !req["messages"].is_array() {
+        return error_response(400, "model and messages: Field required");
+    }
+    let model = req["model"].as_str().unwrap_or("");
+    if let Some(status) = plan(model).fail {
+        return error_response(status, &format!("mock failure {status}"));
+    }
+    let chars: usize = ["messages", "system", "tools"]
+        .iter()
+        .filter_map(|k| req.get(*k))
+        .map(|v| v.to_string().len())
+        .sum();
+    axum::Json(json!({"input_tokens": 1000 + chars / 4})).into_response()
+}
+
+pub(super) async fn messages(
+    State(s): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let req = match record(&s, &headers, &body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
     let betas = headers
         .get("anthropic-beta")
         .and_then(|v| v.to_str().ok())

@@ -210,6 +210,7 @@ fn router(state: Arc<MockState>) -> Router {
         )
         .route("/openai/v1/chat/completions", post(azure::v1_chat))
         .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/embeddings", post(embeddings::openai))
         .route("/embeddings", post(embeddings::openai))
         .route(

@@ -54,6 +54,62 @@ impl NativeRequest {
     }
 }
 
+/// The fields Anthropic's `count_tokens` takes from a Messages body (it refuses the others, such
+/// as `max_tokens` and `stream`, as extra inputs).
+const COUNT_FIELDS: [&str; 9] = [
+    "system",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "mcp_servers",
+    "context_management",
+    "output_config",
+    "output_format",
+    "cache_control",
+];
+
+/// The call asking an `anthropic` candidate to count a Messages body's input tokens
+/// (`POST {endpoint}/count_tokens`), with the provider's headers and the client's betas.
+pub(crate) fn anthropic_count_call(
+    body: &ChatRequest,
+    betas: Option<&str>,
+    cand: &Candidate,
+) -> Result<UpstreamCall> {
+    let mut out = serde_json::Map::new();
+    out.insert("model".into(), cand.model.upstream().into());
+    out.insert("messages".into(), Value::Array(body.messages.clone()));
+    for f in COUNT_FIELDS {
+        if let Some(v) = body.extra.get(f).filter(|v| !v.is_null()) {
+            out.insert(f.into(), v.clone());
+        }
+    }
+    let endpoint = cand.provider.record.endpoint.trim_end_matches('/');
+    Ok(UpstreamCall {
+        url: Some(format!("{endpoint}/count_tokens")),
+        headers: super::anthropic::headers(cand, betas),
+        body: serde_json::to_vec(&out)
+            .map(Bytes::from)
+            .map_err(|e| Error::Internal(e.to_string()))?,
+        extra_usage_chunk: false,
+    })
+}
+
+/// The count in an Anthropic `count_tokens` answer.
+pub(crate) fn anthropic_count(answer: &[u8]) -> Result<u64> {
+    serde_json::from_slice::<Value>(answer)
+        .ok()
+        .and_then(|v| v.get("input_tokens").and_then(Value::as_u64))
+        .ok_or_else(|| Error::Upstream {
+            status: None,
+            message: "count_tokens answer without input_tokens".into(),
+            body: Some(crate::openai::truncate(
+                &String::from_utf8_lossy(answer),
+                4096,
+            )),
+            retry_after: None,
+        })
+}
+
 fn anthropic_call(
     body: &ChatRequest,
     betas: Option<&str>,

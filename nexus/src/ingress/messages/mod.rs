@@ -26,7 +26,8 @@ pub use stream::{SseEvent, StreamEncoder};
 use crate::chat_stream::RawEvents;
 use crate::error::Result;
 use crate::openai::{ChatRequest, RequestLimits};
-use crate::upstream::native::NativeRequest;
+use crate::records::{ModelKind, ProviderKind};
+use crate::upstream::native::{self, NativeRequest};
 use crate::usage::Endpoint;
 use crate::{Caller, ChatStream, Hub, RequestContext};
 
@@ -43,7 +44,21 @@ impl MessagesRequest {
     /// Parses a Messages body under the hub's limits; `betas` is the client's `anthropic-beta`
     /// header, passed on to `anthropic` providers.
     pub fn parse(body: &[u8], limits: &RequestLimits, betas: Option<&str>) -> Result<Self> {
-        let (chat, kept) = request::parse_keeping(body, limits)?;
+        Self::parse_as(body, limits, betas, false)
+    }
+
+    /// [`MessagesRequest::parse`] for a `count_tokens` body (no `max_tokens` needed).
+    pub fn parse_count(body: &[u8], limits: &RequestLimits, betas: Option<&str>) -> Result<Self> {
+        Self::parse_as(body, limits, betas, true)
+    }
+
+    fn parse_as(
+        body: &[u8],
+        limits: &RequestLimits,
+        betas: Option<&str>,
+        count_only: bool,
+    ) -> Result<Self> {
+        let (chat, kept) = request::parse_keeping(body, limits, count_only)?;
         Ok(MessagesRequest {
             chat,
             native: Some(NativeRequest::AnthropicMessages {
@@ -246,5 +261,96 @@ impl Hub {
             n += self.count_text(&chat.model, &t.to_string()).tokens;
         }
         Ok(n)
+    }
+}
+
+/// Who counted a `count_tokens` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CountSource {
+    /// The hub's token estimator.
+    Estimate,
+    /// An `anthropic` provider's own `count_tokens` (its name).
+    Provider(String),
+}
+
+impl CountSource {
+    /// `estimate`, or `provider`: the label the server sends in `x-nexus-count-source`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CountSource::Estimate => "estimate",
+            CountSource::Provider(_) => "provider",
+        }
+    }
+}
+
+/// A `count_tokens` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputTokenCount {
+    /// The input tokens.
+    pub input_tokens: u64,
+    /// Who counted them.
+    pub source: CountSource,
+}
+
+impl Hub {
+    /// `count_tokens` for a parsed Messages request: when the model's first healthy candidate
+    /// is an `anthropic` provider, that provider's own count (the client's body and betas, as
+    /// the pass-through sends them); otherwise, or when the provider cannot answer (logged),
+    /// the hub's estimate ([`Hub::messages_count_tokens`]). Writes no usage row.
+    pub async fn messages_count_input_tokens(
+        &self,
+        caller: &Caller,
+        req: &MessagesRequest,
+    ) -> Result<InputTokenCount> {
+        let Some(NativeRequest::AnthropicMessages { body, betas }) = &req.native else {
+            return self.count_estimate(caller, &req.chat).await;
+        };
+        let (key, pin) = match caller {
+            Caller::Key(k) => (Some(self.0.registry.authenticate(k)?), None),
+            Caller::Admitted(a) => (Some(a.key().clone()), None),
+            Caller::Admin { provider_id } => (None, *provider_id),
+        };
+        let mut cands =
+            self.0
+                .registry
+                .route_kind(key.as_ref(), &req.chat.model, pin, ModelKind::Chat)?;
+        let healthy = self.0.admission.order_candidates(&mut cands).is_ok();
+        let Some(cand) = cands
+            .first()
+            .filter(|c| healthy && c.provider.record.kind == ProviderKind::Anthropic)
+        else {
+            return self.count_estimate(caller, &req.chat).await;
+        };
+        let (first_byte, _) = self.timeouts(cand);
+        let counted = async {
+            let call = native::anthropic_count_call(body, betas.as_deref(), cand)?;
+            let resp = self.0.upstream.send(cand, call, first_byte).await?;
+            let bytes = self.0.upstream.read_body(resp, first_byte).await?;
+            native::anthropic_count(&bytes)
+        }
+        .await;
+        match counted {
+            Ok(n) => Ok(InputTokenCount {
+                input_tokens: n,
+                source: CountSource::Provider(cand.provider.record.name.clone()),
+            }),
+            Err(e) => {
+                tracing::warn!(provider = %cand.provider.record.name, error = %e,
+                    "count_tokens: the provider did not count; answering the estimate");
+                self.count_estimate(caller, &req.chat).await
+            }
+        }
+    }
+
+    /// The estimate, on the blocking pool: a long conversation is milliseconds of tokenizing.
+    async fn count_estimate(&self, caller: &Caller, chat: &ChatRequest) -> Result<InputTokenCount> {
+        let (hub, caller, chat) = (self.clone(), caller.clone(), chat.clone());
+        let n = tokio::task::spawn_blocking(move || hub.messages_count_tokens(&caller, &chat))
+            .await
+            .map_err(|e| crate::Error::Internal(format!("count task failed: {e}")))??;
+        Ok(InputTokenCount {
+            input_tokens: n,
+            source: CountSource::Estimate,
+        })
     }
 }

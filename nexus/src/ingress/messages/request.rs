@@ -36,10 +36,11 @@ pub fn parse(body: &[u8], limits: &RequestLimits, count_only: bool) -> Result<Ch
 pub(crate) fn parse_keeping(
     body: &[u8],
     limits: &RequestLimits,
+    count_only: bool,
 ) -> Result<(ChatRequest, ChatRequest)> {
     let raw = ChatRequest::from_slice_limited(body, limits)?;
     let kept = raw.clone();
-    Ok((translate(raw, false)?, kept))
+    Ok((translate(raw, count_only)?, kept))
 }
 
 /// Translates an Anthropic Messages body (JSON) into an OpenAI chat request.
