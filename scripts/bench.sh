@@ -237,13 +237,17 @@ if want kinds; then
 fi
 
 if want ingress; then
-  # Client formats in front of the same openai provider: the Anthropic Messages API at the
-  # gateway against OpenAI chat straight to the mock, the same 20-chunk answer.
-  for shape in nonstream-c1 stream-c1 stream-c32; do
-    c="${shape##*-c}"; st=(); [[ "$shape" == stream-* ]] && st=(--stream)
-    log "ingress messages: $shape"
-    load "ingress-messages-$shape" direct --model chunks20 "${st[@]}" --concurrency "$c" --duration "$DUR" --warmup "$WARM" --requests 2000000
-    KEEP_FORMAT=1 load "ingress-messages-$shape" gateway --format anthropic --model chunks20 "${st[@]}" --concurrency "$c" --duration "$DUR" --warmup "$WARM" --requests 2000000
+  # Client formats in front of the same openai provider: the Anthropic Messages API and the
+  # OpenAI Responses API (store: false) at the gateway against OpenAI chat straight to the mock,
+  # the same 20-chunk answer.
+  for f in messages:anthropic responses:responses; do
+    name="${f%%:*}"; fmt="${f##*:}"
+    for shape in nonstream-c1 stream-c1 stream-c32; do
+      c="${shape##*-c}"; st=(); [[ "$shape" == stream-* ]] && st=(--stream)
+      log "ingress $name: $shape"
+      load "ingress-$name-$shape" direct --model chunks20 "${st[@]}" --concurrency "$c" --duration "$DUR" --warmup "$WARM" --requests 2000000
+      KEEP_FORMAT=1 load "ingress-$name-$shape" gateway --format "$fmt" --model chunks20 "${st[@]}" --concurrency "$c" --duration "$DUR" --warmup "$WARM" --requests 2000000
+    done
   done
 fi
 

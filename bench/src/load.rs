@@ -22,6 +22,8 @@ enum Format {
     Anthropic,
     /// Gemini `generateContent`.
     Gemini,
+    /// OpenAI Responses.
+    Responses,
 }
 
 impl Format {
@@ -30,9 +32,11 @@ impl Format {
             None | Some("openai") => Ok(Format::OpenAi),
             Some("anthropic") => Ok(Format::Anthropic),
             Some("gemini") => Ok(Format::Gemini),
-            Some(o) => {
-                Err(format!("--format must be openai, anthropic or gemini, not '{o}'").into())
-            }
+            Some("responses") => Ok(Format::Responses),
+            Some(o) => Err(format!(
+                "--format must be openai, anthropic, gemini or responses, not '{o}'"
+            )
+            .into()),
         }
     }
 
@@ -52,6 +56,13 @@ impl Format {
             Format::Gemini => serde_json::json!({
                 "contents": [{"role": "user", "parts": [{"text": content}]}],
             }),
+            // `store: false`, as Codex CLI sends: the bench measures the translation, not SQLite.
+            Format::Responses => serde_json::json!({
+                "model": model,
+                "input": content,
+                "stream": stream,
+                "store": false,
+            }),
         }
     }
 
@@ -59,6 +70,7 @@ impl Format {
         match (self, stream) {
             (Format::OpenAi, _) => "/v1/chat/completions".into(),
             (Format::Anthropic, _) => "/v1/messages".into(),
+            (Format::Responses, _) => "/v1/responses".into(),
             (Format::Gemini, false) => format!("/v1beta/models/{model}:generateContent"),
             (Format::Gemini, true) => {
                 format!("/v1beta/models/{model}:streamGenerateContent?alt=sse")
@@ -70,7 +82,7 @@ impl Format {
     fn headers(self, key: Option<&str>) -> Vec<(&'static str, String)> {
         let secret = key.unwrap_or("sk-bench").to_owned();
         match self {
-            Format::OpenAi => key
+            Format::OpenAi | Format::Responses => key
                 .map(|k| vec![("authorization", format!("Bearer {k}"))])
                 .unwrap_or_default(),
             Format::Anthropic => vec![
@@ -87,6 +99,7 @@ impl Format {
             Format::OpenAi => b"\"choices\"",
             Format::Anthropic => b"\"content\"",
             Format::Gemini => b"\"candidates\"",
+            Format::Responses => b"\"output\"",
         }
     }
 }

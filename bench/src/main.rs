@@ -28,7 +28,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Res<T> = Result<T, BoxError>;
 
 const USAGE: &str = "usage: nexus-bench <load|client|stats|tokens> [--option value ...]
-  load   --url http://127.0.0.1:PORT [--format openai|anthropic|gemini] [--path P] [--key KEY] --model M
+  load   --url http://127.0.0.1:PORT [--format openai|anthropic|gemini|responses] [--path P] [--key KEY] --model M
          [--stream] [--concurrency 32] [--requests 100000] [--duration 10] [--warmup 1]
          [--ramp 0] [--timeout 60] [--threads 1] [--label NAME]
   client --url http://127.0.0.1:PORT [--model chunks20] [--requests 20000] [--warmup 1000]

@@ -702,7 +702,7 @@ impl Hub {
         let (result, ci, upstream_ms) = self
             .with_failover(&request_id, &cands, |ci| {
                 let cand = &cands[ci];
-                let native = native.filter(|n| n.serves(cand.provider.record.kind));
+                let native = native.filter(|n| n.serves(cand));
                 let call = match &calls[ci] {
                     Some(c) => Ok(c.clone()),
                     None => match native {
@@ -721,7 +721,11 @@ impl Hub {
                     let bytes = self.0.upstream.read_body(resp, first_byte).await?;
                     // The translation is still made: the ledger reads its usage.
                     let raw = native.map(|_| bytes.clone());
-                    Ok((adapter.completion(bytes, model)?, rl, raw))
+                    let completion = match native {
+                        Some(n) => n.completion(bytes, model)?,
+                        None => adapter.completion(bytes, model)?,
+                    };
+                    Ok((completion, rl, raw))
                 }
             })
             .await;
@@ -870,7 +874,7 @@ impl Hub {
         let (result, ci, upstream_ms) = self
             .with_failover(&request_id, &cands, |ci| {
                 let cand = &cands[ci];
-                let native = native.filter(|n| n.serves(cand.provider.record.kind));
+                let native = native.filter(|n| n.serves(cand));
                 let call = match &calls[ci] {
                     Some(c) => Ok(c.clone()),
                     None => {
@@ -889,7 +893,10 @@ impl Hub {
                 async move {
                     let call = call?;
                     let extra_usage = call.extra_usage_chunk;
-                    let mut decoder = adapter_for(cand.provider.record.kind)?.decoder(model);
+                    let mut decoder = match native {
+                        Some(n) => n.decoder(model)?,
+                        None => adapter_for(cand.provider.record.kind)?.decoder(model),
+                    };
                     let resp = self.0.upstream.send(cand, call, first_byte).await?;
                     let rl = rate_limit_headers(resp.headers());
                     let (events, first) = self.0.upstream.open_sse(resp, first_byte).await?;

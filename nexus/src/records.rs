@@ -121,6 +121,11 @@ pub struct ProviderOptions {
     /// body) instead of deployment URLs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure_v1: Option<bool>,
+    /// `openai`: the provider also serves OpenAI's Responses API (`.../responses` beside its
+    /// `.../chat/completions`), so a Responses request is relayed there as the client sent it
+    /// instead of being translated to chat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responses_api: Option<bool>,
 }
 
 /// A provider as callers see it.

@@ -69,7 +69,7 @@ async fn answers_and_streams_in_every_kind() {
         );
 
         let evs = events(&env, &key, body("m-echo", true)).await;
-        let names: Vec<&str> = evs.iter().map(|e| e.event).collect();
+        let names: Vec<&str> = evs.iter().map(|e| e.name()).collect();
         assert_eq!(
             names[..3],
             ["message_start", "content_block_start", "ping"],

@@ -79,7 +79,7 @@ async fn answers_and_streams_in_every_kind() {
         assert!(o["usage"]["input_tokens"].as_u64().unwrap() > 0, "{kind:?}");
 
         let evs = events(&env, &key, body("m-echo", true)).await;
-        let names: Vec<&str> = evs.iter().map(|e| e.event).collect();
+        let names: Vec<&str> = evs.iter().map(|e| e.name()).collect();
         assert_eq!(
             names[..4],
             [

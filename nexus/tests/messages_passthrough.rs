@@ -131,7 +131,7 @@ async fn stream_relays_the_providers_events() {
     let (mock, env, key) = setup(ProviderKind::Anthropic, upstream).await;
     let evs = collect(&env, key).await;
     assert_sent_as_is(&mock, upstream, true);
-    let names: Vec<&str> = evs.iter().map(|e| e.event).collect();
+    let names: Vec<&str> = evs.iter().map(|e| e.name()).collect();
     assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
     assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
     assert_eq!(evs[0].data["message"]["model"], "claude-client");

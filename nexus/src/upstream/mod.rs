@@ -23,6 +23,7 @@ pub(crate) mod anthropic;
 pub(crate) mod embeddings;
 pub(crate) mod gemini;
 pub(crate) mod native;
+pub(crate) mod openai_responses;
 
 pub(crate) use adapter::{adapter_for, Decoded, StreamDecoder, UpstreamCall};
 

@@ -4,12 +4,15 @@
 //! A Messages request routed to an `anthropic` provider keeps what a round trip through chat
 //! completions would lose: `cache_control` markers (the provider's prompt cache), thinking
 //! blocks with their signatures, `top_k`, `context_management`, server tools, and the client's
-//! `anthropic-beta` flags. Candidates of other kinds in the same route still get the translation.
+//! `anthropic-beta` flags. A Responses request routed to an `openai` provider with the
+//! `responses_api` option keeps hosted tools, encrypted reasoning and everything else the chat
+//! format has no words for. Candidates of other kinds in the same route still get the
+//! translation.
 
 use bytes::Bytes;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::adapter::UpstreamCall;
+use super::adapter::{StreamDecoder, UpstreamCall};
 use crate::error::{Error, Result};
 use crate::openai::ChatRequest;
 use crate::records::ProviderKind;
@@ -26,13 +29,49 @@ pub enum NativeRequest {
         /// The client's `anthropic-beta` header, comma separated.
         betas: Option<String>,
     },
+    /// An OpenAI Responses body as the client sent it, for `openai` providers with the
+    /// `responses_api` option.
+    OpenaiResponses {
+        /// The body's top level.
+        body: Map<String, Value>,
+    },
 }
 
 impl NativeRequest {
-    /// Whether a provider of `kind` takes this body as it is.
-    pub(crate) fn serves(&self, kind: ProviderKind) -> bool {
+    /// Whether this candidate takes this body as it is.
+    pub(crate) fn serves(&self, cand: &Candidate) -> bool {
+        let p = &cand.provider.record;
         match self {
-            NativeRequest::AnthropicMessages { .. } => kind == ProviderKind::Anthropic,
+            NativeRequest::AnthropicMessages { .. } => p.kind == ProviderKind::Anthropic,
+            NativeRequest::OpenaiResponses { .. } => {
+                p.kind == ProviderKind::Openai
+                    && p.options.responses_api == Some(true)
+                    && super::openai_responses::responses_url(cand).is_some()
+            }
+        }
+    }
+
+    /// The provider's non-streaming answer to this body as a chat completion (for the ledger).
+    pub(crate) fn completion(&self, body: Bytes, client_model: &str) -> Result<Bytes> {
+        match self {
+            NativeRequest::AnthropicMessages { .. } => {
+                super::adapter_for(ProviderKind::Anthropic)?.completion(body, client_model)
+            }
+            NativeRequest::OpenaiResponses { .. } => {
+                super::openai_responses::completion(&body, client_model)
+            }
+        }
+    }
+
+    /// A decoder of the provider's stream events into chat chunks (for the ledger).
+    pub(crate) fn decoder(&self, client_model: &str) -> Result<Box<dyn StreamDecoder>> {
+        match self {
+            NativeRequest::AnthropicMessages { .. } => {
+                Ok(super::adapter_for(ProviderKind::Anthropic)?.decoder(client_model))
+            }
+            NativeRequest::OpenaiResponses { .. } => Ok(Box::new(
+                super::openai_responses::Decoder::new(client_model),
+            )),
         }
     }
 
@@ -49,6 +88,9 @@ impl NativeRequest {
         match self {
             NativeRequest::AnthropicMessages { body, betas } => {
                 anthropic_call(body, betas.as_deref(), cand, stream, wants_usage)
+            }
+            NativeRequest::OpenaiResponses { body } => {
+                super::openai_responses::call(body, cand, stream)
             }
         }
     }

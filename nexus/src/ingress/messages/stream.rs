@@ -37,7 +37,7 @@ impl SseEvent {
                 m.insert("model".into(), client_model.into());
             }
         }
-        Some(SseEvent { event, data })
+        Some(SseEvent::new(event, data))
     }
 }
 
@@ -244,8 +244,8 @@ mod tests {
         chunk(json!({"choices": [{"index": 0, "delta": d, "finish_reason": finish}]}))
     }
 
-    fn names(evs: &[SseEvent]) -> Vec<&'static str> {
-        evs.iter().map(|e| e.event).collect()
+    fn names(evs: &[SseEvent]) -> Vec<&str> {
+        evs.iter().map(|e| e.name()).collect()
     }
 
     #[test]

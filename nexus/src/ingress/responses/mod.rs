@@ -10,6 +10,12 @@
 //! it. Another key's response is a 404. `store: false` keeps nothing. Stored responses are
 //! pruned with the conversation messages (`message_retention_days`).
 //!
+//! To an `openai` provider with the `responses_api` option the body goes as the client sent it
+//! (model renamed) and the provider's answer or events come back as it sent them, with the
+//! hub's response id and the client's model name, so hosted tools and encrypted reasoning
+//! survive; the ledger reads the usage from the same answer. A continuation
+//! (`previous_response_id`) is always translated: the provider does not know the hub's ids.
+//!
 //! An embedding program serves the format with [`Hub::responses`], [`Hub::responses_stream`],
 //! [`Hub::get_response`], [`Hub::response_input_items`] and [`Hub::delete_response`], or with
 //! the pieces: [`request::to_chat_request`], [`response::output_items`] and [`StreamEncoder`].
@@ -30,34 +36,46 @@ use crate::error::Result;
 use crate::ingress::SseEvent;
 use crate::openai::{ChatRequest, RequestLimits};
 use crate::store::StoredResponse;
+use crate::upstream::native::NativeRequest;
 use crate::usage::Endpoint;
 use crate::{Caller, ChatStream, Hub, RequestContext};
 use stored::ResponseStore;
 
-/// A parsed Responses request.
+/// A parsed Responses request: its translation, and (when parsed from the client's bytes) the
+/// body as sent, for `openai` providers with the `responses_api` option.
 #[derive(Debug, Clone)]
-pub struct ResponsesRequest(Translated);
+pub struct ResponsesRequest {
+    t: Translated,
+    native: Option<NativeRequest>,
+}
 
 impl ResponsesRequest {
-    /// Parses a Responses body under the hub's limits.
+    /// Parses a Responses body under the hub's limits. A request continuing a stored response
+    /// (`previous_response_id`, an id only the hub knows) is always translated.
     pub fn parse(body: &[u8], limits: &RequestLimits) -> Result<Self> {
-        request::parse(body, limits).map(ResponsesRequest)
+        let (t, kept) = request::parse_keeping(body, limits)?;
+        let native = t
+            .previous_response_id
+            .is_none()
+            .then_some(NativeRequest::OpenaiResponses { body: kept });
+        Ok(ResponsesRequest { t, native })
     }
 
     /// Whether the client asked for a stream.
     pub fn stream(&self) -> bool {
-        self.0.chat.stream == Some(true)
+        self.t.chat.stream == Some(true)
     }
 
     /// The translation.
     pub fn translated(&self) -> &Translated {
-        &self.0
+        &self.t
     }
 }
 
+/// A translated request alone: every provider receives the translation.
 impl From<Translated> for ResponsesRequest {
     fn from(t: Translated) -> Self {
-        ResponsesRequest(t)
+        ResponsesRequest { t, native: None }
     }
 }
 
@@ -115,6 +133,14 @@ pub struct ResponsesStream {
     keep: Option<Keep>,
 }
 
+/// Renames a relayed response object to the hub's id and the client's model name.
+fn rename(r: &mut Value, id: &str, model: &str) {
+    if let Some(o) = r.as_object_mut() {
+        o.insert("id".into(), id.into());
+        o.insert("model".into(), model.into());
+    }
+}
+
 impl std::fmt::Debug for ResponsesStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponsesStream")
@@ -138,6 +164,9 @@ impl ResponsesStream {
     /// The next event; `None` after the last. A stored response is written before
     /// `response.completed` is handed out, so a client that continues from it finds it.
     pub async fn next(&mut self) -> Option<SseEvent> {
+        if let Some(raw) = self.inner.raw.clone() {
+            return self.next_relayed(&raw).await;
+        }
         loop {
             if let Some(e) = self.queued.pop_front() {
                 return Some(e);
@@ -156,16 +185,95 @@ impl ResponsesStream {
                     self.ended = true;
                     let usage = self.inner.summary().map(|s| s.usage);
                     let events = self.enc.finish(usage.as_ref());
-                    if let (Some(keep), Some(r)) = (self.keep.take(), self.enc.response()) {
-                        let id = r["id"].as_str().unwrap_or_default().to_owned();
-                        let (store, row) = keep.record(&id, &self.model, r, &self.enc.output());
-                        if let Err(e) = store.put(row).await {
-                            tracing::error!(request_id = %self.inner.request_id, error = %e,
-                                "could not store the response");
-                        }
+                    if let Some(r) = self.enc.response().cloned() {
+                        let output = self.enc.output();
+                        self.keep(&r, &output).await;
                     }
                     self.queued.extend(events);
                 }
+            }
+        }
+    }
+}
+
+impl ResponsesStream {
+    /// Stores the finished response (when asked to), logging a failure: the answer is made.
+    async fn keep(&mut self, response: &Value, output: &[Value]) {
+        if let Some(keep) = self.keep.take() {
+            let id = self.enc.id().to_owned();
+            let (store, row) = keep.record(&id, &self.model, response, output);
+            if let Err(e) = store.put(row).await {
+                tracing::error!(request_id = %self.inner.request_id, error = %e,
+                    "could not store the response");
+            }
+        }
+    }
+
+    /// A provider event relayed: its response objects renamed; `None` for its failure events
+    /// (the hub sends its own `response.failed`, with the public message) and non-JSON data.
+    async fn relayed(&mut self, event: &str, data: &str) -> Option<SseEvent> {
+        let mut v: Value = serde_json::from_str(data).ok()?;
+        let ty = v["type"].as_str().unwrap_or(event).to_owned();
+        if ty == "error" || ty == "response.failed" {
+            return None;
+        }
+        if let Some(n) = v["sequence_number"].as_u64() {
+            self.enc.continue_at(n + 1);
+        }
+        let id = self.enc.id().to_owned();
+        if let Some(r) = v.get_mut("response") {
+            rename(r, &id, &self.model);
+        }
+        if ty == "response.completed" || ty == "response.incomplete" {
+            let r = v["response"].clone();
+            let output = r["output"].as_array().cloned().unwrap_or_default();
+            self.keep(&r, &output).await;
+        }
+        let name = if event.is_empty() {
+            ty
+        } else {
+            event.to_owned()
+        };
+        Some(SseEvent {
+            event: name.into(),
+            data: v,
+        })
+    }
+
+    /// The provider's own events (an `openai` provider with the Responses API), in order; a
+    /// failure ends the stream with the hub's `response.failed`.
+    async fn next_relayed(&mut self, raw: &crate::chat_stream::RawEvents) -> Option<SseEvent> {
+        loop {
+            if let Some(e) = self.queued.pop_front() {
+                return Some(e);
+            }
+            let next = raw.lock().ok().and_then(|mut q| q.pop_front());
+            if let Some((event, data)) = next {
+                if let Some(e) = self.relayed(&event, &data).await {
+                    return Some(e);
+                }
+                continue;
+            }
+            if self.ended {
+                return None;
+            }
+            match self.inner.next().await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    self.ended = true;
+                    // The events before the failure first, then the failure.
+                    let before: Vec<_> = raw
+                        .lock()
+                        .map(|mut q| q.drain(..).collect())
+                        .unwrap_or_default();
+                    for (ev, d) in before {
+                        if let Some(e) = self.relayed(&ev, &d).await {
+                            self.queued.push_back(e);
+                        }
+                    }
+                    self.queued.push_back(self.enc.error(&e));
+                }
+                None => self.ended = true,
             }
         }
     }
@@ -248,7 +356,7 @@ impl Hub {
         req: impl Into<ResponsesRequest>,
         ctx: RequestContext,
     ) -> Result<ResponsesResponse> {
-        let ResponsesRequest(t) = req.into();
+        let ResponsesRequest { t, native } = req.into();
         let created_at = crate::time::now_ms() / 1000;
         let echo = t.echo.clone();
         let (mut chat, keep) = self.responses_prepare(&caller, t).await?;
@@ -256,18 +364,37 @@ impl Hub {
         chat.stream_options = None;
         let model = chat.model.clone();
         let r = self
-            .chat_inner(caller, chat, responses_ctx(ctx), true, None)
+            .chat_inner(caller, chat, responses_ctx(ctx), true, native.as_ref())
             .await?;
-        let output = response::output_items(&r.completion, &r.request_id);
-        let (st, incomplete) = response::status(r.completion.finish_reason());
         let id = response::response_id(&r.request_id);
-        let object = response::Envelope {
-            id: &id,
-            created_at,
-            model: &model,
-            echo: &echo,
-        }
-        .object(st, &output, Some(&r.usage), incomplete, Value::Null);
+        // The provider's own response object when it was relayed, else the translation.
+        let relayed = r
+            .native_body
+            .as_ref()
+            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+            .filter(|v| v["output"].is_array())
+            .map(|mut v| {
+                rename(&mut v, &id, &model);
+                v
+            });
+        let (object, output) = match relayed {
+            Some(v) => {
+                let output = v["output"].as_array().cloned().unwrap_or_default();
+                (v, output)
+            }
+            None => {
+                let output = response::output_items(&r.completion, &r.request_id);
+                let (st, incomplete) = response::status(r.completion.finish_reason());
+                let object = response::Envelope {
+                    id: &id,
+                    created_at,
+                    model: &model,
+                    echo: &echo,
+                }
+                .object(st, &output, Some(&r.usage), incomplete, Value::Null);
+                (object, output)
+            }
+        };
         if let Some(keep) = keep {
             let (store, row) = keep.record(&id, &model, &object, &output);
             if let Err(e) = store.put(row).await {
@@ -291,7 +418,7 @@ impl Hub {
         req: impl Into<ResponsesRequest>,
         ctx: RequestContext,
     ) -> Result<ResponsesStream> {
-        let ResponsesRequest(t) = req.into();
+        let ResponsesRequest { t, native } = req.into();
         let created_at = crate::time::now_ms() / 1000;
         let echo = t.echo.clone();
         let (mut chat, keep) = self.responses_prepare(&caller, t).await?;
@@ -299,7 +426,7 @@ impl Hub {
         chat.stream_options = Some(json!({"include_usage": true}));
         let model = chat.model.clone();
         let inner = self
-            .chat_stream_inner(caller, chat, responses_ctx(ctx), None)
+            .chat_stream_inner(caller, chat, responses_ctx(ctx), native.as_ref())
             .await?;
         let enc = StreamEncoder::new(&model, &inner.request_id, created_at, echo);
         Ok(ResponsesStream {

@@ -47,10 +47,19 @@ fn bad(param: &str, message: impl Into<String>) -> Error {
 
 /// Parses a Responses body under the hub's limits and translates it.
 pub fn parse(body: &[u8], limits: &RequestLimits) -> Result<Translated> {
+    parse_keeping(body, limits).map(|(t, _)| t)
+}
+
+/// [`parse`], also keeping the body's top level as sent, for providers that take it as it is.
+pub(crate) fn parse_keeping(
+    body: &[u8],
+    limits: &RequestLimits,
+) -> Result<(Translated, Map<String, Value>)> {
     let m = crate::openai::parse_object_limited(body, limits)?;
+    let kept = m.clone();
     let t = translate(m)?;
     check_limits(&t.chat, limits)?;
-    Ok(t)
+    Ok((t, kept))
 }
 
 /// Translates a Responses body (JSON) into a chat request, under the default limits.

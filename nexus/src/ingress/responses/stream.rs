@@ -356,6 +356,16 @@ impl StreamEncoder {
         self.event("response.failed", json!({"response": r}))
     }
 
+    /// Numbers the encoder's next event `n` (after a provider's relayed events).
+    pub(crate) fn continue_at(&mut self, n: u64) {
+        self.seq = self.seq.max(n);
+    }
+
+    /// The response id.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
     /// The final response object, after [`StreamEncoder::finish`].
     pub fn response(&self) -> Option<&Value> {
         self.last.as_ref()
@@ -383,8 +393,8 @@ mod tests {
         chunk(json!({"choices": [{"index": 0, "delta": d, "finish_reason": finish}]}))
     }
 
-    fn names(evs: &[SseEvent]) -> Vec<&'static str> {
-        evs.iter().map(|e| e.event).collect()
+    fn names(evs: &[SseEvent]) -> Vec<&str> {
+        evs.iter().map(|e| e.name()).collect()
     }
 
     #[test]
@@ -421,7 +431,7 @@ mod tests {
         );
         for (i, e) in evs.iter().enumerate() {
             assert_eq!(e.data["sequence_number"], i as u64);
-            assert_eq!(e.data["type"], e.event);
+            assert_eq!(e.data["type"], e.name());
         }
         assert_eq!(evs[12].data["text"], "Hello");
         assert_eq!(evs[14].data["item"]["content"][0]["text"], "Hello");

@@ -27,6 +27,7 @@ function providerForm(p) {
     api_version: input({ name: "api_version", value: o.api_version ?? "", placeholder: "default", autocomplete: "off" }),
     anthropic_beta: input({ name: "anthropic_beta", value: o.anthropic_beta ?? "", placeholder: "none", autocomplete: "off" }),
     azure_v1: h("select", { name: "azure_v1" }, triOptions(o.azure_v1)),
+    responses_api: h("select", { name: "responses_api" }, triOptions(o.responses_api)),
     name: input({ name: "name", value: p ? p.name : "", placeholder: "openai", required: true, autocomplete: "off" }),
     base_url: input({ name: "base_url", type: "url", value: p ? p.base_url : "", placeholder: "https://api.openai.com", required: true, autocomplete: "off" }),
     api_key: input({
@@ -73,6 +74,7 @@ function providerForm(p) {
         field("API version", f.api_version, { hint: "Azure api-version (2024-10-21) or anthropic-version (2023-06-01)." }),
         field("anthropic-beta header", f.anthropic_beta, { hint: "Anthropic only." }),
         field("Azure /openai/v1 path", f.azure_v1, { hint: "Azure only: the newer path that takes the model in the body." }),
+        field("Responses API", f.responses_api, { hint: "OpenAI only: relay /v1/responses requests to the provider's own Responses API." }),
         field("Extra headers (JSON object)", f.headers, {
           wide: true,
           hint: editing
@@ -145,6 +147,7 @@ function readForm(f, editing) {
     api_version: f.api_version.value.trim() || null,
     anthropic_beta: f.anthropic_beta.value.trim() || null,
     azure_v1: tri(f.azure_v1),
+    responses_api: tri(f.responses_api),
   };
   for (const k of Object.keys(options)) if (options[k] === null) delete options[k];
   const body = {
