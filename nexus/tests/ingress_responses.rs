@@ -30,9 +30,13 @@ fn body(model: &str, stream: bool) -> Value {
 }
 
 async fn events(env: &Env, key: &str, b: Value) -> Vec<SseEvent> {
+    stream_events(env, key, req(b)).await
+}
+
+async fn stream_events(env: &Env, key: &str, r: ResponsesRequest) -> Vec<SseEvent> {
     let mut s = env
         .hub
-        .responses_stream(Caller::Key(key.into()), req(b), RequestContext::default())
+        .responses_stream(Caller::Key(key.into()), r, RequestContext::default())
         .await
         .unwrap();
     let mut out = vec![];
@@ -323,4 +327,120 @@ async fn failures_are_http_errors_or_one_failed_event_in_every_kind() {
             .await
             .is_err());
     }
+}
+
+/// An `openai` provider with the `responses_api` option gets the client's Responses body as it
+/// was sent (hosted tools and `include` kept) and its own answer and events come back, with
+/// the hub's response id and the client's model name; the usage row is the provider's count.
+#[tokio::test]
+async fn responses_api_providers_are_relayed() {
+    use nexus::records::{NewProvider, ProviderOptions};
+    let mock = nexus::testing::MockUpstream::start().await.unwrap();
+    let mut opts = common::fast_options();
+    opts.retry.max_attempts = 1;
+    let env = Env::new(opts);
+    env.add(
+        NewProvider {
+            name: "oa".into(),
+            kind: ProviderKind::Openai,
+            base_url: mock.base_url(),
+            api_key: "sk-upstream-key-0123456789".into(),
+            options: ProviderOptions {
+                responses_api: Some(true),
+                ..ProviderOptions::default()
+            },
+            ..NewProvider::default()
+        },
+        &[("gpt-client", "m-echo"), ("gpt-mid", "m-miderror")],
+    );
+    let key = env.key();
+    let parse = |b: Value| {
+        ResponsesRequest::parse(&serde_json::to_vec(&b).unwrap(), env.hub.request_limits()).unwrap()
+    };
+    let body = json!({"model": "gpt-client", "input": "one two three",
+        "tools": [{"type": "web_search"}], "include": ["reasoning.encrypted_content"]});
+    let r = env
+        .hub
+        .responses(
+            Caller::Key(key.clone()),
+            parse(body.clone()),
+            RequestContext::default(),
+        )
+        .await
+        .unwrap();
+    let sent = mock.last_request().unwrap();
+    assert_eq!(sent["model"], "m-echo");
+    assert_eq!(sent["input"], "one two three");
+    assert_eq!(sent["tools"], json!([{"type": "web_search"}]));
+    assert_eq!(sent["include"], json!(["reasoning.encrypted_content"]));
+    assert!(sent.get("messages").is_none(), "{sent}");
+    let o = &r.response;
+    assert_eq!(o["id"], format!("resp_{}", r.request_id));
+    assert_eq!(o["model"], "gpt-client");
+    assert_eq!(message_text(o), "one two three");
+    let stored = env
+        .hub
+        .get_response(&Caller::Key(key.clone()), o["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(&stored, o);
+
+    let mut b = body.clone();
+    b["stream"] = json!(true);
+    let evs = stream_events(&env, &key, parse(b)).await;
+    assert_eq!(evs[0].name(), "response.created", "{evs:?}");
+    let last = evs.last().unwrap();
+    assert_eq!(last.name(), "response.completed", "{evs:?}");
+    assert_eq!(last.data["response"]["model"], "gpt-client");
+    assert!(last.data["response"]["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("resp_"));
+    assert_eq!(message_text(&last.data["response"]), "one two three");
+    let text: String = evs
+        .iter()
+        .filter(|e| e.event == "response.output_text.delta")
+        .filter_map(|e| e.data["delta"].as_str())
+        .collect();
+    assert_eq!(text, "one two three");
+    let rows = env.rows();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(row.usage_source, "upstream", "{row:?}");
+        assert!(
+            row.prompt_tokens > 0 && row.completion_tokens > 0,
+            "{row:?}"
+        );
+    }
+
+    // A provider failure mid-stream: one hub `response.failed`, the provider's text kept out.
+    let evs = stream_events(
+        &env,
+        &key,
+        parse(json!({"model": "gpt-mid", "input": "one two three", "stream": true})),
+    )
+    .await;
+    let last = evs.last().unwrap();
+    assert_eq!(last.name(), "response.failed", "{evs:?}");
+    assert_eq!(
+        evs.iter().filter(|e| e.event == "response.failed").count(),
+        1
+    );
+    assert!(evs.iter().all(|e| e.event != "error"));
+    assert!(
+        !last.data.to_string().contains("mock mid-stream"),
+        "{last:?}"
+    );
+
+    // A continuation is translated: the provider does not know the hub's ids.
+    let cont =
+        json!({"model": "gpt-client", "previous_response_id": o["id"], "input": "four five"});
+    let r = env
+        .hub
+        .responses(Caller::Key(key), parse(cont), RequestContext::default())
+        .await
+        .unwrap();
+    assert_eq!(message_text(&r.response), "four five");
+    let sent = mock.last_request().unwrap();
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 3, "{sent}");
 }

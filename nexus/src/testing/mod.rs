@@ -36,6 +36,8 @@
 //! The same server speaks Google's Gemini API too (see `gemini.rs` for its routes and words).
 //! Embeddings are served in the OpenAI, Azure and Gemini formats (see `embeddings.rs`).
 //! `POST /v1/messages` is Anthropic's Messages API, with its own words (see `anthropic.rs`).
+//! OpenAI's Responses API is served at `POST /v1/responses`, reading some of the words above
+//! (see `responses.rs`).
 //!
 //! `GET /mock/stats` returns `{requests, cancelled, completed, connections, last_request,
 //! secret_hits}`; `/mock/secret` (any method) stands for an internal address, answering a JSON
@@ -57,6 +59,7 @@ mod anthropic;
 mod azure;
 mod embeddings;
 mod gemini;
+mod responses;
 
 /// The behaviour words of a model name (`chunks5-delay20-tools`), as the Anthropic and Gemini
 /// mocks read them: the numbered ones, and the rest as flags.
@@ -211,6 +214,7 @@ fn router(state: Arc<MockState>) -> Router {
         .route("/openai/v1/chat/completions", post(azure::v1_chat))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/v1/responses", post(responses::responses))
         .route("/v1/embeddings", post(embeddings::openai))
         .route("/embeddings", post(embeddings::openai))
         .route(
