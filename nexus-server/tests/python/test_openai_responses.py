@@ -34,6 +34,27 @@ def new_key(stack: Stack, name: str) -> str:
         return json.load(r)["key"]
 
 
+# "relay": an `openai` provider with the `responses_api` option on the same mock, which serves
+# OpenAI's Responses API itself: requests are relayed to it, not translated.
+KINDS = KIND_IDS + ["relay"]
+
+
+@pytest.fixture(scope="module")
+def rs(stack: Stack) -> Stack:
+    def call(method: str, path: str, body: dict) -> dict:
+        req = urllib.request.Request(stack.base + path, data=json.dumps(body).encode(), method=method,
+                                     headers={"Authorization": "Bearer " + ADMIN, "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.load(r)
+
+    mock_url = next(p["base_url"] for p in stack.admin_get("/api/providers") if p["kind"] == "openai")
+    p = call("POST", "/api/providers", {"name": "relay", "kind": "openai", "base_url": mock_url,
+                                        "api_key": "sk-relay-upstream-0123456789", "options": {"responses_api": True}})
+    for w in ("echo", "tools", "miderror", "chunks3", "fail503"):
+        call("POST", f"/api/providers/{p['id']}/models", {"name": f"relay-x-{w}", "upstream_name": f"up-{w}"})
+    return stack
+
+
 TOOLS = [
     {"type": "function", "name": "lookup", "description": "Look a word up.", "strict": True,
      "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"],
@@ -42,9 +63,9 @@ TOOLS = [
 ]
 
 
-@pytest.mark.parametrize("kind", KIND_IDS)
-def test_create(stack: Stack, kind: str) -> None:
-    r = client(stack).responses.create(model=f"{kind}-x-echo", instructions="Be brief.",
+@pytest.mark.parametrize("kind", KINDS)
+def test_create(rs: Stack, kind: str) -> None:
+    r = client(rs).responses.create(model=f"{kind}-x-echo", instructions="Be brief.",
                                        input="hello from responses", max_output_tokens=64)
     assert r.object == "response" and r.status == "completed"
     assert r.id.startswith("resp_")
@@ -56,10 +77,10 @@ def test_create(stack: Stack, kind: str) -> None:
     assert r.instructions == "Be brief."
 
 
-@pytest.mark.parametrize("kind", KIND_IDS)
-def test_stream_helper(stack: Stack, kind: str) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_stream_helper(rs: Stack, kind: str) -> None:
     deltas = []
-    with client(stack).responses.stream(model=f"{kind}-x-echo", input=[
+    with client(rs).responses.stream(model=f"{kind}-x-echo", input=[
             {"role": "developer", "content": "Answer in English."},
             {"role": "user", "content": [{"type": "input_text", "text": "one two three"}]}]) as s:
         for ev in s:
@@ -71,8 +92,8 @@ def test_stream_helper(stack: Stack, kind: str) -> None:
     assert final.usage is not None and final.usage.input_tokens > 0
 
 
-def test_raw_event_sequence(stack: Stack) -> None:
-    events = list(client(stack).responses.create(model="openai-x-chunks3", input="go", stream=True))
+def test_raw_event_sequence(rs: Stack) -> None:
+    events = list(client(rs).responses.create(model="openai-x-chunks3", input="go", stream=True))
     assert [e.type for e in events] == [
         "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
         "response.output_text.delta", "response.output_text.delta", "response.output_text.delta",
@@ -91,10 +112,10 @@ def _call(r) -> object:
     return calls[0]
 
 
-@pytest.mark.parametrize("kind", KIND_IDS)
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("streamed", [False, True])
-def test_function_call_and_output_turn(stack: Stack, kind: str, streamed: bool) -> None:
-    c = client(stack)
+def test_function_call_and_output_turn(rs: Stack, kind: str, streamed: bool) -> None:
+    c = client(rs)
     model = f"{kind}-x-tools"
     if streamed:
         with c.responses.stream(model=model, input="define nexus", tools=TOOLS) as s:
@@ -112,10 +133,10 @@ def test_function_call_and_output_turn(stack: Stack, kind: str, streamed: bool) 
     assert second.previous_response_id == first.id
 
 
-@pytest.mark.parametrize("kind", KIND_IDS)
-def test_whole_conversation_without_store(stack: Stack, kind: str) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_whole_conversation_without_store(rs: Stack, kind: str) -> None:
     """Codex CLI's way: `store=False`, every turn sends the whole conversation."""
-    c = client(stack)
+    c = client(rs)
     model = f"{kind}-x-tools"
     question = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "define nexus"}]}
     first = c.responses.create(model=model, input=[question], tools=TOOLS, store=False,
@@ -129,14 +150,14 @@ def test_whole_conversation_without_store(stack: Stack, kind: str) -> None:
     assert second.status == "completed" and second.output
 
 
-def test_retrieve_input_items_delete_scoped_to_the_key(stack: Stack) -> None:
-    c = client(stack)
+def test_retrieve_input_items_delete_scoped_to_the_key(rs: Stack) -> None:
+    c = client(rs)
     r = c.responses.create(model="openai-x-echo", input="keep me")
     got = c.responses.retrieve(r.id)
     assert got.id == r.id and got.output_text == "keep me"
     items = c.responses.input_items.list(r.id)
     assert [i.type for i in items.data] == ["message"]
-    other = client(stack, new_key(stack, "other-tenant"))
+    other = client(rs, new_key(rs, "other-tenant"))
     with pytest.raises(openai.NotFoundError):
         other.responses.retrieve(r.id)
     with pytest.raises(openai.NotFoundError):
@@ -148,30 +169,30 @@ def test_retrieve_input_items_delete_scoped_to_the_key(stack: Stack) -> None:
         c.responses.retrieve(r.id)
 
 
-def test_errors_map_to_sdk_classes(stack: Stack) -> None:
+def test_errors_map_to_sdk_classes(rs: Stack) -> None:
     with pytest.raises(openai.AuthenticationError):
-        client(stack, "nx-not-a-key").responses.create(model="openai-x-echo", input="x")
+        client(rs, "nx-not-a-key").responses.create(model="openai-x-echo", input="x")
     with pytest.raises(openai.BadRequestError) as e:
-        client(stack).responses.create(model="openai-x-echo", input="x", background=True)
+        client(rs).responses.create(model="openai-x-echo", input="x", background=True)
     assert "background" in str(e.value)
     with pytest.raises(openai.BadRequestError):
-        client(stack).responses.create(model="openai-x-echo", input=[{"type": "item_reference", "id": "msg_1"}])
+        client(rs).responses.create(model="openai-x-echo", input=[{"type": "item_reference", "id": "msg_1"}])
     with pytest.raises(openai.NotFoundError):
-        client(stack).responses.create(model="no-such-model", input="x")
+        client(rs).responses.create(model="no-such-model", input="x")
     with pytest.raises(openai.InternalServerError) as e:
-        client(stack).responses.create(model="openai-x-fail503", input="x")
+        client(rs).responses.create(model="openai-x-fail503", input="x")
     # Upstream internals stay in the operator's log.
     assert "10.9.8.7" not in str(e.value.body) and "sk-mock" not in str(e.value.body)
-    limited = client(stack, stack.limited)
+    limited = client(rs, rs.limited)
     with pytest.raises(openai.RateLimitError):
         for _ in range(3):
             limited.responses.create(model="openai-x-echo", input="x")
 
 
-def test_websocket_attempt_is_a_plain_status(stack: Stack) -> None:
+def test_websocket_attempt_is_a_plain_status(rs: Stack) -> None:
     """Codex CLI first tries a WebSocket `GET /v1/responses`; a non-101 answer makes it use HTTP."""
-    req = urllib.request.Request(stack.base + "/v1/responses", headers={
-        "Authorization": "Bearer " + stack.key, "Connection": "Upgrade", "Upgrade": "websocket",
+    req = urllib.request.Request(rs.base + "/v1/responses", headers={
+        "Authorization": "Bearer " + rs.key, "Connection": "Upgrade", "Upgrade": "websocket",
         "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
@@ -179,18 +200,18 @@ def test_websocket_attempt_is_a_plain_status(stack: Stack) -> None:
     assert json.load(e.value)["error"]["type"] == "invalid_request_error"
 
 
-@pytest.mark.parametrize("kind", KIND_IDS)
-def test_mid_stream_failure_is_a_failed_event(stack: Stack, kind: str) -> None:
-    events = list(client(stack).responses.create(model=f"{kind}-x-miderror", input="one two three", stream=True))
+@pytest.mark.parametrize("kind", KINDS)
+def test_mid_stream_failure_is_a_failed_event(rs: Stack, kind: str) -> None:
+    events = list(client(rs).responses.create(model=f"{kind}-x-miderror", input="one two three", stream=True))
     assert events[-1].type == "response.failed"
     assert events[-1].response.status == "failed"
     assert events[-1].response.error is not None
     assert not any(e.type == "response.completed" for e in events)
 
 
-def test_usage_rows_record_the_responses_endpoint(stack: Stack) -> None:
-    client(stack).responses.create(model="openai-x-echo", input="x")
-    ts = stack.admin_get("/api/stats/timeseries?group_by=endpoint&bucket=day")
+def test_usage_rows_record_the_responses_endpoint(rs: Stack) -> None:
+    client(rs).responses.create(model="openai-x-echo", input="x")
+    ts = rs.admin_get("/api/stats/timeseries?group_by=endpoint&bucket=day")
     groups = {p["group"]: p["requests"] for p in ts["points"]}
     assert groups.get("responses", 0) >= 10, ts
     assert "chat" not in groups and "messages" not in groups, ts
