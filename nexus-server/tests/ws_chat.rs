@@ -335,3 +335,94 @@ async fn bad_messages_get_error_frames_and_the_socket_survives() {
     send(&mut ws, json!({"type": "chat", "model": "gpt-4o", "messages": [{"role": "user", "content": "fine"}]})).await;
     assert_eq!(turn(&mut ws).await.0, "fine");
 }
+
+/// `format: "messages"` / `"responses"`: the turn goes through that client API (its usage row
+/// says so), the socket forwards each of the format's events, then the deltas and `done` as
+/// for chat; an upstream failure mid-stream is the turn's `error` frame.
+#[tokio::test]
+async fn a_turn_in_the_messages_and_responses_formats() {
+    let s = TestServer::start().await;
+    let mut ws = connect(&s).await;
+    for (format, first, last) in [
+        ("messages", "message_start", "message_stop"),
+        ("responses", "response.created", "response.completed"),
+    ] {
+        send(
+            &mut ws,
+            json!({"type": "chat", "format": format, "model": "gpt-4o", "provider_id": s.provider_id,
+                "messages": [{"role": "system", "content": "Be brief."},
+                             {"role": "user", "content": "hello formats"}]}),
+        )
+        .await;
+        let mut events = vec![];
+        let mut text = String::new();
+        let end = loop {
+            let f = recv(&mut ws).await;
+            match f["type"].as_str() {
+                Some("event") => events.push(f["event"].as_str().unwrap().to_owned()),
+                Some("delta") => text.push_str(f["content"].as_str().unwrap()),
+                _ => break f,
+            }
+        };
+        assert_eq!(end["type"], "done", "{format}: {end}");
+        assert_eq!(text, "hello formats", "{format}");
+        assert_eq!(events.first().map(String::as_str), Some(first), "{format}");
+        assert_eq!(events.last().map(String::as_str), Some(last), "{format}");
+        assert!(
+            end["usage"]["total_tokens"].as_u64().unwrap() > 0,
+            "{format}"
+        );
+    }
+    send(
+        &mut ws,
+        json!({"type": "chat", "format": "responses", "model": "m-x-miderror",
+            "messages": [{"role": "user", "content": "one two three"}]}),
+    )
+    .await;
+    let end = loop {
+        let f = recv(&mut ws).await;
+        if f["type"] != "event" && f["type"] != "delta" {
+            break f;
+        }
+    };
+    assert_eq!(end["type"], "error", "{end}");
+    send(
+        &mut ws,
+        json!({"type": "chat", "format": "gemini", "model": "gpt-4o", "messages": []}),
+    )
+    .await;
+    let e = recv(&mut ws).await;
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["error"]["param"], "format");
+    s.hub.flush().unwrap();
+    let ts: Value = s
+        .http
+        .get(format!(
+            "{}/api/stats/timeseries?group_by=endpoint&bucket=day",
+            s.base
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut groups: Vec<(String, u64)> = ts["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["group"].as_str().unwrap().to_owned(),
+                p["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        [("messages".to_owned(), 1), ("responses".to_owned(), 2)],
+        "{ts}"
+    );
+}

@@ -13,8 +13,12 @@ use serde_json::{json, Value};
 
 use crate::extract::Admin;
 use crate::AppState;
-use nexus::openai::ChatRequest;
+use nexus::ingress::messages::{MessagesRequest, MessagesStream};
+use nexus::ingress::responses::{ResponsesRequest, ResponsesStream};
+use nexus::ingress::SseEvent;
+use nexus::openai::{ChatChunk, ChatRequest};
 use nexus::stats::RequestSource;
+use nexus::usage::Endpoint;
 use nexus::{Caller, ChatStream, RequestContext};
 
 /// Routes of this group.
@@ -43,6 +47,9 @@ struct Incoming {
     max_tokens: Option<u64>,
     #[serde(default)]
     conversation_id: Option<String>,
+    /// The client API to test through: `chat` (default), `messages` (Anthropic) or `responses`.
+    #[serde(default)]
+    format: Option<String>,
     // The original system's shape: {message, provider_id, model_name}.
     #[serde(default)]
     message: Option<String>,
@@ -50,10 +57,61 @@ struct Incoming {
     model_name: Option<String>,
 }
 
+/// A turn's stream, in the format the tester picked.
+enum TurnStream {
+    Chat(ChatStream),
+    Messages(MessagesStream),
+    Responses(ResponsesStream),
+}
+
+/// One step of a turn: a chat chunk, or an event of the picked format.
+enum Step {
+    Chunk(nexus::Result<ChatChunk>),
+    Event(SseEvent),
+}
+
+impl TurnStream {
+    fn chat(&self) -> &ChatStream {
+        match self {
+            TurnStream::Chat(s) => s,
+            TurnStream::Messages(s) => s.chat_stream(),
+            TurnStream::Responses(s) => s.chat_stream(),
+        }
+    }
+
+    async fn next(&mut self) -> Option<Step> {
+        match self {
+            TurnStream::Chat(s) => s.next().await.map(Step::Chunk),
+            TurnStream::Messages(s) => s.next().await.map(Step::Event),
+            TurnStream::Responses(s) => s.next().await.map(Step::Event),
+        }
+    }
+}
+
+/// The answer text an event of the Messages or Responses format carries.
+fn event_text(e: &SseEvent) -> Option<&str> {
+    match e.name() {
+        "content_block_delta" => e.data.pointer("/delta/text").and_then(Value::as_str),
+        "response.output_text.delta" => e.data["delta"].as_str(),
+        _ => None,
+    }
+}
+
+/// The in-band failure an event of the Messages or Responses format reports.
+fn event_error(e: &SseEvent) -> Option<Value> {
+    match e.name() {
+        "error" => Some(e.data["error"].clone()),
+        "response.failed" => Some(e.data["response"]["error"].clone()),
+        _ => None,
+    }
+}
+
 struct Turn {
-    stream: ChatStream,
+    stream: TurnStream,
     compat: bool,
     text: String,
+    /// Set when the format's stream reported a failure: the turn ends with an error frame.
+    failed: Option<Value>,
 }
 
 fn error_frame(e: &nexus::Error) -> Value {
@@ -69,7 +127,8 @@ async fn send(socket: &mut WebSocket, v: Value) -> bool {
 }
 
 fn done_frame(turn: &Turn, cancelled: bool) -> Value {
-    let s = turn.stream.summary();
+    let stream = turn.stream.chat();
+    let s = stream.summary();
     let usage = s.as_ref().map(|s| {
         json!({
             "prompt_tokens": s.usage.prompt_tokens,
@@ -82,14 +141,14 @@ fn done_frame(turn: &Turn, cancelled: bool) -> Value {
         "type": "done",
         "finish_reason": if cancelled { Some("cancelled".to_owned()) } else { s.as_ref().and_then(|s| s.finish_reason.clone()) },
         "usage": usage,
-        "conversation_id": turn.stream.conversation_id,
-        "provider_id": turn.stream.provider_id,
+        "conversation_id": stream.conversation_id,
+        "provider_id": stream.provider_id,
         "latency_ms": s.as_ref().map(|s| s.latency_ms),
         "ttft_ms": s.as_ref().and_then(|s| s.ttft_ms),
     })
 }
 
-async fn next_item(turn: &mut Option<Turn>) -> Option<nexus::Result<nexus::openai::ChatChunk>> {
+async fn next_item(turn: &mut Option<Turn>) -> Option<Step> {
     match turn {
         Some(t) => t.stream.next().await,
         None => std::future::pending().await,
@@ -112,43 +171,90 @@ async fn start_turn(st: &AppState, msg: Incoming) -> nexus::Result<Turn> {
             ))
         }
     };
-    let mut req = ChatRequest {
-        model,
-        messages,
-        stream: Some(true),
-        stream_options: None,
-        extra: Default::default(),
+    let format = msg.format.as_deref().unwrap_or("chat");
+    let caller = Caller::Admin {
+        provider_id: msg.provider_id,
     };
-    if let Some(t) = msg.temperature {
-        req.extra.insert("temperature".into(), json!(t));
-    } else if compat {
-        req.extra.insert("temperature".into(), json!(0.7));
-    }
-    if let Some(m) = msg.max_tokens {
-        req.extra.insert("max_tokens".into(), json!(m));
-    }
-    let ctx = RequestContext {
+    let ctx = |endpoint| RequestContext {
         request_id: None,
         conversation_id: msg
             .conversation_id
+            .clone()
             .filter(|c| !c.is_empty() && c.len() <= 128),
         source: RequestSource::Ws,
-        endpoint: nexus::usage::Endpoint::Chat,
+        endpoint,
     };
-    let stream = st
-        .hub
-        .chat_stream(
-            Caller::Admin {
-                provider_id: msg.provider_id,
-            },
-            req,
-            ctx,
-        )
-        .await?;
+    let temperature = msg.temperature.or(compat.then_some(0.7));
+    let limits = st.hub.request_limits();
+    let stream = match format {
+        "chat" => {
+            let mut req = ChatRequest {
+                model,
+                messages,
+                stream: Some(true),
+                stream_options: None,
+                extra: Default::default(),
+            };
+            if let Some(t) = temperature {
+                req.extra.insert("temperature".into(), json!(t));
+            }
+            if let Some(m) = msg.max_tokens {
+                req.extra.insert("max_tokens".into(), json!(m));
+            }
+            TurnStream::Chat(st.hub.chat_stream(caller, req, ctx(Endpoint::Chat)).await?)
+        }
+        // The conversation as the format's own client would send it, parsed as the HTTP route
+        // parses it: the tester sees what a Claude Code or Codex user would.
+        "messages" => {
+            let (system, rest): (Vec<Value>, Vec<Value>) =
+                messages.into_iter().partition(|m| m["role"] == "system");
+            let system: Vec<&str> = system
+                .iter()
+                .filter_map(|m| m["content"].as_str())
+                .collect();
+            let mut body = json!({"model": model, "stream": true, "messages": rest,
+                "max_tokens": msg.max_tokens.unwrap_or(1024)});
+            if !system.is_empty() {
+                body["system"] = system.join("\n\n").into();
+            }
+            if let Some(t) = temperature {
+                body["temperature"] = json!(t);
+            }
+            let req = MessagesRequest::parse(body.to_string().as_bytes(), limits, None)?;
+            TurnStream::Messages(
+                st.hub
+                    .messages_stream(caller, req, ctx(Endpoint::Messages))
+                    .await?,
+            )
+        }
+        "responses" => {
+            let mut body = json!({"model": model, "stream": true, "store": false,
+                "input": messages});
+            if let Some(t) = temperature {
+                body["temperature"] = json!(t);
+            }
+            if let Some(m) = msg.max_tokens {
+                body["max_output_tokens"] = json!(m);
+            }
+            let req = ResponsesRequest::parse(body.to_string().as_bytes(), limits)?;
+            TurnStream::Responses(
+                st.hub
+                    .responses_stream(caller, req, ctx(Endpoint::Responses))
+                    .await?,
+            )
+        }
+        other => {
+            return Err(nexus::Error::invalid_param(
+                "format",
+                format!("format must be 'chat', 'messages' or 'responses', not '{other}'"),
+            ))
+        }
+    };
     Ok(Turn {
         stream,
         compat,
         text: String::new(),
+        failed: None,
     })
 }
 
@@ -175,9 +281,9 @@ async fn session(st: AppState, mut socket: WebSocket) {
                 match msg.kind.as_deref() {
                     Some("cancel") => {
                         if let Some(t) = turn.take() {
-                            let handle = t.stream.summary_handle();
-                            let conversation_id = t.stream.conversation_id.clone();
-                            let provider_id = t.stream.provider_id;
+                            let handle = t.stream.chat().summary_handle();
+                            let conversation_id = t.stream.chat().conversation_id.clone();
+                            let provider_id = t.stream.chat().provider_id;
                             // Dropping the stream cancels the upstream and records the turn.
                             drop(t);
                             let s = handle.lock().ok().and_then(|s| s.clone());
@@ -212,7 +318,7 @@ async fn session(st: AppState, mut socket: WebSocket) {
             item = next_item(&mut turn) => {
                 let Some(t) = turn.as_mut() else { continue };
                 let frame = match item {
-                    Some(Ok(chunk)) => match chunk.delta() {
+                    Some(Step::Chunk(Ok(chunk))) => match chunk.delta() {
                         Some(d) if !d.is_empty() => {
                             t.text.push_str(d);
                             if t.compat {
@@ -223,12 +329,31 @@ async fn session(st: AppState, mut socket: WebSocket) {
                         }
                         _ => continue,
                     },
-                    Some(Err(e)) => {
+                    Some(Step::Chunk(Err(e))) => {
                         turn = None;
                         error_frame(&e)
                     }
+                    // The format's event as its client receives it, then its text as a delta.
+                    Some(Step::Event(ev)) => {
+                        if let Some(err) = event_error(&ev) {
+                            t.failed = Some(err);
+                        }
+                        let text = event_text(&ev).map(str::to_owned);
+                        let frame = json!({"type": "event", "event": ev.name(), "data": ev.data});
+                        if !send(&mut socket, frame).await { break }
+                        match text {
+                            Some(d) if !d.is_empty() => {
+                                t.text.push_str(&d);
+                                json!({"type": "delta", "content": d})
+                            }
+                            _ => continue,
+                        }
+                    }
                     None => {
-                        let f = done_frame(t, false);
+                        let f = match t.failed.take() {
+                            Some(err) => json!({"type": "error", "error": err}),
+                            None => done_frame(t, false),
+                        };
                         turn = None;
                         f
                     }
