@@ -417,6 +417,21 @@ test("admin UI end to end", { timeout: 240000 }, async (t) => {
     await shot("light-chat", { fullPage: false });
   });
 
+  await t.test("chat: a turn through the Responses API", async () => {
+    await page.selectOption('[data-testid="chat-format"]', "responses");
+    await chatTurn("through the responses api");
+    const last = lastAssistant();
+    assert.equal((await last.locator(".md").textContent()).trim(), "through the responses api");
+    assert.equal(await last.locator('[data-testid="turn-format"]').textContent(), "responses");
+    const summary = await last.locator('[data-testid="turn-events"] summary').textContent();
+    assert.match(summary, /^\d+ events$/);
+    await last.locator('[data-testid="turn-events"] summary').click();
+    assert.match(await last.locator('[data-testid="turn-events"] div').textContent(), /response\.created .*response\.completed/);
+    await dismissToasts();
+    await shot("light-chat-responses", { fullPage: false });
+    await page.selectOption('[data-testid="chat-format"]', "chat");
+  });
+
   await t.test("dashboard numbers change after chatting", async () => {
     // One request through the Anthropic Messages API with the client key, for the per-API chart.
     const r = await fetch(`${BASE}/v1/messages`, {

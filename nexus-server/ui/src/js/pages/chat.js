@@ -15,6 +15,9 @@ const state = {
   conversationId: null,
   providerId: "",
   model: "",
+  // The client API a turn goes through: "chat" (OpenAI chat), "messages" (Anthropic) or
+  // "responses" (OpenAI Responses). The server translates each as it does for HTTP clients.
+  format: "chat",
   temperature: 0.7,
   maxTokens: "",
   draft: "",
@@ -81,9 +84,21 @@ function whenOpen(timeoutMs = 5000) {
   });
 }
 
+const FORMATS = [
+  { value: "chat", label: "OpenAI chat completions" },
+  { value: "messages", label: "Anthropic Messages" },
+  { value: "responses", label: "OpenAI Responses" },
+];
+
 function onFrame(frame) {
   const t = state.running;
-  if (frame.type === "delta") {
+  if (frame.type === "event") {
+    // The format's own events (message_start, response.output_text.delta, ...), as its
+    // clients receive them: counted, and their names listed under the answer.
+    if (!t) return;
+    t.events = t.events || [];
+    t.events.push(frame.event);
+  } else if (frame.type === "delta") {
     if (!t) return;
     t.text += frame.content || "";
     scheduleRender(t);
@@ -140,12 +155,13 @@ async function send(text) {
   }
   const msgs = history();
   msgs.push({ role: "user", content: text });
-  const t = { id: state.nextId++, user: text, text: "", status: "streaming", model: state.model, providerId: state.providerId, started: performance.now() };
+  const t = { id: state.nextId++, user: text, text: "", status: "streaming", model: state.model, format: state.format, providerId: state.providerId, started: performance.now() };
   state.turns.push(t);
   state.running = t;
   renderAll();
   updateComposer();
   const frame = { type: "chat", model: state.model, messages: msgs, temperature: Number(state.temperature) };
+  if (state.format !== "chat") frame.format = state.format;
   if (state.providerId) frame.provider_id = Number(state.providerId);
   if (state.maxTokens) frame.max_tokens = Number(state.maxTokens);
   if (state.conversationId) frame.conversation_id = state.conversationId;
@@ -256,6 +272,17 @@ function renderTurn(t) {
     if (t.latency !== null && t.latency !== undefined) els.meta.append(metaItem("clock", fmtMs(t.latency), "Total latency"));
     if (t.ttft !== null && t.ttft !== undefined) els.meta.append(metaItem("bolt", `TTFT ${fmtMs(t.ttft)}`, "Time to first token"));
     els.meta.append(h("span", { class: "muted", text: t.model }));
+    if (t.format && t.format !== "chat") {
+      els.meta.append(h("span", { class: "badge badge-neutral", "data-testid": "turn-format", text: t.format }));
+    }
+    if (t.events && t.events.length) {
+      const names = [...new Set(t.events)];
+      els.meta.append(
+        h("details", { class: "events", "data-testid": "turn-events" },
+          h("summary", { text: `${fmtNum(t.events.length)} events` }),
+          h("div", { class: "mono small", text: names.join(" · ") })),
+      );
+    }
     if (t.status === "cancelled") els.meta.append(h("span", { class: "badge badge-warning", text: "stopped" }));
     else if (t.finish && t.finish !== "stop") els.meta.append(h("span", { class: "badge badge-warning", text: `finish: ${t.finish}` }));
   }
@@ -350,6 +377,10 @@ export default {
       { "data-testid": "chat-provider", "aria-label": "Provider" },
     );
     const modelSel = h("select", { "data-testid": "chat-model", "aria-label": "Model" });
+    const formatSel = select(FORMATS, state.format, { "data-testid": "chat-format", "aria-label": "Client API" });
+    formatSel.addEventListener("change", () => {
+      state.format = formatSel.value;
+    });
     const temp = h("input", { type: "range", min: "0", max: "2", step: "0.05", value: String(state.temperature), "aria-label": "Temperature", "data-testid": "chat-temperature" });
     const tempOut = h("output", { text: Number(state.temperature).toFixed(2) });
     const maxTok = input({ inputmode: "numeric", placeholder: "model default", value: state.maxTokens, "aria-label": "Max tokens" });
@@ -421,6 +452,7 @@ export default {
       body: [
         field("Provider", providerSel),
         field("Model", modelSel),
+        field("Client API", formatSel, { hint: "The API the turn is sent through; the server translates it for any provider." }),
         field("Temperature", h("div", { class: "range-row" }, temp, tempOut)),
         field("Max tokens", maxTok),
       ],
