@@ -44,7 +44,7 @@ fn record(i: u64, ts_ms: i64) -> UsageRecord {
         ttft_ms: i.is_multiple_of(2).then_some(50.0 + (i % 300) as f64),
         stream: i.is_multiple_of(2),
         source: RequestSource::Api,
-        cost: Some(0.0001 * (i % 10) as f64),
+        cost_micros: Some(100 * (i % 10) as i64),
         cached_tokens: 0,
         cache_write_tokens: 0,
         reasoning_tokens: 0,

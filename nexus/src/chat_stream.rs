@@ -100,7 +100,7 @@ impl Accounting {
         set_usage(&mut rec, &usage, source);
         rec.latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
         rec.ttft_ms = self.ttft;
-        rec.cost = cost(&self.cand.model, &usage);
+        rec.cost_micros = cost(&self.cand.model, &usage);
         if let Some(e) = error {
             rec.status = e.http_status();
             rec.error_kind = Some(e.kind().as_str().to_owned());

@@ -674,7 +674,7 @@ impl Hub {
                     let usage = completion.usage.clone().unwrap_or_default();
                     rec.provider_id = Some(pid);
                     set_usage(&mut rec, &usage, UsageSource::Cache);
-                    rec.cost = Some(0.0);
+                    rec.cost_micros = Some(0);
                     rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
                     self.0.ledger.stats.record(rec);
                     // A cached answer cost the upstream nothing: no tokens are counted.
@@ -799,7 +799,7 @@ impl Hub {
             }
         };
         set_usage(&mut rec, &usage, source);
-        rec.cost = cost(&cand.model, &usage);
+        rec.cost_micros = cost(&cand.model, &usage);
         rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
         reservation.settle(usage.prompt_tokens + usage.completion_tokens);
         self.0.ledger.record_messages(

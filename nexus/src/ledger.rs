@@ -53,7 +53,7 @@ impl Ledger {
             ttft_ms: None,
             stream,
             source,
-            cost: None,
+            cost_micros: None,
             cached_tokens: 0,
             cache_write_tokens: 0,
             reasoning_tokens: 0,
@@ -145,14 +145,10 @@ pub(crate) fn set_usage(rec: &mut UsageRecord, u: &Usage, source: UsageSource) {
     rec.reasoning_tokens = detail("completion_tokens_details", "reasoning_tokens");
 }
 
-pub(crate) fn cost(m: &Model, u: &Usage) -> Option<f64> {
-    if m.input_price.is_none() && m.output_price.is_none() {
-        return None;
-    }
-    Some(
-        m.input_price.unwrap_or(0.0) * u.prompt_tokens as f64 / 1e6
-            + m.output_price.unwrap_or(0.0) * u.completion_tokens as f64 / 1e6,
-    )
+/// The cost of `u` on `m` in micro-dollars at the model's effective prices; `None` for an
+/// unpriced model (never $0).
+pub(crate) fn cost(m: &Model, u: &Usage) -> Option<i64> {
+    m.prices.as_ref().map(|p| crate::prices::cost_micros(p, u))
 }
 
 pub(crate) fn message_text(m: &Value) -> String {

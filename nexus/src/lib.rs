@@ -37,6 +37,7 @@ pub mod ingress;
 mod ledger;
 pub mod openai;
 mod options;
+pub mod prices;
 pub mod records;
 pub mod registry;
 mod request;

@@ -237,6 +237,19 @@ pub struct Model {
     pub input_price: Option<f64>,
     /// Price per million completion tokens.
     pub output_price: Option<f64>,
+    /// Price per million prompt tokens read from the provider's cache (`None`: as input).
+    #[serde(default)]
+    pub cached_input_price: Option<f64>,
+    /// Price per million prompt tokens written to the provider's cache (`None`: as input).
+    #[serde(default)]
+    pub cache_write_price: Option<f64>,
+    /// The prices requests are costed at: the model's own, else the bundled catalog's (see
+    /// [`crate::prices`]); `None`: unpriced (its requests are recorded with no cost).
+    #[serde(default)]
+    pub prices: Option<crate::prices::Prices>,
+    /// Where `prices` come from: `model`, `catalog`, or `null` (unpriced).
+    #[serde(default)]
+    pub price_source: Option<crate::prices::PriceSource>,
     /// Completion tokens asked for when a request sets no `max_tokens` (Anthropic requires a
     /// value; the hub's default is 4096).
     #[serde(default)]
@@ -274,6 +287,12 @@ pub struct NewModel {
     /// Per million completion tokens.
     #[serde(default)]
     pub output_price: Option<f64>,
+    /// Per million cache-read prompt tokens.
+    #[serde(default)]
+    pub cached_input_price: Option<f64>,
+    /// Per million cache-write prompt tokens.
+    #[serde(default)]
+    pub cache_write_price: Option<f64>,
     /// See [`Model::default_max_tokens`].
     #[serde(default)]
     pub default_max_tokens: Option<u32>,
@@ -300,6 +319,12 @@ pub struct ModelPatch {
     /// New price, or null to clear.
     #[serde(default, deserialize_with = "double_option")]
     pub output_price: Option<Option<f64>>,
+    /// New cache-read price, or null to clear.
+    #[serde(default, deserialize_with = "double_option")]
+    pub cached_input_price: Option<Option<f64>>,
+    /// New cache-write price, or null to clear.
+    #[serde(default, deserialize_with = "double_option")]
+    pub cache_write_price: Option<Option<f64>>,
     /// New default completion budget, or null to clear.
     #[serde(default, deserialize_with = "double_option")]
     pub default_max_tokens: Option<Option<u32>>,

@@ -264,7 +264,13 @@ impl Shared {
                 headers: headers.into_iter().map(|(k, v)| (k, Secret(v))).collect(),
             }));
         }
-        for (i, m) in data.models.into_iter().enumerate() {
+        let catalog = crate::prices::Catalog::bundled();
+        for (i, mut m) in data.models.into_iter().enumerate() {
+            // Resolved once per snapshot: the request path reads the prices, never the catalog.
+            if let Some((p, src)) = crate::prices::effective(&m, catalog) {
+                m.prices = Some(p);
+                m.price_source = Some(src);
+            }
             snap.models_by_name
                 .entry(m.name.clone())
                 .or_default()
@@ -575,23 +581,18 @@ impl Registry {
             .ok_or_else(|| Error::not_found(format!("model id {id}")))
     }
 
-    /// Adds a model to a provider.
+    /// Adds a model to a provider. Prices must be non-negative numbers.
     pub fn create_model(&self, provider_id: i64, m: NewModel) -> Result<Model> {
         validate_name("name", &m.name)?;
         if let Some(u) = &m.upstream_name {
             validate_name("upstream_name", u)?;
         }
-        for (f, p) in [
+        check_prices(&[
             ("input_price", m.input_price),
             ("output_price", m.output_price),
-        ] {
-            if p.is_some_and(|p| !p.is_finite() || p < 0.0) {
-                return Err(Error::invalid_param(
-                    f,
-                    format!("{f} must be a non-negative number"),
-                ));
-            }
-        }
+            ("cached_input_price", m.cached_input_price),
+            ("cache_write_price", m.cache_write_price),
+        ])?;
         let _w = self.s.write.lock().map_err(lock_err)?;
         self.provider(provider_id)?;
         let id = self
@@ -614,6 +615,12 @@ impl Registry {
         if let Some(n) = &patch.name {
             validate_name("name", n)?;
         }
+        check_prices(&[
+            ("input_price", patch.input_price.flatten()),
+            ("output_price", patch.output_price.flatten()),
+            ("cached_input_price", patch.cached_input_price.flatten()),
+            ("cache_write_price", patch.cache_write_price.flatten()),
+        ])?;
         let _w = self.s.write.lock().map_err(lock_err)?;
         if !self.s.store.update_model(id, &patch)? {
             return Err(Error::not_found(format!("model id {id}")));
@@ -1016,6 +1023,19 @@ pub struct Rotation {
 /// database open. In key-file mode the new key is first written to `<key>.new` (0600, synced);
 /// then every sealed value is re-encrypted, verified and committed in one durable transaction;
 /// then the old key is kept as `<key>.old` and `<key>.new` is renamed over the key file. If the
+/// Prices are USD per million tokens: finite and not negative (a 400 naming the field).
+fn check_prices(prices: &[(&str, Option<f64>)]) -> Result<()> {
+    for (f, p) in prices {
+        if p.is_some_and(|p| !p.is_finite() || p < 0.0) {
+            return Err(Error::invalid_param(
+                f,
+                format!("{f} must be a non-negative number"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// process dies after the commit and before the rename, `<key>.new` holds the key to use.
 pub fn rotate_master_key_at(
     db: &Path,

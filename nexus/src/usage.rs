@@ -128,8 +128,9 @@ pub struct UsageRecord {
     pub stream: bool,
     /// Front end.
     pub source: RequestSource,
-    /// Cost from the model's configured prices.
-    pub cost: Option<f64>,
+    /// Cost in micro-dollars at the model's effective prices (see [`crate::prices`]); `None`:
+    /// not priced (an unpriced model, or a failed request).
+    pub cost_micros: Option<i64>,
     /// Of `prompt_tokens`, those read from the provider's prompt cache.
     #[serde(default)]
     pub cached_tokens: u64,
@@ -186,8 +187,11 @@ pub struct Summary {
     pub completion_tokens: u64,
     /// Sum of both.
     pub total_tokens: u64,
-    /// Total cost from configured prices.
+    /// Total cost in USD of the priced requests (model prices, else the catalog's).
     pub cost: f64,
+    /// Answered requests recorded with no cost: their model has no known price.
+    #[serde(default)]
+    pub unpriced_requests: u64,
     /// Original key: same as `conversations`.
     pub total_conversations: u64,
     /// Original key: same as `rounds`.

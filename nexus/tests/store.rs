@@ -1052,7 +1052,7 @@ fn usage_row(i: usize) -> UsageRecord {
         ttft_ms: None,
         stream: false,
         source: RequestSource::Library,
-        cost: None,
+        cost_micros: None,
         cached_tokens: 0,
         cache_write_tokens: 0,
         reasoning_tokens: 0,

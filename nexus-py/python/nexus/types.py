@@ -51,6 +51,7 @@ class Summary(TypedDict):
     completion_tokens: int
     total_tokens: int
     cost: float
+    unpriced_requests: int
     total_conversations: int
     total_rounds: int
 

@@ -273,6 +273,10 @@ test("admin UI end to end", { timeout: 240000 }, async (t) => {
     assert.equal(await page.locator('tr[data-name="broken-fail500"]').count(), 0, "the filter shows one provider's models");
     await page.selectOption('[data-testid="provider-filter"]', "");
     await page.waitForSelector('tr[data-name="broken-fail500"]');
+    // Prices: the one set on the form; a model neither priced nor in the catalog says so.
+    assert.equal(await page.locator('tr[data-name="gpt-4o-mini"] [data-testid="unpriced"]').count(), 0);
+    assert.match(await page.locator('tr[data-name="gpt-4o-mini"]').textContent(), /\$0\.150/);
+    assert.equal(await page.locator('tr[data-name="slow-chunks60-delay30"] [data-testid="unpriced"]').count(), 1);
     for (const [name, id] of Object.entries(modelIds)) {
       assert.equal(await page.getAttribute(`tr[data-name="${name}"]`, "data-id"), String(id));
     }

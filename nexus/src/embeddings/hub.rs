@@ -119,7 +119,7 @@ impl Hub {
             ..Usage::default()
         };
         set_usage(&mut rec, &usage, source);
-        rec.cost = cost(&cand.model, &usage);
+        rec.cost_micros = cost(&cand.model, &usage);
         rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
         reservation.settle(prompt);
         self.0.ledger.stats.record(rec);

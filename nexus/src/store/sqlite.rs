@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     // list, not the file's number, is the schema version, so new files only ever go last.
     include_str!("sql/0008_model_kind.sql"),
     include_str!("sql/0009_responses.sql"),
+    include_str!("sql/0010_prices.sql"),
 ];
 
 const READERS: usize = 2;
@@ -376,7 +377,8 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut st = c.prepare(
             "SELECT m.id, m.provider_id, p.name, m.model_name, m.upstream_name, m.description,
-                    m.input_price, m.output_price, m.created_at, m.default_max_tokens, m.kind
+                    m.input_price, m.output_price, m.created_at, m.default_max_tokens, m.kind,
+                    m.cached_input_price, m.cache_write_price
              FROM provider_models m JOIN service_providers p ON p.id = m.provider_id ORDER BY m.id",
         )?;
         let models = st
@@ -394,6 +396,11 @@ impl Store for SqliteStore {
                     default_max_tokens: r.get(9)?,
                     // A kind a newer build wrote reads as chat, the kind of every older model.
                     kind: ModelKind::parse(&r.get::<_, String>(10)?).unwrap_or_default(),
+                    cached_input_price: r.get(11)?,
+                    cache_write_price: r.get(12)?,
+                    // Resolved by the registry against the catalog.
+                    prices: None,
+                    price_source: None,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -567,8 +574,9 @@ impl Store for SqliteStore {
         let c = self.w()?;
         c.execute(
             "INSERT INTO provider_models (provider_id, model_name, upstream_name, description,
-                 input_price, output_price, created_at, default_max_tokens, kind)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 input_price, output_price, created_at, default_max_tokens, kind,
+                 cached_input_price, cache_write_price)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 provider_id,
                 m.name,
@@ -578,7 +586,9 @@ impl Store for SqliteStore {
                 m.output_price,
                 now,
                 m.default_max_tokens,
-                m.kind.as_str()
+                m.kind.as_str(),
+                m.cached_input_price,
+                m.cache_write_price
             ],
         )?;
         Ok(c.last_insert_rowid())
@@ -623,6 +633,18 @@ impl Store for SqliteStore {
         if let Some(v) = &p.output_price {
             tx.execute(
                 "UPDATE provider_models SET output_price = ?2 WHERE id = ?1",
+                params![id, v],
+            )?;
+        }
+        if let Some(v) = &p.cached_input_price {
+            tx.execute(
+                "UPDATE provider_models SET cached_input_price = ?2 WHERE id = ?1",
+                params![id, v],
+            )?;
+        }
+        if let Some(v) = &p.cache_write_price {
+            tx.execute(
+                "UPDATE provider_models SET cache_write_price = ?2 WHERE id = ?1",
                 params![id, v],
             )?;
         }
@@ -723,15 +745,15 @@ impl Store for SqliteStore {
                 "INSERT INTO usage (ts_ms, request_id, conversation_id, key_id, provider_id, model,
                      upstream_model, prompt_tokens, completion_tokens, usage_source, status,
                      error_kind, latency_ms, ttft_ms, stream, source, cost, cached_tokens,
-                     cache_write_tokens, reasoning_tokens, endpoint)
+                     cache_write_tokens, reasoning_tokens, endpoint, cost_micros)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                     ?18, ?19, ?20, ?21)",
+                     ?18, ?19, ?20, ?21, ?22)",
             )?;
             let mut roll = tx.prepare_cached(
                 "INSERT INTO usage_hourly (bucket, provider_id, model, key_id, endpoint, requests,
                      errors, prompt_tokens, completion_tokens, latency_ms_sum, ttft_ms_sum,
-                     ttft_count, cost)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                     ttft_count, cost, cost_micros, unpriced)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                  ON CONFLICT (bucket, provider_id, model, key_id, endpoint) DO UPDATE SET
                      requests = requests + excluded.requests, errors = errors + excluded.errors,
                      prompt_tokens = prompt_tokens + excluded.prompt_tokens,
@@ -739,7 +761,9 @@ impl Store for SqliteStore {
                      latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
                      ttft_ms_sum = ttft_ms_sum + excluded.ttft_ms_sum,
                      ttft_count = ttft_count + excluded.ttft_count,
-                     cost = cost + excluded.cost",
+                     cost = cost + excluded.cost,
+                     cost_micros = cost_micros + excluded.cost_micros,
+                     unpriced = unpriced + excluded.unpriced",
             )?;
             let mut conv_new = tx.prepare_cached(
                 "INSERT OR IGNORE INTO conversations (id, first_ms, last_ms, rounds, prompt_tokens,
@@ -775,11 +799,13 @@ impl Store for SqliteStore {
                     u.ttft_ms,
                     u.stream,
                     u.source.as_str(),
-                    u.cost,
+                    // The REAL column, for readers of older versions; sums use cost_micros.
+                    u.cost_micros.map(|m| m as f64 / 1e6),
                     u.cached_tokens as i64,
                     u.cache_write_tokens as i64,
                     u.reasoning_tokens as i64,
-                    u.endpoint.as_str()
+                    u.endpoint.as_str(),
+                    u.cost_micros
                 ])?;
                 let key = (
                     u.ts_ms.div_euclid(3_600_000),
@@ -800,7 +826,8 @@ impl Store for SqliteStore {
                 r.latency_ms_sum += u.latency_ms;
                 r.ttft_ms_sum += u.ttft_ms.unwrap_or(0.0);
                 r.ttft_count += u.ttft_ms.is_some() as i64;
-                r.cost += u.cost.unwrap_or(0.0);
+                r.cost_micros += u.cost_micros.unwrap_or(0);
+                r.unpriced += (!failed && u.cost_micros.is_none()) as i64;
                 // Only answered requests make a conversation; a rejected one has nothing to show.
                 if let Some(cid) = u.conversation_id.as_deref().filter(|_| !failed) {
                     let i = *conv_at.entry(cid).or_insert_with(|| {
@@ -835,7 +862,9 @@ impl Store for SqliteStore {
                     r.latency_ms_sum,
                     r.ttft_ms_sum,
                     r.ttft_count,
-                    r.cost
+                    r.cost_micros as f64 / 1e6,
+                    r.cost_micros,
+                    r.unpriced
                 ])?;
             }
             let mut new_conversations = 0i64;
@@ -885,11 +914,28 @@ impl Store for SqliteStore {
 
     fn summary(&self) -> Result<Summary> {
         let c = self.r()?;
-        let (requests, errors, prompt, completion, cost): (i64, i64, i64, i64, f64) = c.query_row(
-            "SELECT coalesce(sum(requests),0), coalesce(sum(errors),0), coalesce(sum(prompt_tokens),0),
-                    coalesce(sum(completion_tokens),0), coalesce(sum(cost),0.0) FROM usage_hourly",
+        let (requests, errors, prompt, completion, micros, unpriced): (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+        ) = c.query_row(
+            "SELECT coalesce(sum(requests),0), coalesce(sum(errors),0),
+                        coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0),
+                        coalesce(sum(cost_micros),0), coalesce(sum(unpriced),0) FROM usage_hourly",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
         )?;
         let conversations: i64 = c.query_row(
             "SELECT conversations FROM stats_totals WHERE id = 1",
@@ -905,7 +951,8 @@ impl Store for SqliteStore {
             prompt_tokens: prompt as u64,
             completion_tokens: completion as u64,
             total_tokens: (prompt + completion) as u64,
-            cost,
+            cost: micros as f64 / 1e6,
+            unpriced_requests: unpriced as u64,
             total_conversations: conversations as u64,
             total_rounds: rounds,
             ..Summary::default()
@@ -932,7 +979,7 @@ impl Store for SqliteStore {
         let sql = format!(
             "SELECT (bucket / {div}) * {div} AS b, {group_col} AS g, sum(requests), sum(errors),
                     sum(prompt_tokens), sum(completion_tokens), sum(latency_ms_sum),
-                    sum(ttft_ms_sum), sum(ttft_count), sum(cost)
+                    sum(ttft_ms_sum), sum(ttft_count), sum(cost_micros) / 1e6
              FROM usage_hourly WHERE bucket >= ?1 GROUP BY b, g ORDER BY b, g"
         );
         let mut st = c.prepare(&sql)?;
@@ -1201,7 +1248,8 @@ struct Rollup {
     latency_ms_sum: f64,
     ttft_ms_sum: f64,
     ttft_count: i64,
-    cost: f64,
+    cost_micros: i64,
+    unpriced: i64,
 }
 
 /// One batch's changes to a `conversations` row.

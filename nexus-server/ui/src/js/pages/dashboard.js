@@ -18,7 +18,13 @@ const TILES = [
   { key: "conversations", label: "Conversations", icon: "comments", tone: "pink", sub: (s) => `${fmtNum(s.requests)} requests` },
   { key: "rounds", label: "Rounds", icon: "message", tone: "green", sub: (s) => `${fmtNum(s.errors)} errors` },
   { key: "total_tokens", label: "Total tokens", icon: "coins", tone: "amber", sub: (s) => `${fmtCompact(s.prompt_tokens)} prompt · ${fmtCompact(s.completion_tokens)} completion`, compact: true },
+  // Priced requests only: a request to a model with no known price has no cost, never $0.
+  { key: "cost", label: "Spend", icon: "dollar-sign", tone: "green", money: true, sub: (s) => (s.unpriced_requests ? `${fmtNum(s.unpriced_requests)} unpriced requests` : "every request priced") },
 ];
+
+function fmtUsd(v) {
+  return `$${Number(v).toFixed(v >= 100 ? 0 : v >= 1 ? 2 : 4)}`;
+}
 
 function bucketLabels(range, now) {
   const step = range.bucket === "day" ? 86400 : 3600;
@@ -164,8 +170,9 @@ export default {
           const el = tiles.querySelector(`[data-stat="${t.key}"]`);
           const v = summary[t.key] ?? 0;
           const valueEl = el.querySelector(".tile-value");
-          valueEl.textContent = t.compact ? fmtCompact(v) : fmtNum(v);
-          valueEl.title = fmtNum(v);
+          valueEl.textContent = t.money ? fmtUsd(v) : t.compact ? fmtCompact(v) : fmtNum(v);
+          valueEl.title = t.money ? `$${v}` : fmtNum(v);
+          el.classList.toggle("tile-warn", Boolean(t.money && summary.unpriced_requests));
           el.dataset.value = String(v);
           el.querySelector(".tile-sub").textContent = t.sub(summary);
           if (last && last[t.key] !== v) {

@@ -26,6 +26,19 @@ function fmtPrice(v) {
   return v === null || v === undefined ? "–" : `$${Number(v).toFixed(Number(v) < 1 ? 3 : 2)}`;
 }
 
+/** "catalog: $2.50" for a model the catalog prices, else "". */
+function catalogHint(model, k) {
+  if (!model || model.price_source !== "catalog" || !model.prices || model.prices[k] == null) return "";
+  return `catalog: ${fmtPrice(model.prices[k])}`;
+}
+
+/** The effective price, with where it comes from; an unpriced model says so. */
+function priceCell(m, k) {
+  if (!m.price_source) return k === "input" ? h("span", { class: "badge badge-warning", "data-testid": "unpriced", title: "No price set and none in the catalog: its requests have no cost", text: "unpriced" }) : h("span", { class: "muted", text: "–" });
+  const v = m.prices ? m.prices[k] : null;
+  return h("span", { title: m.price_source === "catalog" ? "From the bundled price catalog" : "Set on the model" }, fmtPrice(v), m.price_source === "catalog" ? h("span", { class: "muted small", "data-testid": "price-catalog", text: " catalog" }) : null);
+}
+
 function openModelModal({ model, providers, providerId, onSaved }) {
   const editing = Boolean(model);
   const f = {
@@ -34,8 +47,10 @@ function openModelModal({ model, providers, providerId, onSaved }) {
     kind: select([{ value: "chat", label: "Chat" }, { value: "embedding", label: "Embedding" }], editing ? model.kind || "chat" : "chat", { name: "kind", "data-testid": "model-kind" }),
     upstream_name: input({ name: "upstream_name", value: editing ? model.upstream_name || "" : "", placeholder: "same as name", autocomplete: "off" }),
     description: input({ name: "description", value: editing ? model.description : "", placeholder: "Optional note", autocomplete: "off" }),
-    input_price: input({ name: "input_price", inputmode: "decimal", value: editing && model.input_price !== null ? model.input_price : "", placeholder: "e.g. 0.15" }),
-    output_price: input({ name: "output_price", inputmode: "decimal", value: editing && model.output_price !== null ? model.output_price : "", placeholder: "e.g. 0.60" }),
+    input_price: input({ name: "input_price", inputmode: "decimal", value: editing && model.input_price !== null ? model.input_price : "", placeholder: catalogHint(model, "input") || "e.g. 0.15" }),
+    output_price: input({ name: "output_price", inputmode: "decimal", value: editing && model.output_price !== null ? model.output_price : "", placeholder: catalogHint(model, "output") || "e.g. 0.60" }),
+    cached_input_price: input({ name: "cached_input_price", inputmode: "decimal", value: editing && model.cached_input_price != null ? model.cached_input_price : "", placeholder: catalogHint(model, "cached_input") || "as input" }),
+    cache_write_price: input({ name: "cache_write_price", inputmode: "decimal", value: editing && model.cache_write_price != null ? model.cache_write_price : "", placeholder: catalogHint(model, "cache_write") || "as input" }),
     default_max_tokens: input({ name: "default_max_tokens", inputmode: "numeric", value: editing && model.default_max_tokens != null ? model.default_max_tokens : "", placeholder: "provider default", autocomplete: "off" }),
   };
   const err = h("p", { class: "form-error", role: "alert", hidden: true });
@@ -49,6 +64,11 @@ function openModelModal({ model, providers, providerId, onSaved }) {
     field("Description", f.description, { wide: true }),
     field("Input price / 1M tokens", f.input_price),
     field("Output price / 1M tokens", f.output_price),
+    field("Cached input price / 1M", f.cached_input_price, { hint: "A cache read. Empty: billed as input." }),
+    field("Cache write price / 1M", f.cache_write_price, { hint: "A cache write. Empty: billed as input." }),
+    editing && model.price_source === "catalog"
+      ? h("p", { class: "span-2 muted small", "data-testid": "catalog-price", text: `The bundled catalog prices this model at ${fmtPrice(model.prices.input)} in / ${fmtPrice(model.prices.output)} out per 1M tokens; a price set here replaces it.` })
+      : null,
     field("Default max tokens", f.default_max_tokens, { wide: true, hint: "Sent when a request sets no max_tokens. Anthropic requires one (the hub's default is 4096)." }),
     h("div", { class: "span-2" }, err),
   );
@@ -63,6 +83,8 @@ function openModelModal({ model, providers, providerId, onSaved }) {
       description: f.description.value.trim(),
       input_price: optPrice(f.input_price, "Input price"),
       output_price: optPrice(f.output_price, "Output price"),
+      cached_input_price: optPrice(f.cached_input_price, "Cached input price"),
+      cache_write_price: optPrice(f.cache_write_price, "Cache write price"),
       default_max_tokens: optMaxTokens(f.default_max_tokens),
     };
     const saved = editing ? await patch(`/api/models/${model.id}`, body) : await post(`/api/providers/${f.provider.value}/models`, body);
@@ -129,8 +151,8 @@ export default {
           ),
           h("td", {}, m.upstream_name ? h("span", { class: "mono-pill", text: m.upstream_name }) : h("span", { class: "muted small", text: "same" })),
           h("td", {}, h("a", { href: `#/models?provider=${m.provider_id}`, text: m.provider_name })),
-          h("td", { class: "num", text: fmtPrice(m.input_price) }),
-          h("td", { class: "num", text: fmtPrice(m.output_price) }),
+          h("td", { class: "num" }, priceCell(m, "input")),
+          h("td", { class: "num" }, priceCell(m, "output")),
           h("td", { class: "hide-sm nowrap muted small", text: fmtDate(m.created_at) }),
           h(
             "td",
