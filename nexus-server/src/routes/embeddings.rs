@@ -75,13 +75,6 @@ async fn handle(
     {
         h.insert("x-nexus-overhead-ms", v);
     }
-    for (k, v) in &resp.rate_limit_headers {
-        if let (Ok(k), Ok(v)) = (
-            header::HeaderName::try_from(k.as_str()),
-            HeaderValue::from_str(v),
-        ) {
-            h.insert(k, v);
-        }
-    }
+    super::copy_rate_limit_headers(h, &resp.rate_limit_headers);
     Ok(r)
 }

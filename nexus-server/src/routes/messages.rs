@@ -158,14 +158,7 @@ async fn handle(
         let mut resp = (StatusCode::OK, axum::Json(r.message)).into_response();
         let h = resp.headers_mut();
         set(h, "request-id", &r.request_id);
-        for (k, v) in &r.rate_limit_headers {
-            if let (Ok(k), Ok(v)) = (
-                header::HeaderName::try_from(k.as_str()),
-                HeaderValue::from_str(v),
-            ) {
-                h.insert(k, v);
-            }
-        }
+        super::copy_rate_limit_headers(h, &r.rate_limit_headers);
         return Ok(resp);
     }
     let stream = st

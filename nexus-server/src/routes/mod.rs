@@ -10,7 +10,7 @@ pub mod responses;
 pub mod sse;
 pub mod ws;
 
-use axum::http::Uri;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
@@ -35,4 +35,13 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Respons
         "code": "method_not_allowed",
     }});
     (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
+/// Copies the upstream's `x-ratelimit-*` headers onto an answer (those that are valid headers).
+pub fn copy_rate_limit_headers(h: &mut HeaderMap, headers: &[(String, String)]) {
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k.as_str()), HeaderValue::from_str(v)) {
+            h.insert(k, v);
+        }
+    }
 }

@@ -117,14 +117,7 @@ async fn handle_chat(
         if resp.cached {
             h.insert("x-nexus-cache", HeaderValue::from_static("hit"));
         }
-        for (k, v) in &resp.rate_limit_headers {
-            if let (Ok(k), Ok(v)) = (
-                header::HeaderName::try_from(k.as_str()),
-                HeaderValue::from_str(v),
-            ) {
-                h.insert(k, v);
-            }
-        }
+        super::copy_rate_limit_headers(h, &resp.rate_limit_headers);
         return Ok(r);
     }
 

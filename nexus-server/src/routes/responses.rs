@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -82,14 +82,7 @@ async fn handle(
         let mut resp = (StatusCode::OK, axum::Json(r.response)).into_response();
         let h = resp.headers_mut();
         set(h, "x-request-id", &r.request_id);
-        for (k, v) in &r.rate_limit_headers {
-            if let (Ok(k), Ok(v)) = (
-                header::HeaderName::try_from(k.as_str()),
-                HeaderValue::from_str(v),
-            ) {
-                h.insert(k, v);
-            }
-        }
+        super::copy_rate_limit_headers(h, &r.rate_limit_headers);
         return Ok(resp);
     }
     let stream = st
