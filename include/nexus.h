@@ -62,6 +62,8 @@ typedef enum NexusResult {
   NEXUS_CONFIG = 112,
   // An internal error.
   NEXUS_INTERNAL = 113,
+  // The client key's spending budget for its period is used up.
+  NEXUS_QUOTA_EXCEEDED = 114,
 } NexusResult;
 
 // How a token count was made.
@@ -239,6 +241,37 @@ enum NexusResult nexus_chat(const struct NexusHub *hub,
                             const char *request_json,
                             char **out_json);
 
+// [`nexus_chat`], also handing out what the hub knows about the answer: `*out_meta_json`
+// (when `out_meta_json` is not NULL) receives `{"request_id", "conversation_id",
+// "provider_id", "provider_name", "usage_source", "cost_usd", "cached", "upstream_ms"}`, where
+// `cost_usd` is null for an unpriced model. Free both strings with [`nexus_string_free`].
+//
+// # Safety
+// As for [`nexus_chat`]; `out_meta_json` NULL or writable.
+enum NexusResult nexus_chat_ex(const struct NexusHub *hub,
+                               const char *api_key,
+                               const char *request_json,
+                               char **out_json,
+                               char **out_meta_json);
+
+// A client key's spend in its current budget period, as JSON into `*out_json`:
+// `{"key_id", "period", "period_start", "period_end", "spent_usd", "reserved_usd",
+// "budget_usd", "budget_left_usd", "soft_budget_usd", "soft_budget_reached",
+// "budget_reached"}`.
+//
+// # Safety
+// `hub` must be a live hub; `out_json` writable.
+enum NexusResult nexus_key_spend(const struct NexusHub *hub, int64_t key_id, char **out_json);
+
+// Recomputes recorded costs at the models' current prices. `query_json` selects the rows
+// (`{"since", "until", "model", "provider_id", "dry_run"}`, every field optional; `"{}"` is
+// everything); `*out_json` receives `{"rows_examined", "rows_changed", "cost_before_usd",
+// "cost_after_usd", "unpriced_rows", "dry_run"}`.
+//
+// # Safety
+// `hub` must be a live hub; `query_json` a NUL-terminated string; `out_json` writable.
+enum NexusResult nexus_reprice(const struct NexusHub *hub, const char *query_json, char **out_json);
+
 // Blocking embeddings. `api_key` is a client key, or NULL to call as the hub's owner.
 // `request_json` is an OpenAI embeddings request (`model`, `input` as a string, strings, token
 // ids or token-id arrays, optional `dimensions`, `encoding_format` `float` or `base64`, `user`);
@@ -272,8 +305,8 @@ enum NexusResult nexus_chat_stream_open(const struct NexusHub *hub,
 // writable.
 enum NexusResult nexus_chat_stream_next(struct NexusStream *stream, char **out_chunk);
 
-// How the stream ended, as JSON (`usage`, `usage_source`, `finish_reason`, `latency_ms`,
-// `ttft_ms`, `error_kind`), into `*out_json`; `NEXUS_NOT_FOUND` before the end.
+// How the stream ended, as JSON (`usage`, `usage_source`, `cost_usd`, `finish_reason`,
+// `latency_ms`, `ttft_ms`, `error_kind`), into `*out_json`; `NEXUS_NOT_FOUND` before the end.
 //
 // # Safety
 // `stream` must be a live stream; `out_json` writable.

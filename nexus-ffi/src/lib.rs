@@ -74,6 +74,8 @@ pub enum NexusResult {
     NexusConfig = 112,
     /// An internal error.
     NexusInternal = 113,
+    /// The client key's spending budget for its period is used up.
+    NexusQuotaExceeded = 114,
 }
 
 impl From<ErrorKind> for NexusResult {
@@ -93,6 +95,7 @@ impl From<ErrorKind> for NexusResult {
             ErrorKind::Storage => NexusResult::NexusStorage,
             ErrorKind::Config => NexusResult::NexusConfig,
             ErrorKind::Internal => NexusResult::NexusInternal,
+            ErrorKind::QuotaExceeded => NexusResult::NexusQuotaExceeded,
         }
     }
 }
@@ -651,12 +654,109 @@ pub unsafe extern "C" fn nexus_chat(
     // SAFETY: forwarded contract.
     unsafe {
         json_call(hub, out_json, |h| {
-            let key = opt_text(api_key, "api_key")?;
-            let req = ChatRequest::from_slice(text(request_json, "request_json")?.as_bytes())?;
-            let resp =
-                h.rt.block_on(h.hub.chat(caller(key), req, RequestContext::default()))?;
-            String::from_utf8(resp.body.to_vec())
-                .map_err(|_| fail(NexusResult::NexusUpstream, "upstream answer is not UTF-8"))
+            let resp = blocking_chat(h, api_key, request_json)?;
+            body_text(&resp)
+        })
+    }
+}
+
+/// The blocking chat behind [`nexus_chat`] and [`nexus_chat_ex`].
+///
+/// # Safety
+/// `api_key` NULL or a NUL-terminated string; `request_json` a NUL-terminated string.
+unsafe fn blocking_chat(
+    h: &NexusHub,
+    api_key: *const c_char,
+    request_json: *const c_char,
+) -> Result<nexus::ChatResponse, Fail> {
+    // SAFETY: forwarded contract.
+    let key = unsafe { opt_text(api_key, "api_key") }?;
+    // SAFETY: forwarded contract.
+    let req = ChatRequest::from_slice(unsafe { text(request_json, "request_json") }?.as_bytes())?;
+    Ok(h.rt.block_on(h.hub.chat(caller(key), req, RequestContext::default()))?)
+}
+
+fn body_text(resp: &nexus::ChatResponse) -> Result<String, Fail> {
+    String::from_utf8(resp.body.to_vec())
+        .map_err(|_| fail(NexusResult::NexusUpstream, "upstream answer is not UTF-8"))
+}
+
+/// [`nexus_chat`], also handing out what the hub knows about the answer: `*out_meta_json`
+/// (when `out_meta_json` is not NULL) receives `{"request_id", "conversation_id",
+/// "provider_id", "provider_name", "usage_source", "cost_usd", "cached", "upstream_ms"}`, where
+/// `cost_usd` is null for an unpriced model. Free both strings with [`nexus_string_free`].
+///
+/// # Safety
+/// As for [`nexus_chat`]; `out_meta_json` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn nexus_chat_ex(
+    hub: *const NexusHub,
+    api_key: *const c_char,
+    request_json: *const c_char,
+    out_json: *mut *mut c_char,
+    out_meta_json: *mut *mut c_char,
+) -> NexusResult {
+    // SAFETY: the caller's contract.
+    unsafe { clear(out_meta_json) };
+    let mut meta: Option<String> = None;
+    // SAFETY: forwarded contract.
+    let r = unsafe {
+        json_call(hub, out_json, |h| {
+            let resp = blocking_chat(h, api_key, request_json)?;
+            meta = Some(to_json(&resp.meta())?);
+            body_text(&resp)
+        })
+    };
+    if r == NexusResult::NexusOk && !out_meta_json.is_null() {
+        if let Some(m) = meta {
+            // SAFETY: checked non-NULL; writable by contract.
+            if let Err(Fail(code, msg)) = unsafe { put_string(out_meta_json, m) } {
+                set_last_error(&msg);
+                return code;
+            }
+        }
+    }
+    r
+}
+
+/// A client key's spend in its current budget period, as JSON into `*out_json`:
+/// `{"key_id", "period", "period_start", "period_end", "spent_usd", "reserved_usd",
+/// "budget_usd", "budget_left_usd", "soft_budget_usd", "soft_budget_reached",
+/// "budget_reached"}`.
+///
+/// # Safety
+/// `hub` must be a live hub; `out_json` writable.
+#[no_mangle]
+pub unsafe extern "C" fn nexus_key_spend(
+    hub: *const NexusHub,
+    key_id: i64,
+    out_json: *mut *mut c_char,
+) -> NexusResult {
+    // SAFETY: forwarded contract.
+    unsafe { json_call(hub, out_json, |h| to_json(&h.hub.key_spend(key_id)?)) }
+}
+
+/// Recomputes recorded costs at the models' current prices. `query_json` selects the rows
+/// (`{"since", "until", "model", "provider_id", "dry_run"}`, every field optional; `"{}"` is
+/// everything); `*out_json` receives `{"rows_examined", "rows_changed", "cost_before_usd",
+/// "cost_after_usd", "unpriced_rows", "dry_run"}`.
+///
+/// # Safety
+/// `hub` must be a live hub; `query_json` a NUL-terminated string; `out_json` writable.
+#[no_mangle]
+pub unsafe extern "C" fn nexus_reprice(
+    hub: *const NexusHub,
+    query_json: *const c_char,
+    out_json: *mut *mut c_char,
+) -> NexusResult {
+    // SAFETY: forwarded contract.
+    unsafe {
+        json_call(hub, out_json, |h| {
+            let q: nexus::usage::RepriceQuery =
+                serde_json::from_str(text(query_json, "query_json")?).map_err(|e| {
+                    fail(NexusResult::NexusInvalidRequest, format!("query_json: {e}"))
+                })?;
+            to_json(&h.hub.reprice(&q)?)
         })
     }
 }
@@ -777,8 +877,8 @@ pub unsafe extern "C" fn nexus_chat_stream_next(
     })
 }
 
-/// How the stream ended, as JSON (`usage`, `usage_source`, `finish_reason`, `latency_ms`,
-/// `ttft_ms`, `error_kind`), into `*out_json`; `NEXUS_NOT_FOUND` before the end.
+/// How the stream ended, as JSON (`usage`, `usage_source`, `cost_usd`, `finish_reason`,
+/// `latency_ms`, `ttft_ms`, `error_kind`), into `*out_json`; `NEXUS_NOT_FOUND` before the end.
 ///
 /// # Safety
 /// `stream` must be a live stream; `out_json` writable.

@@ -77,3 +77,34 @@ impl<'py> IntoPyObject<'py> for Json {
         Ok(loads(py, &self.0)?.into_bound(py))
     }
 }
+
+/// A chat answer on its way to Python: OpenAI's completion dict with the hub's facts about it
+/// (`request_id`, `provider_name`, `usage_source`, `cost_usd`, ...) under the extra key
+/// `"nexus"`, which no OpenAI field uses.
+pub(crate) struct ChatResult {
+    pub(crate) body: String,
+    pub(crate) meta: nexus::ChatMeta,
+}
+
+impl ChatResult {
+    pub(crate) fn of(resp: &nexus::ChatResponse) -> ChatResult {
+        ChatResult {
+            body: String::from_utf8_lossy(&resp.body).into_owned(),
+            meta: resp.meta(),
+        }
+    }
+}
+
+impl<'py> IntoPyObject<'py> for ChatResult {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let v = loads(py, &self.body)?.into_bound(py);
+        if let Ok(d) = v.cast::<pyo3::types::PyDict>() {
+            d.set_item("nexus", to_py(py, &self.meta)?)?;
+        }
+        Ok(v)
+    }
+}

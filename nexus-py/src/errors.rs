@@ -59,6 +59,7 @@ error_classes! {
     NotFound => NotFoundError,
     Conflict => ConflictError,
     RateLimited => RateLimitError,
+    QuotaExceeded => InsufficientQuotaError,
     Timeout => APITimeoutError,
     Upstream => APIStatusError,
     Transport => APIConnectionError,

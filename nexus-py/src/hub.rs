@@ -16,7 +16,7 @@ use nexus::records::{
 use nexus::stats::TimeseriesQuery;
 use nexus::{Caller, EmbeddingsRequest, RequestContext};
 
-use crate::convert::{dumps, from_py, loads, to_py, Json};
+use crate::convert::{dumps, from_py, loads, to_py, ChatResult, Json};
 use crate::errors::{invalid, IntoPyResult};
 use crate::runtime::{detach, wait};
 use crate::stream::{AsyncChatStream, ChatStream, StreamCore};
@@ -251,8 +251,9 @@ impl Hub {
 
     // ---- client keys -------------------------------------------------------------------------
 
-    /// Creates a client key (`provider_ids`, `models`, `expires_at`, `rpm`, `tpm`, `enabled`
-    /// optional). The result's `key` is the plaintext: shown once, only its hash is stored.
+    /// Creates a client key (`provider_ids`, `models`, `expires_at`, `rpm`, `tpm`,
+    /// `max_concurrent`, `budget_usd`, `budget_period`, `soft_budget_usd`, `enabled` optional).
+    /// The result's `key` is the plaintext: shown once, only its hash is stored.
     #[pyo3(signature = (name, **fields))]
     fn create_key(
         &self,
@@ -273,8 +274,9 @@ impl Hub {
         to_py(py, &v)
     }
 
-    /// Updates a key (`name`, `enabled`, `expires_at`, `rpm`, `tpm`, `provider_ids`, `models`;
-    /// None clears a limit or the expiry).
+    /// Updates a key (`name`, `enabled`, `expires_at`, `rpm`, `tpm`, `max_concurrent`,
+    /// `budget_usd`, `budget_period`, `soft_budget_usd`, `provider_ids`, `models`; None clears a
+    /// limit, a budget or the expiry).
     #[pyo3(signature = (key_id, **fields))]
     fn update_key(
         &self,
@@ -290,6 +292,23 @@ impl Hub {
     /// Revokes a key.
     fn delete_key(&self, py: Python<'_>, key_id: i64) -> PyResult<()> {
         self.blocking(py, |h| h.registry().delete_key(key_id))
+    }
+
+    /// A key's spend in its current budget period: `spent_usd`, `budget_usd`,
+    /// `budget_left_usd`, `period`, `period_start`, `period_end`, `soft_budget_reached`, ...
+    fn key_spend(&self, py: Python<'_>, key_id: i64) -> PyResult<Py<PyAny>> {
+        let v = self.blocking(py, |h| h.key_spend(key_id))?;
+        to_py(py, &v)
+    }
+
+    /// Recomputes recorded costs at today's prices (`since`, `until` unix seconds, `model`,
+    /// `provider_id`, `dry_run`); returns how many rows changed. History is never repriced
+    /// otherwise.
+    #[pyo3(signature = (**query))]
+    fn reprice(&self, py: Python<'_>, query: Option<&Bound<'_, PyDict>>) -> PyResult<Py<PyAny>> {
+        let q: nexus::usage::RepriceQuery = from_py(kwargs_dict(py, query)?.as_any(), "reprice")?;
+        let v = self.blocking(py, |h| h.reprice(&q))?;
+        to_py(py, &v)
     }
 
     // ---- tokens ------------------------------------------------------------------------------
@@ -332,14 +351,14 @@ impl Hub {
     ) -> PyResult<Py<PyAny>> {
         let req = chat_request(model, messages, params, false)?;
         let hub = self.hub.clone();
-        let body = wait(py, async move {
+        let result = wait(py, async move {
             let resp = hub
                 .chat(caller(api_key), req, context(conversation_id))
                 .await
                 .py()?;
-            Ok(String::from_utf8_lossy(&resp.body).into_owned())
+            Ok(ChatResult::of(&resp))
         })?;
-        loads(py, &body)
+        Ok(result.into_pyobject(py)?.unbind())
     }
 
     /// A streamed chat: returns once the upstream has started answering (errors before that
@@ -383,7 +402,7 @@ impl Hub {
                 .chat(caller(api_key), req, context(conversation_id))
                 .await
                 .py()?;
-            Ok(Json(String::from_utf8_lossy(&resp.body).into_owned()))
+            Ok(ChatResult::of(&resp))
         })
     }
 

@@ -17,6 +17,14 @@ async def test_sync_and_async_chat_give_the_same_answer(hub: nexus.Hub, model: C
     messages = user("the quick brown fox")
     sync = hub.chat(m, messages)
     asynchronous = await hub.achat(m, messages)
+    # The hub's own facts differ per request (its id, the time waited); the answer does not.
+    sync_meta, async_meta = sync.pop("nexus"), asynchronous.pop("nexus")
+    assert sync_meta["request_id"] != async_meta["request_id"]
+    for meta in (sync_meta, async_meta):
+        assert meta["provider_name"] == "mock"
+        assert meta["usage_source"] == "upstream"
+        assert meta["cost_usd"] is None  # the mock's model names are in no price catalog
+        assert meta["cached"] is False
     assert sync == asynchronous
     assert sync["object"] == "chat.completion"
     assert sync["choices"][0]["message"] == {"role": "assistant", "content": "the quick brown fox"}

@@ -51,14 +51,24 @@ pub fn render_for(e: &nexus::Error, request_id: Option<&str>) -> (StatusCode, se
 pub fn response_for(e: &nexus::Error, request_id: Option<&str>) -> Response {
     let (status, body) = render_for(e, request_id);
     let mut r = (status, axum::Json(body)).into_response();
+    retry_headers(r.headers_mut(), e);
+    r.extensions_mut().insert(ErrorKindTag(e.kind()));
+    r
+}
+
+/// `Retry-After` when the error knows when to come back, and `x-should-retry: false` on a spent
+/// budget: the official SDKs read that header before their own retry rules, so they do not
+/// spend their retries (and the user's time) on a 429 that holds until the period rolls over.
+pub fn retry_headers(h: &mut axum::http::HeaderMap, e: &nexus::Error) {
     if let Some(ra) = e.retry_after() {
         let secs = ra.as_secs_f64().ceil().max(1.0) as u64;
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
+            h.insert(header::RETRY_AFTER, v);
         }
     }
-    r.extensions_mut().insert(ErrorKindTag(e.kind()));
-    r
+    if e.kind() == nexus::ErrorKind::QuotaExceeded {
+        h.insert("x-should-retry", HeaderValue::from_static("false"));
+    }
 }
 
 impl IntoResponse for ApiError {

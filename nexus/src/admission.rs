@@ -1,12 +1,15 @@
 //! Admission: authenticate a client key once, apply its request-rate limit before anything else
-//! is read, order the candidates a request may use, and reserve its tokens.
+//! is read, order the candidates a request may use, and reserve its worst case: tokens under the
+//! key's per-minute limit, cost under its budget ([`crate::budgets`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::budgets::{BudgetHold, Budgets};
 use crate::error::{Error, Result};
+use crate::openai::Usage;
 use crate::records::ClientKey;
 use crate::registry::{Candidate, Registry};
 use crate::resilience::{Health, RateLimiter};
@@ -19,7 +22,8 @@ use crate::resilience::{Health, RateLimiter};
 /// keeps it for the whole request, a stream until it ends.
 #[derive(Debug, Clone)]
 pub struct Admitted {
-    key: ClientKey,
+    // Shared: the request path clones it (a stream keeps one) and the record is large.
+    key: Arc<ClientKey>,
     _slot: Option<Arc<InFlight>>,
 }
 
@@ -40,16 +44,57 @@ impl Admitted {
     }
 }
 
-/// Rate limits, provider health and the weighted rotation, shared by every request.
-#[derive(Debug, Default)]
+/// Rate limits, budgets, provider health and the weighted rotation, shared by every request.
+#[derive(Debug)]
 pub(crate) struct Admission {
     pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) health: Health,
+    pub(crate) budgets: Budgets,
     rr: AtomicU64,
     in_flight: Mutex<HashMap<i64, Arc<AtomicU32>>>,
 }
 
+/// A request's worst case before it runs: its prompt and its whole completion allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct WorstCase {
+    pub(crate) prompt: u64,
+    pub(crate) completion: u64,
+}
+
+impl WorstCase {
+    fn tokens(self) -> u64 {
+        self.prompt.saturating_add(self.completion)
+    }
+
+    /// Its cost at the dearest priced candidate, uncached (0 when none is priced: an unpriced
+    /// request has no cost to hold).
+    fn cost_micros(self, cands: &[Candidate]) -> i64 {
+        let u = Usage {
+            prompt_tokens: self.prompt,
+            completion_tokens: self.completion,
+            total_tokens: self.tokens(),
+            ..Usage::default()
+        };
+        cands
+            .iter()
+            .filter_map(|c| c.model.prices.as_ref())
+            .map(|p| crate::prices::cost_micros(p, &u))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 impl Admission {
+    pub(crate) fn new(budgets: Budgets) -> Admission {
+        Admission {
+            limiter: Arc::default(),
+            health: Health::default(),
+            budgets,
+            rr: AtomicU64::new(0),
+            in_flight: Mutex::default(),
+        }
+    }
+
     /// Authenticates `presented`, takes one of its concurrency slots and one request from its
     /// per-minute allowance.
     pub(crate) fn admit(&self, registry: &Registry, presented: &str) -> Result<Admitted> {
@@ -59,7 +104,10 @@ impl Admission {
             None => None,
         };
         self.limiter.admit_request(key.id, key.rpm)?;
-        Ok(Admitted { key, _slot: slot })
+        Ok(Admitted {
+            key: Arc::new(key),
+            _slot: slot,
+        })
     }
 
     fn take_slot(&self, key_id: i64, max: u32) -> Result<InFlight> {
@@ -81,17 +129,41 @@ impl Admission {
         Ok(slot)
     }
 
-    /// Reserves a request's worst-case tokens under its key's token limit.
-    pub(crate) fn reserve(&self, key: &ClientKey, tokens: u64) -> Result<TokenReservation> {
-        if key.tpm.is_none() {
-            return Ok(TokenReservation::none());
-        }
-        self.limiter.reserve_tokens(key.id, key.tpm, tokens)?;
-        Ok(TokenReservation {
-            limiter: Some(self.limiter.clone()),
-            key_id: key.id,
-            reserved: tokens,
-        })
+    /// Reserves a request's worst case: its tokens under the key's token limit and its cost
+    /// under the key's budget. `worst()` is computed only when one of them needs it.
+    pub(crate) fn reserve(
+        &self,
+        key: &ClientKey,
+        cands: &[Candidate],
+        started_ms: i64,
+        worst: impl FnOnce() -> WorstCase,
+    ) -> Result<Reservation> {
+        let mut worst = Some(worst);
+        let mut computed: Option<WorstCase> = None;
+        let mut get = || {
+            if let Some(w) = computed {
+                return w;
+            }
+            let w = worst.take().map(|f| f()).unwrap_or_default();
+            computed = Some(w);
+            w
+        };
+        let budget = self
+            .budgets
+            .reserve(key, started_ms, || get().cost_micros(cands))?;
+        let tokens = match key.tpm {
+            Some(_) => {
+                let n = get().tokens();
+                self.limiter.reserve_tokens(key.id, key.tpm, n)?;
+                TokenHold {
+                    limiter: Some(self.limiter.clone()),
+                    key_id: key.id,
+                    reserved: n,
+                }
+            }
+            None => TokenHold::none(),
+        };
+        Ok(Reservation { tokens, budget })
     }
 
     /// Weighted rotation among healthy candidates, cooling ones left out.
@@ -131,34 +203,59 @@ impl Admission {
     }
 }
 
-/// Tokens held under a key's per-minute limit for one request. Settled once with the real
-/// count; dropped unsettled (the request failed before any usage), it gives them all back.
+/// What one admitted request holds: tokens under its key's per-minute limit and cost under its
+/// budget. Settled once with the real figures; dropped unsettled (the request failed before any
+/// usage), it gives everything back.
 #[derive(Debug)]
-pub(crate) struct TokenReservation {
+pub(crate) struct Reservation {
+    tokens: TokenHold,
+    budget: Option<BudgetHold>,
+}
+
+impl Reservation {
+    /// No limit, nothing held.
+    pub(crate) fn none() -> Self {
+        Reservation {
+            tokens: TokenHold::none(),
+            budget: None,
+        }
+    }
+
+    /// Replaces the reservation by what the request really used: `tokens`, and `cost_micros`
+    /// (`None`: unpriced) for the budget window the request `started_ms` in.
+    pub(crate) fn settle(&mut self, tokens: u64, cost_micros: Option<i64>, started_ms: i64) {
+        self.tokens.settle(tokens);
+        if let Some(b) = &mut self.budget {
+            b.settle(cost_micros, started_ms);
+        }
+    }
+}
+
+/// Tokens held under a key's per-minute limit.
+#[derive(Debug)]
+struct TokenHold {
     limiter: Option<Arc<RateLimiter>>,
     key_id: i64,
     reserved: u64,
 }
 
-impl TokenReservation {
-    /// No limit, nothing held.
-    pub(crate) fn none() -> Self {
-        TokenReservation {
+impl TokenHold {
+    fn none() -> Self {
+        TokenHold {
             limiter: None,
             key_id: 0,
             reserved: 0,
         }
     }
 
-    /// Replaces the reservation by the tokens really used.
-    pub(crate) fn settle(&mut self, actual: u64) {
+    fn settle(&mut self, actual: u64) {
         if let Some(l) = self.limiter.take() {
             l.settle(self.key_id, self.reserved, actual);
         }
     }
 }
 
-impl Drop for TokenReservation {
+impl Drop for TokenHold {
     fn drop(&mut self) {
         self.settle(0);
     }

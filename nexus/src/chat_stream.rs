@@ -10,7 +10,7 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::admission::{Admitted, TokenReservation};
+use crate::admission::{Admitted, Reservation};
 use crate::crypto;
 use crate::error::{Error, Result, TimeoutPhase};
 use crate::ledger::{cost, set_usage, Ledger};
@@ -27,6 +27,9 @@ pub struct StreamSummary {
     pub usage: Usage,
     /// Where it came from.
     pub usage_source: UsageSource,
+    /// What the stream cost in USD at the model's effective prices; `None` when unpriced.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
     /// Finish reason (`cancelled` when the caller stopped early).
     pub finish_reason: Option<String>,
     /// Total milliseconds.
@@ -48,7 +51,7 @@ pub(crate) struct Accounting {
     pub(crate) start: Instant,
     pub(crate) req: Arc<ChatRequest>,
     pub(crate) cand: Candidate,
-    pub(crate) reservation: TokenReservation,
+    pub(crate) reservation: Reservation,
     /// The key's concurrency slot, held until the stream ends.
     pub(crate) _admitted: Option<Admitted>,
     /// Completion text (every choice, reasoning included) not yet counted.
@@ -109,8 +112,11 @@ impl Accounting {
             rec.status = 499;
             rec.error_kind = Some("cancelled".into());
         }
-        self.reservation
-            .settle(usage.prompt_tokens + usage.completion_tokens);
+        self.reservation.settle(
+            usage.prompt_tokens + usage.completion_tokens,
+            rec.cost_micros,
+            rec.ts_ms,
+        );
         let finish_reason = if cancelled {
             Some("cancelled".to_owned())
         } else {
@@ -120,6 +126,7 @@ impl Accounting {
             *s = Some(StreamSummary {
                 usage: usage.clone(),
                 usage_source: source,
+                cost_usd: rec.cost_micros.map(crate::budgets::micros_to_usd),
                 finish_reason,
                 latency_ms: rec.latency_ms,
                 ttft_ms: self.ttft,

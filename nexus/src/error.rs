@@ -30,6 +30,9 @@ pub enum ErrorKind {
     Conflict,
     /// A per-key or upstream rate limit was hit (HTTP 429).
     RateLimited,
+    /// The key's spending budget for its period is used up (HTTP 429, OpenAI's
+    /// `insufficient_quota`). Not worth a retry before the period rolls over.
+    QuotaExceeded,
     /// Connecting, waiting for the first byte or between chunks took too long (HTTP 504).
     Timeout,
     /// The upstream answered with an error status or a malformed body (HTTP 502, or its status).
@@ -48,7 +51,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in declaration order; used by the binding tests to check each rendering.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::InvalidRequest,
         ErrorKind::PayloadTooLarge,
         ErrorKind::Authentication,
@@ -63,6 +66,7 @@ impl ErrorKind {
         ErrorKind::Storage,
         ErrorKind::Config,
         ErrorKind::Internal,
+        ErrorKind::QuotaExceeded,
     ];
 
     /// The HTTP status OpenAI would answer with.
@@ -74,7 +78,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::Conflict => 409,
-            ErrorKind::RateLimited => 429,
+            ErrorKind::RateLimited | ErrorKind::QuotaExceeded => 429,
             ErrorKind::Timeout => 504,
             ErrorKind::Upstream | ErrorKind::Transport => 502,
             ErrorKind::Unavailable => 503,
@@ -92,6 +96,7 @@ impl ErrorKind {
             | ErrorKind::Conflict => "invalid_request_error",
             ErrorKind::PermissionDenied => "permission_error",
             ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::QuotaExceeded => "insufficient_quota",
             ErrorKind::Timeout => "timeout_error",
             ErrorKind::Upstream | ErrorKind::Transport | ErrorKind::Unavailable => "upstream_error",
             ErrorKind::Storage | ErrorKind::Config | ErrorKind::Internal => "server_error",
@@ -115,6 +120,7 @@ impl ErrorKind {
             ErrorKind::Storage => 111,
             ErrorKind::Config => 112,
             ErrorKind::Internal => 113,
+            ErrorKind::QuotaExceeded => 114,
         }
     }
 
@@ -129,6 +135,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "NotFoundError",
             ErrorKind::Conflict => "ConflictError",
             ErrorKind::RateLimited => "RateLimitError",
+            ErrorKind::QuotaExceeded => "InsufficientQuotaError",
             ErrorKind::Timeout => "APITimeoutError",
             ErrorKind::Upstream => "APIStatusError",
             ErrorKind::Transport => "APIConnectionError",
@@ -149,6 +156,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Conflict => "conflict",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::QuotaExceeded => "insufficient_quota",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Upstream => "upstream",
             ErrorKind::Transport => "transport",
@@ -231,6 +239,14 @@ pub enum Error {
         /// When to try again, if known.
         retry_after: Option<Duration>,
     },
+    /// The key's budget for its period is spent (or held by requests in flight).
+    #[error("{message}")]
+    QuotaExceeded {
+        /// What was exceeded, for the caller (amounts, never other keys' figures).
+        message: String,
+        /// Until the period rolls over, when it does (`total` budgets never do).
+        retry_after: Option<Duration>,
+    },
     /// A timeout.
     #[error("upstream timed out ({phase})")]
     Timeout {
@@ -277,6 +293,7 @@ impl Error {
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::RateLimited { .. } => ErrorKind::RateLimited,
+            Error::QuotaExceeded { .. } => ErrorKind::QuotaExceeded,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Upstream { .. } => ErrorKind::Upstream,
             Error::Transport(_) => ErrorKind::Transport,
@@ -343,6 +360,7 @@ impl Error {
             Error::NotFound { .. } => "not_found",
             Error::Conflict(_) => "conflict",
             Error::RateLimited { .. } => "rate_limit_exceeded",
+            Error::QuotaExceeded { .. } => "insufficient_quota",
             Error::Timeout { .. } => "timeout",
             Error::Upstream {
                 status: Some(401 | 403),
@@ -371,9 +389,9 @@ impl Error {
     /// How long the caller should wait before retrying, when the error says so.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::RateLimited { retry_after, .. } | Error::Upstream { retry_after, .. } => {
-                *retry_after
-            }
+            Error::RateLimited { retry_after, .. }
+            | Error::QuotaExceeded { retry_after, .. }
+            | Error::Upstream { retry_after, .. } => *retry_after,
             _ => None,
         }
     }

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::admission::{Admission, Admitted, TokenReservation};
+use crate::admission::{Admission, Admitted, Reservation, WorstCase};
+use crate::budgets::Budgets;
 use crate::chat_stream::{Accounting, RawEvents, StreamState};
 // The paths the bindings have used since 0.1 keep working.
 pub use crate::chat_stream::{ChatStream, StreamSummary};
@@ -47,6 +48,9 @@ pub struct ChatResponse {
     pub usage: Usage,
     /// Where `usage` came from.
     pub usage_source: UsageSource,
+    /// What the request cost in micro-dollars at the model's effective prices (0 for a cache
+    /// hit); `None` when the model is unpriced.
+    pub cost_micros: Option<i64>,
     /// Request id.
     pub request_id: String,
     /// Conversation id.
@@ -70,7 +74,7 @@ type CachedAnswer = (ChatCompletion, Bytes, i64, String);
 
 /// What admission hands a request path: the admitted key (holding its concurrency slot), the
 /// candidates in order, and the tokens reserved.
-pub(crate) type Prepared = (Option<Admitted>, Vec<Candidate>, TokenReservation);
+pub(crate) type Prepared = (Option<Admitted>, Vec<Candidate>, Reservation);
 
 /// A request past admission: its usage row so far, its key's slot, candidates and tokens held.
 struct Begun {
@@ -78,7 +82,7 @@ struct Begun {
     conversation_id: String,
     admitted: Option<Admitted>,
     cands: Vec<Candidate>,
-    reservation: TokenReservation,
+    reservation: Reservation,
 }
 
 pub(crate) struct HubInner {
@@ -111,6 +115,48 @@ pub fn default_key_file(db: &Path) -> PathBuf {
     let mut s = db.as_os_str().to_owned();
     s.push(".key");
     PathBuf::from(s)
+}
+
+impl ChatResponse {
+    /// [`cost_micros`](Self::cost_micros) in USD.
+    pub fn cost_usd(&self) -> Option<f64> {
+        self.cost_micros.map(crate::budgets::micros_to_usd)
+    }
+
+    /// What the hub knows about the answer beyond its body, as the bindings hand it out.
+    pub fn meta(&self) -> ChatMeta {
+        ChatMeta {
+            request_id: self.request_id.clone(),
+            conversation_id: self.conversation_id.clone(),
+            provider_id: self.provider_id,
+            provider_name: self.provider_name.clone(),
+            usage_source: self.usage_source,
+            cost_usd: self.cost_usd(),
+            cached: self.cached,
+            upstream_ms: self.upstream_ms,
+        }
+    }
+}
+
+/// The hub's facts about one answer (the Python result's `nexus` entry, the C API's meta JSON).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ChatMeta {
+    /// Request id (also in the stats row).
+    pub request_id: String,
+    /// Conversation id.
+    pub conversation_id: String,
+    /// The provider that answered.
+    pub provider_id: i64,
+    /// Its name.
+    pub provider_name: String,
+    /// Where the recorded usage came from.
+    pub usage_source: UsageSource,
+    /// USD at the model's effective prices; `None` when the model is unpriced.
+    pub cost_usd: Option<f64>,
+    /// Served from the response cache.
+    pub cached: bool,
+    /// Milliseconds waiting on the upstream.
+    pub upstream_ms: f64,
 }
 
 impl Hub {
@@ -150,7 +196,8 @@ impl Hub {
     ) -> Result<Hub> {
         let registry = Registry::open(store.clone(), master)?;
         let upstream = Upstream::new(opts.connect_timeout, opts.upstream_limits)?;
-        let stats = StatsWriter::start(store, opts.stats.clone())?;
+        let stats = StatsWriter::start(store.clone(), opts.stats.clone())?;
+        let budgets = Budgets::new(store, stats.clone());
         // Building a BPE table takes a few hundred milliseconds and 30-70 MB; build the ones the
         // configured models count with now, off the request path. Others are built on first use.
         let tokens = TokenEstimator::with_overrides(opts.token_overrides.clone());
@@ -175,7 +222,7 @@ impl Hub {
                 stats,
                 record_messages: opts.record_messages,
             }),
-            admission: Admission::default(),
+            admission: Admission::new(budgets),
             cache: opts.cache.clone().map(ResponseCache::new),
             opts,
             touched: Mutex::new(Default::default()),
@@ -452,19 +499,23 @@ impl Hub {
                 .and_then(Value::as_u64)
                 .unwrap_or(1)
                 .max(1);
-            prompt + completion.saturating_mul(n)
+            WorstCase {
+                prompt,
+                completion: completion.saturating_mul(n),
+            }
         })
     }
 
     /// Admission shared by every endpoint: the key (admitted once), the candidates serving
-    /// `model` as a model of `kind` in health order, and `tokens()` (the request's worst case,
-    /// computed only when the key has a token limit) reserved under the key's per-minute limit.
+    /// `model` as a model of `kind` in health order, and `worst()` (the request's worst case,
+    /// computed only when the key has a token limit or a budget) reserved under the key's
+    /// per-minute token limit and its budget.
     pub(crate) fn admit_and_route(
         &self,
         caller: Caller,
         model: &str,
         kind: ModelKind,
-        tokens: impl FnOnce() -> u64,
+        worst: impl FnOnce() -> WorstCase,
     ) -> Result<Prepared> {
         let (admitted, pin) = match caller {
             // The failure row of a refused key is written by the caller of `prepare`.
@@ -476,8 +527,8 @@ impl Hub {
         let mut cands = self.0.registry.route_kind(key, model, pin, kind)?;
         self.0.admission.order_candidates(&mut cands)?;
         let reservation = match key {
-            Some(k) if k.tpm.is_some() => self.0.admission.reserve(k, tokens())?,
-            _ => TokenReservation::none(),
+            Some(k) => self.0.admission.reserve(k, &cands, now_ms(), worst)?,
+            None => Reservation::none(),
         };
         if let Some(k) = key {
             self.touch_key(k.id);
@@ -676,14 +727,15 @@ impl Hub {
                     set_usage(&mut rec, &usage, UsageSource::Cache);
                     rec.cost_micros = Some(0);
                     rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+                    // A cached answer cost the upstream nothing: no tokens or money are counted.
+                    reservation.settle(0, Some(0), rec.ts_ms);
                     self.0.ledger.stats.record(rec);
-                    // A cached answer cost the upstream nothing: no tokens are counted.
-                    reservation.settle(0);
                     return Ok(ChatResponse {
                         completion,
                         body,
                         usage,
                         usage_source: UsageSource::Cache,
+                        cost_micros: Some(0),
                         request_id,
                         conversation_id,
                         provider_id: pid,
@@ -801,7 +853,11 @@ impl Hub {
         set_usage(&mut rec, &usage, source);
         rec.cost_micros = cost(&cand.model, &usage);
         rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-        reservation.settle(usage.prompt_tokens + usage.completion_tokens);
+        reservation.settle(
+            usage.prompt_tokens + usage.completion_tokens,
+            rec.cost_micros,
+            rec.ts_ms,
+        );
         self.0.ledger.record_messages(
             &conversation_id,
             cand,
@@ -810,6 +866,7 @@ impl Hub {
             &usage,
             ts_ms,
         );
+        let cost_micros = rec.cost_micros;
         self.0.ledger.stats.record(rec);
         if let (Some(cache), Some(k)) = (&self.0.cache, cache_key) {
             cache.put(
@@ -827,6 +884,7 @@ impl Hub {
             body,
             usage,
             usage_source: source,
+            cost_micros,
             request_id,
             conversation_id,
             provider_id: cand.provider.record.id,

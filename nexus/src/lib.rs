@@ -27,6 +27,7 @@
 //! ```
 
 pub mod admission;
+pub mod budgets;
 mod chat_stream;
 pub mod crypto;
 mod diagnostics;
@@ -43,6 +44,7 @@ pub mod registry;
 mod request;
 pub mod resilience;
 mod sessions;
+mod spend;
 pub mod stats;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -53,11 +55,12 @@ pub mod upstream;
 pub mod usage;
 
 pub use admission::Admitted;
+pub use budgets::{BudgetCounters, BudgetPeriod, KeySpend};
 pub use chat_stream::{ChatStream, StreamSummary};
 pub use diagnostics::{ModelTestResult, ProviderTestReport};
 pub use embeddings::{EmbeddingsRequest, EmbeddingsResponse};
 pub use error::{Error, ErrorKind, Result};
-pub use hub::{ChatResponse, Hub};
+pub use hub::{ChatMeta, ChatResponse, Hub};
 pub use options::{HubOptions, HubSettings};
 pub use request::{Caller, RequestContext};
 

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 
+use crate::budgets::BudgetPeriod;
 use crate::error::{Error, Result};
 
 /// The wire format a provider speaks. The hub translates OpenAI chat completions to and from
@@ -356,6 +357,16 @@ pub struct ClientKey {
     /// Requests in flight at once (a stream counts until it ends), if limited.
     #[serde(default)]
     pub max_concurrent: Option<u32>,
+    /// Hard spending cap in USD per `budget_period`: past it requests get 429
+    /// `insufficient_quota` until the period rolls over.
+    #[serde(default)]
+    pub budget_usd: Option<f64>,
+    /// The period of both budgets (`monthly` when a budget is set without one).
+    #[serde(default)]
+    pub budget_period: Option<BudgetPeriod>,
+    /// Soft alert threshold in USD per period: crossing it logs once and counts, never refuses.
+    #[serde(default)]
+    pub soft_budget_usd: Option<f64>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds of the last authenticated use (updated at most once a minute).
@@ -400,6 +411,15 @@ pub struct NewKey {
     /// Requests in flight at once.
     #[serde(default)]
     pub max_concurrent: Option<u32>,
+    /// Hard budget in USD per period.
+    #[serde(default)]
+    pub budget_usd: Option<f64>,
+    /// `daily`, `weekly`, `monthly` (the default) or `total`.
+    #[serde(default)]
+    pub budget_period: Option<BudgetPeriod>,
+    /// Soft alert threshold in USD per period.
+    #[serde(default)]
+    pub soft_budget_usd: Option<f64>,
     /// Defaults to true.
     #[serde(default)]
     pub enabled: Option<bool>,
@@ -425,6 +445,15 @@ pub struct KeyPatch {
     /// New cap on requests in flight, or null for none.
     #[serde(default, deserialize_with = "double_option")]
     pub max_concurrent: Option<Option<u32>>,
+    /// New hard budget, or null for none.
+    #[serde(default, deserialize_with = "double_option")]
+    pub budget_usd: Option<Option<f64>>,
+    /// New budget period, or null for the default (`monthly`).
+    #[serde(default, deserialize_with = "double_option")]
+    pub budget_period: Option<Option<BudgetPeriod>>,
+    /// New soft threshold, or null for none.
+    #[serde(default, deserialize_with = "double_option")]
+    pub soft_budget_usd: Option<Option<f64>>,
     /// New provider scope.
     pub provider_ids: Option<Vec<i64>>,
     /// New model scope.

@@ -466,6 +466,9 @@ impl Registry {
                 rpm: None,
                 tpm: None,
                 max_concurrent: None,
+                budget_usd: None,
+                budget_period: None,
+                soft_budget_usd: None,
                 created_at: now_ms() / 1000,
                 last_used_at: None,
                 config_error: None,
@@ -669,6 +672,7 @@ impl Registry {
             }
         }
         check_limits(k.rpm, k.tpm, k.max_concurrent)?;
+        check_budgets(k.budget_usd, k.soft_budget_usd)?;
         let plaintext = crypto::generate_client_key()?;
         let record = ClientKey {
             id: 0,
@@ -681,6 +685,9 @@ impl Registry {
             rpm: k.rpm,
             tpm: k.tpm,
             max_concurrent: k.max_concurrent,
+            budget_usd: k.budget_usd,
+            budget_period: k.budget_period,
+            soft_budget_usd: k.soft_budget_usd,
             created_at: now_ms() / 1000,
             last_used_at: None,
             config_error: None,
@@ -730,7 +737,17 @@ impl Registry {
         if let Some(v) = p.max_concurrent {
             k.max_concurrent = v;
         }
+        if let Some(v) = p.budget_usd {
+            k.budget_usd = v;
+        }
+        if let Some(v) = p.budget_period {
+            k.budget_period = v;
+        }
+        if let Some(v) = p.soft_budget_usd {
+            k.soft_budget_usd = v;
+        }
         check_limits(k.rpm, k.tpm, k.max_concurrent)?;
+        check_budgets(k.budget_usd, k.soft_budget_usd)?;
         if let Some(v) = p.provider_ids {
             k.provider_ids = v;
         }
@@ -1024,6 +1041,28 @@ pub struct Rotation {
 /// then every sealed value is re-encrypted, verified and committed in one durable transaction;
 /// then the old key is kept as `<key>.old` and `<key>.new` is renamed over the key file. If the
 /// Prices are USD per million tokens: finite and not negative (a 400 naming the field).
+/// Budgets are USD amounts: finite, not negative, and a soft threshold meant as an early
+/// warning sits at or below the hard budget.
+fn check_budgets(hard: Option<f64>, soft: Option<f64>) -> Result<()> {
+    for (f, v) in [("budget_usd", hard), ("soft_budget_usd", soft)] {
+        if v.is_some_and(|v| !v.is_finite() || !(0.0..=1e12).contains(&v)) {
+            return Err(Error::invalid_param(
+                f,
+                format!("{f} must be a non-negative number of USD, or null for none"),
+            ));
+        }
+    }
+    if let (Some(h), Some(s)) = (hard, soft) {
+        if s > h {
+            return Err(Error::invalid_param(
+                "soft_budget_usd",
+                format!("soft_budget_usd ({s}) must not be above budget_usd ({h})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_prices(prices: &[(&str, Option<f64>)]) -> Result<()> {
     for (f, p) in prices {
         if p.is_some_and(|p| !p.is_finite() || p < 0.0) {

@@ -337,3 +337,61 @@ pub struct ConversationStats {
     /// Messages, oldest first.
     pub messages: Vec<ConversationMessage>,
 }
+
+/// Which recorded requests an explicit repricing recomputes (history is never repriced
+/// otherwise). Cache hits are never repriced: they cost nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepriceQuery {
+    /// Unix seconds; rows before it are left alone (default: the beginning).
+    #[serde(default)]
+    pub since: Option<i64>,
+    /// Unix seconds; rows at or after it are left alone (default: now).
+    #[serde(default)]
+    pub until: Option<i64>,
+    /// Only this client-facing model name.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Only this provider.
+    #[serde(default)]
+    pub provider_id: Option<i64>,
+    /// Count what would change and change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// One recorded request as repricing sees it: who served it and its token parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PricedRow {
+    /// The provider that answered.
+    pub provider_id: Option<i64>,
+    /// The client-facing model name.
+    pub model: String,
+    /// Prompt tokens (cached and cache-written included).
+    pub prompt_tokens: u64,
+    /// Completion tokens (reasoning included).
+    pub completion_tokens: u64,
+    /// Of the prompt, read from the provider's cache.
+    pub cached_tokens: u64,
+    /// Of the prompt, written to the provider's cache.
+    pub cache_write_tokens: u64,
+    /// Of the completion, reasoning.
+    pub reasoning_tokens: u64,
+}
+
+/// What a repricing did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepriceReport {
+    /// Rows in the range that were looked at.
+    pub rows_examined: u64,
+    /// Rows whose cost changed (or would, on a dry run).
+    pub rows_changed: u64,
+    /// USD of the examined rows before.
+    pub cost_before_usd: f64,
+    /// USD of the examined rows after.
+    pub cost_after_usd: f64,
+    /// Rows still unpriced afterwards (their model has no price).
+    pub unpriced_rows: u64,
+    /// Nothing was written.
+    pub dry_run: bool,
+}

@@ -125,3 +125,203 @@ async fn requests_are_costed_at_the_effective_prices() {
         assert_eq!(e.http_status(), 400, "{e}");
     }
 }
+
+/// A key's budget spend is read back from the store when a hub opens (it survives a restart),
+/// streams and plain answers both count, every result carries its cost, and a total budget
+/// refuses with `insufficient_quota` once spent.
+#[tokio::test]
+async fn budgets_count_every_answer_and_survive_a_restart() {
+    use nexus::records::{KeyPatch, NewKey};
+    use nexus::{BudgetPeriod, ErrorKind};
+
+    let mock = MockUpstream::start().await.unwrap();
+    let env = Env::new(fast_options());
+    let pid = env.provider(
+        "p",
+        &mock,
+        ProviderOptions::default(),
+        &[("priced", "up-echo")],
+    );
+    let model = env.hub.registry().models(Some(pid)).unwrap()[0].clone();
+    env.hub
+        .registry()
+        .update_model(
+            model.id,
+            ModelPatch {
+                input_price: Some(Some(1000.0)),
+                output_price: Some(Some(1000.0)),
+                ..ModelPatch::default()
+            },
+        )
+        .unwrap();
+    let created = env
+        .hub
+        .registry()
+        .create_key(NewKey {
+            name: "total".into(),
+            budget_usd: Some(0.05),
+            budget_period: Some(BudgetPeriod::Total),
+            ..NewKey::default()
+        })
+        .unwrap();
+    let key = created.key.clone();
+    let id = created.record.id;
+
+    // One message of two words: the mock reports 10 prompt and 2 completion tokens, $0.012.
+    let r = env
+        .hub
+        .chat(
+            Caller::Key(key.clone()),
+            ChatRequest::user("priced", "two words"),
+            RequestContext::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.cost_micros, Some(12_000));
+    assert_eq!(r.cost_usd(), Some(0.012));
+    let mut req = ChatRequest::user("priced", "two words");
+    req.extra.insert("stream".into(), true.into());
+    let mut s = env
+        .hub
+        .chat_stream(Caller::Key(key.clone()), req, RequestContext::default())
+        .await
+        .unwrap();
+    while s.next().await.is_some() {}
+    assert_eq!(s.summary().unwrap().cost_usd, Some(0.012));
+    drop(s);
+    let spend = env.hub.key_spend(id).unwrap();
+    assert_eq!(spend.period, BudgetPeriod::Total);
+    assert_eq!((spend.period_start, spend.period_end), (0, None));
+    assert!((spend.spent_usd - 0.024).abs() < 1e-12, "{spend:?}");
+    assert_eq!(spend.budget_left_usd, Some(0.026));
+    assert!(!spend.budget_reached);
+    drop(env.hub);
+
+    // Reopened: the spend is the store's, and the budget goes on from there.
+    let hub = nexus::Hub::open(&env.db, fast_options()).unwrap();
+    assert!((hub.key_spend(id).unwrap().spent_usd - 0.024).abs() < 1e-12);
+    let mut answered = 0;
+    let err = loop {
+        match hub
+            .chat(
+                Caller::Key(key.clone()),
+                ChatRequest::user("priced", "two words"),
+                RequestContext::default(),
+            )
+            .await
+        {
+            Ok(_) => answered += 1,
+            Err(e) => break e,
+        }
+        assert!(answered < 10, "never refused");
+    };
+    // 0.024 + 3 × 0.012 = 0.060: the third answer was admitted at 0.048 < 0.05.
+    assert_eq!(answered, 3);
+    assert_eq!(err.kind(), ErrorKind::QuotaExceeded);
+    assert_eq!(err.http_status(), 429);
+    assert_eq!(err.retry_after(), None, "a total budget never rolls over");
+    assert_eq!(err.to_openai_json()["error"]["code"], "insufficient_quota");
+    let spend = hub.key_spend(id).unwrap();
+    assert!(spend.budget_reached && spend.budget_left_usd == Some(0.0));
+    assert_eq!(hub.budget_counters().refused, 1);
+
+    // An unpriced model spends nothing and is not refused for cost it cannot have.
+    hub.registry()
+        .update_key(
+            id,
+            KeyPatch {
+                budget_usd: Some(None),
+                soft_budget_usd: Some(Some(1.0)),
+                ..KeyPatch::default()
+            },
+        )
+        .unwrap();
+    let r = hub
+        .chat(
+            Caller::Key(key),
+            ChatRequest::user("priced", "two words"),
+            RequestContext::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.cost_micros, Some(12_000), "no hard budget: served again");
+    assert_eq!(hub.key_spend(id).unwrap().budget_usd, None);
+}
+
+/// Repricing recomputes recorded costs at the current prices (priced rows and formerly
+/// unpriced ones), says how many rows changed, keeps the rollups in step, and leaves the rows
+/// of a deleted model alone.
+#[tokio::test]
+async fn repricing_is_explicit_and_counted() {
+    use nexus::usage::RepriceQuery;
+
+    let mock = MockUpstream::start().await.unwrap();
+    let env = Env::new(fast_options());
+    let pid = env.provider(
+        "p",
+        &mock,
+        ProviderOptions::default(),
+        &[("private-a", "up-echo"), ("private-b", "up-echo")],
+    );
+    let key = env.key();
+    for m in ["private-a", "private-a", "private-b"] {
+        env.hub
+            .chat(
+                Caller::Key(key.clone()),
+                ChatRequest::user(m, "two words"),
+                RequestContext::default(),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(env.hub.summary().unwrap().unpriced_requests, 3);
+    let models = env.hub.registry().models(Some(pid)).unwrap();
+    let a = models.iter().find(|m| m.name == "private-a").unwrap();
+    let b = models.iter().find(|m| m.name == "private-b").unwrap();
+    env.hub
+        .registry()
+        .update_model(
+            a.id,
+            ModelPatch {
+                input_price: Some(Some(1.0)),
+                output_price: Some(Some(2.0)),
+                ..ModelPatch::default()
+            },
+        )
+        .unwrap();
+    env.hub.registry().delete_model(b.id).unwrap();
+    let dry = env
+        .hub
+        .reprice(&RepriceQuery {
+            dry_run: true,
+            ..RepriceQuery::default()
+        })
+        .unwrap();
+    assert_eq!((dry.rows_examined, dry.rows_changed), (3, 2), "{dry:?}");
+    assert_eq!(env.hub.summary().unwrap().unpriced_requests, 3, "dry run");
+    let done = env.hub.reprice(&RepriceQuery::default()).unwrap();
+    assert_eq!(done.rows_changed, 2);
+    // 10 prompt tokens at $1/M and 2 completion at $2/M: 14 micro-dollars each.
+    assert_eq!(done.cost_after_usd, 28e-6);
+    assert_eq!(
+        done.unpriced_rows, 1,
+        "private-b is gone: its row stays unpriced"
+    );
+    let s = env.hub.summary().unwrap();
+    assert_eq!(s.unpriced_requests, 1);
+    assert!((s.cost - 28e-6).abs() < 1e-12);
+    let rows = costs(&env);
+    assert_eq!(
+        rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+        [Some(14), Some(14), None]
+    );
+    // Filtered by model, with nothing left to change.
+    let again = env
+        .hub
+        .reprice(&RepriceQuery {
+            model: Some("private-a".into()),
+            ..RepriceQuery::default()
+        })
+        .unwrap();
+    assert_eq!((again.rows_examined, again.rows_changed), (2, 0));
+}

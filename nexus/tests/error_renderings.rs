@@ -46,6 +46,13 @@ fn examples() -> Vec<(&'static str, Error)> {
             },
         ),
         (
+            "quota exceeded",
+            Error::QuotaExceeded {
+                message: "this key has used its budget of $5.00 until its monthly period rolls over; ask the gateway's operator to raise it".into(),
+                retry_after: Some(Duration::from_secs(86_400)),
+            },
+        ),
+        (
             "timeout",
             Error::Timeout {
                 phase: TimeoutPhase::FirstByte,

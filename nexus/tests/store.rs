@@ -1011,6 +1011,17 @@ impl Store for FlakyStore {
     fn summary(&self) -> R<Summary> {
         self.inner.summary()
     }
+    fn key_spend(&self, key_id: i64, since_ms: i64) -> R<i64> {
+        self.inner.key_spend(key_id, since_ms)
+    }
+    fn reprice(
+        &self,
+        q: &nexus::usage::RepriceQuery,
+        now_ms: i64,
+        cost: &dyn Fn(&nexus::usage::PricedRow) -> Option<Option<i64>>,
+    ) -> R<nexus::usage::RepriceReport> {
+        self.inner.reprice(q, now_ms, cost)
+    }
     fn timeseries(&self, q: &TimeseriesQuery, names: &dyn Fn(GroupKey) -> String) -> R<Timeseries> {
         self.inner.timeseries(q, names)
     }

@@ -191,6 +191,40 @@ int main(int argc, char **argv) {
            NEXUS_UPSTREAM);
   CHECK_RC(nexus_chat(hub, "\xc3\x28", req, &out), NEXUS_INVALID_UTF8);
 
+  /* Cost and budgets: a priced model, a key with a total budget of $0.02, the chat meta with
+     its cost, the spend query, the refusal past the budget, and repricing. */
+  CHECK_RC(nexus_model_create(hub, pid, "{\"name\":\"priced\",\"input_price\":1000,\"output_price\":1000}", &out),
+           NEXUS_OK);
+  nexus_string_free(out);
+  char budget_key[128] = {0};
+  CHECK_RC(nexus_key_create(hub, "{\"name\":\"budget\",\"budget_usd\":0.02,\"budget_period\":\"total\"}", &out),
+           NEXUS_OK);
+  long budget_id = out ? json_int(out, "id") : -1;
+  CHECK(out && json_str(out, "key", budget_key, sizeof budget_key));
+  nexus_string_free(out);
+  CHECK_RC(nexus_key_create(hub, "{\"name\":\"bad\",\"budget_usd\":-1}", &out), NEXUS_INVALID_REQUEST);
+  const char *priced = "{\"model\":\"priced\",\"messages\":[{\"role\":\"user\",\"content\":\"two words\"}]}";
+  char *meta = NULL;
+  /* The mock answers 10 prompt and 2 completion tokens: $0.012 at $1000 per million. */
+  CHECK_RC(nexus_chat_ex(hub, budget_key, priced, &out, &meta), NEXUS_OK);
+  CHECK(out && strstr(out, "two words") != NULL);
+  CHECK(meta && strstr(meta, "\"cost_usd\":0.012") != NULL && strstr(meta, "\"provider_name\":\"mock\"") != NULL);
+  nexus_string_free(out);
+  nexus_string_free(meta);
+  CHECK_RC(nexus_chat_ex(hub, budget_key, priced, &out, NULL), NEXUS_OK); /* meta is optional */
+  nexus_string_free(out);
+  CHECK_RC(nexus_chat_ex(hub, budget_key, priced, &out, &meta), NEXUS_QUOTA_EXCEEDED);
+  CHECK(out == NULL && meta == NULL);
+  CHECK(strstr(nexus_last_error_message(), "budget") != NULL);
+  CHECK_RC(nexus_key_spend(hub, budget_id, &out), NEXUS_OK);
+  CHECK(out && strstr(out, "\"spent_usd\":0.024") != NULL && strstr(out, "\"budget_reached\":true") != NULL);
+  nexus_string_free(out);
+  CHECK_RC(nexus_key_spend(hub, 9999, &out), NEXUS_NOT_FOUND);
+  CHECK_RC(nexus_reprice(hub, "{\"dry_run\":true}", &out), NEXUS_OK);
+  CHECK(out && strstr(out, "\"rows_changed\":0") != NULL && strstr(out, "\"dry_run\":true") != NULL);
+  nexus_string_free(out);
+  CHECK_RC(nexus_reprice(hub, "{\"bogus\":1}", &out), NEXUS_INVALID_REQUEST);
+
   /* Embeddings: an embedding model, float and base64, and the refusals. */
   CHECK_RC(nexus_model_create(hub, pid, "{\"name\":\"emb\",\"kind\":\"embedding\"}", &out), NEXUS_OK);
   CHECK(out && strstr(out, "\"kind\":\"embedding\"") != NULL);

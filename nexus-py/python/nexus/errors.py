@@ -148,6 +148,16 @@ class RateLimitError(NexusError):
     default_code = "rate_limit_exceeded"
 
 
+class InsufficientQuotaError(RateLimitError):
+    """The client key's spending budget for its period is used up (HTTP 429, OpenAI's
+    ``insufficient_quota``). A subclass of :class:`RateLimitError`, as the openai SDK reports
+    it; unlike a rate limit it is not worth retrying before ``retry_after`` (the period's end)."""
+
+    default_kind = "insufficient_quota"
+    default_status_code = 429
+    default_code = "insufficient_quota"
+
+
 class APITimeoutError(NexusError):
     """The upstream did not connect, answer or continue a stream in time (HTTP 504)."""
 
@@ -214,6 +224,7 @@ __all__ = [
     "BadRequestError",
     "ConfigError",
     "ConflictError",
+    "InsufficientQuotaError",
     "InternalServerError",
     "NexusError",
     "NotFoundError",

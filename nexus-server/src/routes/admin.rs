@@ -43,6 +43,7 @@ pub fn router(_st: AppState) -> Router<AppState> {
             get(get_key).patch(update_key).delete(delete_key),
         )
         .route("/api/stats/summary", get(summary))
+        .route("/api/stats/reprice", post(reprice))
         .route("/api/stats/timeseries", get(timeseries))
         .route("/api/stats/conversations/{id}", get(conversation))
         .route("/api/tokens/count", post(count_tokens))
@@ -148,8 +149,34 @@ async fn delete_model(_: Admin, State(st): State<AppState>, Id(id): Id) -> ApiRe
     Ok(no_content())
 }
 
+/// A key as the API shows it: its record with its spend in the current period beside it.
+fn key_view(key: &nexus::records::ClientKey, spend: Option<&nexus::KeySpend>) -> Value {
+    let mut v = serde_json::to_value(key).unwrap_or(Value::Null);
+    if let (Some(o), Some(s)) = (v.as_object_mut(), spend) {
+        o.insert("budget_period".into(), s.period.as_str().into());
+        o.insert("period_start".into(), s.period_start.into());
+        o.insert("period_end".into(), s.period_end.into());
+        o.insert("spent_usd".into(), s.spent_usd.into());
+        o.insert("reserved_usd".into(), s.reserved_usd.into());
+        o.insert("budget_left_usd".into(), s.budget_left_usd.into());
+        o.insert("soft_budget_reached".into(), s.soft_budget_reached.into());
+        o.insert("budget_reached".into(), s.budget_reached.into());
+    }
+    v
+}
+
 async fn list_keys(_: Admin, State(st): State<AppState>) -> ApiResult<Response> {
-    Ok(ok(st.blocking(|h| h.registry().keys()).await?))
+    let views = st
+        .blocking(|h| {
+            let spend = h.keys_spend()?;
+            Ok(h.registry()
+                .keys()?
+                .iter()
+                .map(|k| key_view(k, spend.get(&k.id)))
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(ok(views))
 }
 
 async fn create_key(
@@ -163,7 +190,13 @@ async fn create_key(
 }
 
 async fn get_key(_: Admin, State(st): State<AppState>, Id(id): Id) -> ApiResult<Response> {
-    Ok(ok(st.blocking(move |h| h.registry().key(id)).await?))
+    let view = st
+        .blocking(move |h| {
+            let k = h.registry().key(id)?;
+            Ok(key_view(&k, Some(&h.key_spend(id)?)))
+        })
+        .await?;
+    Ok(ok(view))
 }
 
 async fn update_key(
@@ -180,6 +213,15 @@ async fn update_key(
 async fn delete_key(_: Admin, State(st): State<AppState>, Id(id): Id) -> ApiResult<Response> {
     st.blocking(move |h| h.registry().delete_key(id)).await?;
     Ok(no_content())
+}
+
+/// The explicit repricing: recorded costs at today's prices, with the count of rows changed.
+async fn reprice(
+    _: Admin,
+    State(st): State<AppState>,
+    ApiJson(q): ApiJson<nexus::usage::RepriceQuery>,
+) -> ApiResult<Response> {
+    Ok(ok(st.blocking(move |h| h.reprice(&q)).await?))
 }
 
 async fn summary(_: Admin, State(st): State<AppState>) -> ApiResult<Response> {

@@ -75,5 +75,11 @@ async fn metrics(State(st): State<AppState>, parts: Parts) -> Response {
         "# HELP nexus_stats_rows_dropped_total Usage and message rows the stats writer dropped.\n# TYPE nexus_stats_rows_dropped_total counter\nnexus_stats_rows_dropped_total {}",
         st.hub.stats().dropped_rows()
     );
+    let b = st.hub.budget_counters();
+    let _ = writeln!(
+        text,
+        "# HELP nexus_budget_refused_total Requests refused because their key's budget was used up.\n# TYPE nexus_budget_refused_total counter\nnexus_budget_refused_total {}\n# HELP nexus_budget_soft_alerts_total Soft budget thresholds crossed (each key once per period).\n# TYPE nexus_budget_soft_alerts_total counter\nnexus_budget_soft_alerts_total {}",
+        b.refused, b.soft_alerts
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

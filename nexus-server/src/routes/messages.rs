@@ -48,12 +48,7 @@ pub fn error_response(e: &nexus::Error, request_id: Option<&str>) -> Response {
     let _ = crate::error::render_for(e, request_id);
     let mut r = (status, axum::Json(e.to_anthropic_json_for(request_id))).into_response();
     let h = r.headers_mut();
-    if let Some(ra) = e.retry_after() {
-        let secs = ra.as_secs_f64().ceil().max(1.0) as u64;
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            h.insert(header::RETRY_AFTER, v);
-        }
-    }
+    crate::error::retry_headers(h, e);
     if let Some(id) = request_id {
         set(h, "request-id", id);
     }

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::{EmbeddingInput, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse};
+use crate::admission::WorstCase;
 use crate::error::{Error, Result};
 use crate::hub::Hub;
 use crate::ledger::{cost, set_usage};
@@ -31,8 +32,9 @@ impl Hub {
             self.begin_with(&req.model, None, &ctx, false, start, || {
                 req.validate()?;
                 let (admitted, cands, reservation) =
-                    self.admit_and_route(caller, &req.model, ModelKind::Embedding, || {
-                        self.count_input(&req)
+                    self.admit_and_route(caller, &req.model, ModelKind::Embedding, || WorstCase {
+                        prompt: self.count_input(&req),
+                        completion: 0,
                     })?;
                 let mut refusal = None;
                 let cands: Vec<_> = cands
@@ -121,12 +123,14 @@ impl Hub {
         set_usage(&mut rec, &usage, source);
         rec.cost_micros = cost(&cand.model, &usage);
         rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-        reservation.settle(prompt);
+        reservation.settle(prompt, rec.cost_micros, rec.ts_ms);
+        let cost_micros = rec.cost_micros;
         self.0.ledger.stats.record(rec);
         Ok(EmbeddingsResponse {
             body,
             usage,
             usage_source: source,
+            cost_micros,
             request_id,
             provider_id: cand.provider.record.id,
             provider_name: cand.provider.record.name.clone(),

@@ -315,6 +315,8 @@ pub struct EmbeddingsResponse {
     pub usage: Usage,
     /// Where `usage` came from.
     pub usage_source: UsageSource,
+    /// What the request cost in micro-dollars; `None` when the model is unpriced.
+    pub cost_micros: Option<i64>,
     /// Request id.
     pub request_id: String,
     /// The provider that answered.

@@ -222,15 +222,45 @@ pub fn details(u: &Usage) -> (u64, u64, u64) {
 /// and (where priced apart) reasoning, each at its price, summed and rounded once.
 pub fn cost_micros(p: &Prices, u: &Usage) -> i64 {
     let (read, write, reasoning) = details(u);
-    let read = read.min(u.prompt_tokens);
-    let write = write.min(u.prompt_tokens - read);
-    let uncached = u.prompt_tokens - read - write;
+    parts_cost(
+        p,
+        u.prompt_tokens,
+        u.completion_tokens,
+        read,
+        write,
+        reasoning,
+    )
+}
+
+/// [`cost_micros`] of a recorded row (an explicit repricing).
+pub fn row_cost_micros(p: &Prices, r: &crate::usage::PricedRow) -> i64 {
+    parts_cost(
+        p,
+        r.prompt_tokens,
+        r.completion_tokens,
+        r.cached_tokens,
+        r.cache_write_tokens,
+        r.reasoning_tokens,
+    )
+}
+
+fn parts_cost(
+    p: &Prices,
+    prompt: u64,
+    completion: u64,
+    read: u64,
+    write: u64,
+    reasoning: u64,
+) -> i64 {
+    let read = read.min(prompt);
+    let write = write.min(prompt - read);
+    let uncached = prompt - read - write;
     let (reasoning, output) = match p.reasoning {
         Some(_) => {
-            let r = reasoning.min(u.completion_tokens);
-            (r, u.completion_tokens - r)
+            let r = reasoning.min(completion);
+            (r, completion - r)
         }
-        None => (0, u.completion_tokens),
+        None => (0, completion),
     };
     let micros = uncached as f64 * p.input
         + read as f64 * p.cached_input.unwrap_or(p.input)

@@ -14,7 +14,8 @@ use crate::records::{
     ClientKey, Model, ModelPatch, NewModel, ProviderOptions, Session, SessionMessage,
 };
 use crate::usage::{
-    ConversationStats, MessageRecord, Summary, Timeseries, TimeseriesQuery, UsageRecord,
+    ConversationStats, MessageRecord, PricedRow, RepriceQuery, RepriceReport, Summary, Timeseries,
+    TimeseriesQuery, UsageRecord,
 };
 
 /// A provider row as stored: the upstream key sealed.
@@ -132,6 +133,18 @@ pub trait Store: Send + Sync + 'static {
     fn prune_messages(&self, before_ms: i64, limit: usize) -> Result<usize>;
     /// Totals (registry counts are filled in by the caller).
     fn summary(&self) -> Result<Summary>;
+    /// Micro-dollars spent by `key_id` in requests that started at or after `since_ms` (an hour
+    /// boundary: read from the hourly rollups, which outlive raw rows).
+    fn key_spend(&self, key_id: i64, since_ms: i64) -> Result<i64>;
+    /// Recomputes the cost of the rows `q` selects with `cost` (`Some(None)`: unpriced; `None`:
+    /// nothing to price it by, left as it is) and adjusts the rollups by the difference, in one
+    /// transaction; a dry run writes nothing.
+    fn reprice(
+        &self,
+        q: &RepriceQuery,
+        now_ms: i64,
+        cost: &dyn Fn(&PricedRow) -> Option<Option<i64>>,
+    ) -> Result<RepriceReport>;
     /// A time series; `names` maps ids to labels for grouping.
     fn timeseries(
         &self,

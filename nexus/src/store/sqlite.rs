@@ -16,11 +16,13 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{GroupKey, RegistryData, Store, StoredKey, StoredProvider, StoredResponse};
+use crate::budgets::{micros_to_usd, usd_to_micros, BudgetPeriod};
 use crate::error::{Error, Result};
 use crate::records::{ClientKey, Model, ModelKind, ModelPatch, NewModel, Session, SessionMessage};
 use crate::usage::{
-    Bucket, ConversationMessage, ConversationStats, GroupBy, MessageRecord, Summary, Timeseries,
-    TimeseriesPoint, TimeseriesQuery, UsageRecord,
+    Bucket, ConversationMessage, ConversationStats, GroupBy, MessageRecord, PricedRow,
+    RepriceQuery, RepriceReport, Summary, Timeseries, TimeseriesPoint, TimeseriesQuery,
+    UsageRecord,
 };
 
 /// Migrations, applied in order; index + 1 is the schema version. Never edit a released one.
@@ -36,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0008_model_kind.sql"),
     include_str!("sql/0009_responses.sql"),
     include_str!("sql/0010_prices.sql"),
+    include_str!("sql/0011_key_budgets.sql"),
 ];
 
 const READERS: usize = 2;
@@ -406,7 +409,8 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut st = c.prepare(
             "SELECT id, name, prefix, provider_ids, models, expires_at, enabled, rpm, tpm,
-                    created_at, last_used_at, key_hash, max_concurrent FROM client_keys ORDER BY id",
+                    created_at, last_used_at, key_hash, max_concurrent, budget_micros,
+                    budget_period, soft_budget_micros FROM client_keys ORDER BY id",
         )?;
         let keys = st
             .query_map([], |r| {
@@ -435,6 +439,13 @@ impl Store for SqliteStore {
                         rpm: r.get(7)?,
                         tpm: r.get(8)?,
                         max_concurrent: r.get(12)?,
+                        budget_usd: r.get::<_, Option<i64>>(13)?.map(micros_to_usd),
+                        // An unknown stored period reads as the default rather than failing
+                        // the whole registry load.
+                        budget_period: r
+                            .get::<_, Option<String>>(14)?
+                            .map(|p| BudgetPeriod::parse(&p).unwrap_or_default()),
+                        soft_budget_usd: r.get::<_, Option<i64>>(15)?.map(micros_to_usd),
                         created_at: r.get(9)?,
                         last_used_at: r.get(10)?,
                     },
@@ -676,8 +687,9 @@ impl Store for SqliteStore {
         let r = &k.record;
         c.execute(
             "INSERT INTO client_keys (name, key_hash, prefix, provider_ids, models, expires_at,
-                 enabled, rpm, tpm, created_at, max_concurrent)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 enabled, rpm, tpm, created_at, max_concurrent, budget_micros, budget_period,
+                 soft_budget_micros)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 r.name,
                 k.hash,
@@ -689,7 +701,10 @@ impl Store for SqliteStore {
                 r.rpm,
                 r.tpm,
                 r.created_at,
-                r.max_concurrent
+                r.max_concurrent,
+                r.budget_usd.map(usd_to_micros),
+                r.budget_period.map(BudgetPeriod::as_str),
+                r.soft_budget_usd.map(usd_to_micros)
             ],
         )?;
         Ok(c.last_insert_rowid())
@@ -698,7 +713,8 @@ impl Store for SqliteStore {
     fn update_key(&self, r: &ClientKey) -> Result<bool> {
         let n = self.w()?.execute(
             "UPDATE client_keys SET name = ?2, provider_ids = ?3, models = ?4, expires_at = ?5,
-                 enabled = ?6, rpm = ?7, tpm = ?8, max_concurrent = ?9 WHERE id = ?1",
+                 enabled = ?6, rpm = ?7, tpm = ?8, max_concurrent = ?9, budget_micros = ?10,
+                 budget_period = ?11, soft_budget_micros = ?12 WHERE id = ?1",
             params![
                 r.id,
                 r.name,
@@ -708,7 +724,10 @@ impl Store for SqliteStore {
                 r.enabled,
                 r.rpm,
                 r.tpm,
-                r.max_concurrent
+                r.max_concurrent,
+                r.budget_usd.map(usd_to_micros),
+                r.budget_period.map(BudgetPeriod::as_str),
+                r.soft_budget_usd.map(usd_to_micros)
             ],
         )?;
         Ok(n > 0)
@@ -910,6 +929,127 @@ impl Store for SqliteStore {
                  (SELECT id FROM chat_messages WHERE ts_ms < ?1 ORDER BY ts_ms LIMIT ?2)",
             params![before_ms, limit as i64],
         )?)
+    }
+
+    fn key_spend(&self, key_id: i64, since_ms: i64) -> Result<i64> {
+        Ok(self.r()?.query_row(
+            "SELECT coalesce(sum(cost_micros), 0) FROM usage_hourly
+             WHERE key_id = ?1 AND bucket >= ?2",
+            params![key_id, since_ms.div_euclid(3_600_000)],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn reprice(
+        &self,
+        q: &RepriceQuery,
+        now_ms: i64,
+        cost: &dyn Fn(&PricedRow) -> Option<Option<i64>>,
+    ) -> Result<RepriceReport> {
+        let since = q.since.map_or(i64::MIN, |s| s.saturating_mul(1000));
+        let until = q.until.map_or(now_ms, |u| u.saturating_mul(1000));
+        let mut c = self.w()?;
+        let tx = c.transaction()?;
+        let mut report = RepriceReport {
+            rows_examined: 0,
+            rows_changed: 0,
+            cost_before_usd: 0.0,
+            cost_after_usd: 0.0,
+            unpriced_rows: 0,
+            dry_run: q.dry_run,
+        };
+        // (row id, rollup key, old, new, answered)
+        type Change = (
+            i64,
+            (i64, i64, String, i64, String),
+            Option<i64>,
+            Option<i64>,
+            bool,
+        );
+        let mut changes: Vec<Change> = Vec::new();
+        let (mut before, mut after) = (0i64, 0i64);
+        {
+            // Rows that never reached a provider (refused, failed before an answer) have no
+            // tokens to price and stay as they are; cache hits cost nothing.
+            let mut st = tx.prepare(
+                "SELECT id, ts_ms, provider_id, model, key_id, endpoint, prompt_tokens,
+                        completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens,
+                        cost_micros, status
+                 FROM usage
+                 WHERE ts_ms >= ?1 AND ts_ms < ?2 AND usage_source != 'cache'
+                   AND (status < 400 OR cost_micros IS NOT NULL)
+                   AND (?3 IS NULL OR model = ?3) AND (?4 IS NULL OR provider_id = ?4)",
+            )?;
+            let mut rows = st.query(params![since, until, q.model, q.provider_id])?;
+            while let Some(r) = rows.next()? {
+                let ts_ms: i64 = r.get(1)?;
+                let provider_id: Option<i64> = r.get(2)?;
+                let row = PricedRow {
+                    provider_id,
+                    model: r.get(3)?,
+                    prompt_tokens: r.get::<_, i64>(6)?.max(0) as u64,
+                    completion_tokens: r.get::<_, i64>(7)?.max(0) as u64,
+                    cached_tokens: r.get::<_, i64>(8)?.max(0) as u64,
+                    cache_write_tokens: r.get::<_, i64>(9)?.max(0) as u64,
+                    reasoning_tokens: r.get::<_, i64>(10)?.max(0) as u64,
+                };
+                let old: Option<i64> = r.get(11)?;
+                let answered = r.get::<_, i64>(12)? < 400;
+                // No model to price it by any more (deleted): the row keeps its cost.
+                let new = cost(&row).unwrap_or(old);
+                report.rows_examined += 1;
+                before += old.unwrap_or(0);
+                after += new.unwrap_or(0);
+                report.unpriced_rows += (answered && new.is_none()) as u64;
+                if old != new {
+                    let key = (
+                        ts_ms.div_euclid(3_600_000),
+                        provider_id.unwrap_or(0),
+                        row.model,
+                        r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+                        r.get::<_, String>(5)?,
+                    );
+                    changes.push((r.get(0)?, key, old, new, answered));
+                }
+            }
+        }
+        report.rows_changed = changes.len() as u64;
+        report.cost_before_usd = before as f64 / 1e6;
+        report.cost_after_usd = after as f64 / 1e6;
+        if q.dry_run {
+            return Ok(report);
+        }
+        {
+            let mut upd =
+                tx.prepare_cached("UPDATE usage SET cost_micros = ?2, cost = ?3 WHERE id = ?1")?;
+            let mut roll = tx.prepare_cached(
+                "UPDATE usage_hourly SET cost_micros = cost_micros + ?6, cost = cost + ?7,
+                     unpriced = max(0, unpriced + ?8)
+                 WHERE bucket = ?1 AND provider_id = ?2 AND model = ?3 AND key_id = ?4
+                   AND endpoint = ?5",
+            )?;
+            for (id, (bucket, pid, model, kid, endpoint), old, new, answered) in &changes {
+                upd.execute(params![id, new, new.map(|m| m as f64 / 1e6)])?;
+                let delta = new.unwrap_or(0) - old.unwrap_or(0);
+                let unpriced = if *answered {
+                    new.is_none() as i64 - old.is_none() as i64
+                } else {
+                    0
+                };
+                roll.execute(params![
+                    bucket,
+                    pid,
+                    model,
+                    kid,
+                    endpoint,
+                    delta,
+                    delta as f64 / 1e6,
+                    unpriced
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(report)
     }
 
     fn summary(&self) -> Result<Summary> {
