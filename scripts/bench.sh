@@ -3,7 +3,7 @@
 #
 #   scripts/bench.sh            the full suite (about 15 minutes on 2 cores; builds first)
 #   scripts/bench.sh --smoke    tiny counts (about 30 s after the build): checks the tools still work
-#   BENCH_ONLY=hostile,http,kinds,ingress,client,memory,soak,stats,tokens scripts/bench.sh    a subset
+#   BENCH_ONLY=hostile,http,kinds,ingress,money,client,memory,soak,stats,tokens scripts/bench.sh    a subset
 #
 # Everything listens on 127.0.0.1 only, every load is bounded in count and time, and every process
 # this script starts is killed when it exits, on failure too. Results: target/bench/<stamp>/
@@ -19,7 +19,7 @@ for a in "$@"; do
     *) echo "unknown argument: $a" >&2; exit 2 ;;
   esac
 done
-ONLY="${BENCH_ONLY:-hostile,http,kinds,ingress,client,memory,soak,stats,tokens}"
+ONLY="${BENCH_ONLY:-hostile,http,kinds,ingress,money,client,memory,soak,stats,tokens}"
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -104,7 +104,12 @@ start_server() {
     pid="$(admin POST /api/providers "{\"name\":\"mock-$kind\",\"kind\":\"$kind\",\"base_url\":\"$MOCK_URL\",\"api_key\":\"sk-bench\"}" | json id)"
     admin POST "/api/providers/$pid/models" "{\"name\":\"$kind-chunks20\",\"upstream_name\":\"chunks20\"}" > /dev/null
   done
+  # Money: the same answer on a priced model (costed by the ledger) for a key with a budget
+  # (reserved and settled by admission), beside the plain key on the unpriced model.
+  pid="$(admin POST /api/providers "{\"name\":\"mock-priced\",\"base_url\":\"$MOCK_URL\",\"api_key\":\"sk-bench\"}" | json id)"
+  admin POST "/api/providers/$pid/models" '{"name":"priced-chunks20","upstream_name":"chunks20","input_price":2.5,"output_price":10,"cached_input_price":1.25}' > /dev/null
   CLIENT_KEY="$(admin POST /api/keys '{"name":"bench"}' | json key)"
+  BUDGET_KEY="$(admin POST /api/keys '{"name":"bench-budget","budget_usd":1000000,"budget_period":"monthly","soft_budget_usd":999999}' | json key)"
 }
 
 admin() { # admin METHOD PATH [BODY]
@@ -167,7 +172,7 @@ else
   STATS_ROWS="${BENCH_STATS_ROWS:-10000000}"; WRITER_N=200000; TOKEN_ARGS=(); CLIENT_N=20000
 fi
 
-if want http || want kinds || want ingress || want memory || want soak || want hostile; then
+if want http || want kinds || want ingress || want money || want memory || want soak || want hostile; then
   log "starting the mock upstream and nexus-server"
   start_mock
   start_server
@@ -248,6 +253,20 @@ if want ingress; then
       load "ingress-$name-$shape" direct --model chunks20 "${st[@]}" --concurrency "$c" --duration "$DUR" --warmup "$WARM" --requests 2000000
       KEEP_FORMAT=1 load "ingress-$name-$shape" gateway --format "$fmt" --model chunks20 "${st[@]}" --concurrency "$c" --duration "$DUR" --warmup "$WARM" --requests 2000000
     done
+  done
+fi
+
+if want money; then
+  # The cost step (ledger) and the budget step (admission: reserve the worst case, settle the
+  # real cost) against the same request without them, beside direct-to-mock, in one run.
+  for shape in nonstream-c1 nonstream-c32 stream-c32; do
+    c="${shape##*-c}"; st=(); [[ "$shape" == stream-* ]] && st=(--stream)
+    log "money: $shape, unpriced + no budget vs priced + budgeted key"
+    load "money-$shape" direct --model chunks20 "${st[@]}" --concurrency "$c" --duration "$DUR" --warmup "$WARM" --requests 2000000
+    load "money-$shape" gateway --model chunks20 "${st[@]}" --concurrency "$c" --duration "$DUR" --warmup "$WARM" --requests 2000000
+    plain_key="$CLIENT_KEY"; CLIENT_KEY="$BUDGET_KEY"
+    load "money-$shape-budget" gateway --model priced-chunks20 "${st[@]}" --concurrency "$c" --duration "$DUR" --warmup "$WARM" --requests 2000000
+    CLIENT_KEY="$plain_key"
   done
 fi
 
@@ -407,6 +426,18 @@ if ing_rows:
         ttfb = f"{q(w,'ttfb_ms','p50') - q(d,'ttfb_ms','p50'):.3f}" if stream else "-"
         print(f"| {f} | {sh.rsplit('-c',1)[0]} | {w['concurrency']} | {d['rps']:,.0f} / {w['rps']:,.0f} | "
               f"{q(d,'latency_ms','p50'):.3f} / {q(w,'latency_ms','p50'):.3f} | {a50:.3f} / {a99:.3f} | {ttfb} | {ev(d)} / {ev(w)} | {per} |")
+    print()
+money_rows = [sh for sh in ("nonstream-c1", "nonstream-c32", "stream-c32")
+              if g(f"money-{sh}", "direct") and g(f"money-{sh}", "gateway") and g(f"money-{sh}-budget", "gateway")]
+if money_rows:
+    print("| money | c | req/s direct / plain / priced+budget | p50 direct / plain / priced+budget ms | added p50: plain / priced+budget ms | budget step p50 / p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for sh in money_rows:
+        d, w, b = g(f"money-{sh}", "direct"), g(f"money-{sh}", "gateway"), g(f"money-{sh}-budget", "gateway")
+        p = lambda r, k="p50": q(r, 'latency_ms', k)
+        print(f"| {sh.rsplit('-c',1)[0]} | {w['concurrency']} | {d['rps']:,.0f} / {w['rps']:,.0f} / {b['rps']:,.0f} | "
+              f"{p(d):.3f} / {p(w):.3f} / {p(b):.3f} | {p(w)-p(d):.3f} / {p(b)-p(d):.3f} | "
+              f"{p(b)-p(w):+.3f} / {p(b,'p99')-p(w,'p99'):+.3f} | {w['errors']} / {b['errors']} |")
     print()
 idle = g("idle", None); op = g("open-streams", "gateway"); so = g("soak", "gateway")
 if idle: print(f"- Server RSS at idle: {mb(idle['server_rss_kb']['after']):.1f} MB")

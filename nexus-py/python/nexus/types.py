@@ -31,6 +31,7 @@ class StreamSummary(TypedDict):
 
     usage: Usage
     usage_source: Literal["upstream", "estimate", "cache"]
+    cost_usd: Optional[float]
     finish_reason: Optional[str]
     latency_ms: float
     ttft_ms: Optional[float]
