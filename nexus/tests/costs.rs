@@ -325,3 +325,44 @@ async fn repricing_is_explicit_and_counted() {
         .unwrap();
     assert_eq!((again.rows_examined, again.rows_changed), (2, 0));
 }
+
+/// A stream whose upstream sends no usage is costed from the hub's own count: the prompt as
+/// OpenAI counts it and the streamed text, at the model's prices.
+#[tokio::test]
+async fn a_stream_without_upstream_usage_is_costed_from_the_estimate() {
+    let mock = MockUpstream::start().await.unwrap();
+    let env = Env::new(fast_options());
+    let pid = env.provider(
+        "p",
+        &mock,
+        ProviderOptions::default(),
+        &[("gpt-4o", "up-nousage")],
+    );
+    let m = env.hub.registry().models(Some(pid)).unwrap()[0].clone();
+    assert_eq!(m.price_source, Some(PriceSource::Catalog));
+    let mut req = ChatRequest::user("gpt-4o", "several words of text");
+    req.extra.insert("stream".into(), true.into());
+    let messages = req.messages.clone();
+    let mut s = env
+        .hub
+        .chat_stream(Caller::Key(env.key()), req, RequestContext::default())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    while let Some(c) = s.next().await {
+        text.push_str(c.unwrap().delta().unwrap_or(""));
+    }
+    let summary = s.summary().unwrap();
+    assert_eq!(summary.usage_source, nexus::usage::UsageSource::Estimate);
+    let prompt = env.hub.count_messages("gpt-4o", &messages).tokens;
+    let completion = env.hub.count_text("gpt-4o", &text).tokens;
+    assert_eq!(
+        (summary.usage.prompt_tokens, summary.usage.completion_tokens),
+        (prompt, completion)
+    );
+    // gpt-4o: $2.50 in, $10 out per million.
+    let want = (prompt as f64 * 2.5 + completion as f64 * 10.0).round() as i64;
+    drop(s);
+    assert_eq!(costs(&env)[0].3, Some(want));
+    assert!((summary.cost_usd.unwrap() - want as f64 / 1e6).abs() < 1e-12);
+}
