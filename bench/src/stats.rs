@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use nexus::stats::{
-    Bucket, GroupBy, MessageRecord, RequestSource, StatsConfig, StatsWriter, TimeseriesQuery,
-    UsageRecord, UsageSource,
+    Bucket, GroupBy, MessageRecord, RequestQuery, RequestSource, StatsConfig, StatsWriter,
+    StatusFilter, TimeseriesQuery, UsageRecord, UsageSource,
 };
 use nexus::store::{GroupKey, SqliteStore, Store};
 
@@ -49,6 +49,13 @@ fn record(i: u64, ts_ms: i64) -> UsageRecord {
         cache_write_tokens: 0,
         reasoning_tokens: 0,
         endpoint: nexus::usage::Endpoint::Chat,
+        upstream_ms: Some(150.0 + (i % 1000) as f64),
+        attempts: vec![nexus::usage::Attempt {
+            provider_id: (m % 3 + 1) as i64,
+            status: Some(if failed { 502 } else { 200 }),
+            error_kind: failed.then(|| "upstream".to_owned()),
+            ms: 150.0 + (i % 1000) as f64,
+        }],
     }
 }
 
@@ -207,6 +214,76 @@ pub fn run(a: &Args) -> Res<()> {
             .conversation(&conv)?
             .map(|c| c.messages.len())
             .unwrap_or(0))
+    })?;
+    // The request explorer: the first page (50 rows, newest first) for each filter, then a page
+    // deep in the data through a cursor.
+    let explorer: [(&str, RequestQuery); 8] = [
+        ("requests_first_page", RequestQuery::default()),
+        (
+            "requests_by_key",
+            RequestQuery {
+                key_id: Some(7),
+                ..RequestQuery::default()
+            },
+        ),
+        (
+            "requests_by_model",
+            RequestQuery {
+                model: Some(MODELS[3].into()),
+                ..RequestQuery::default()
+            },
+        ),
+        (
+            "requests_by_provider",
+            RequestQuery {
+                provider_id: Some(2),
+                ..RequestQuery::default()
+            },
+        ),
+        (
+            "requests_errors",
+            RequestQuery {
+                status: Some(StatusFilter::Error),
+                ..RequestQuery::default()
+            },
+        ),
+        (
+            "requests_error_kind",
+            RequestQuery {
+                error_kind: Some("upstream_error".into()),
+                ..RequestQuery::default()
+            },
+        ),
+        (
+            "requests_by_endpoint",
+            RequestQuery {
+                endpoint: Some(nexus::usage::Endpoint::Chat),
+                ..RequestQuery::default()
+            },
+        ),
+        (
+            "requests_last_week_by_key_and_model",
+            RequestQuery {
+                key_id: Some(3),
+                model: Some(MODELS[1].into()),
+                since: Some(week_ago),
+                ..RequestQuery::default()
+            },
+        ),
+    ];
+    for (name, q) in explorer {
+        time(name.into(), &mut || Ok(store.list_requests(&q)?.data.len()))?;
+    }
+    let deep = RequestQuery {
+        cursor: Some(format!(
+            "{}.{}",
+            end_ms - (end_ms - start_ms) / 2,
+            total_rows / 2
+        )),
+        ..RequestQuery::default()
+    };
+    time("requests_page_via_cursor_mid".into(), &mut || {
+        Ok(store.list_requests(&deep)?.data.len())
     })?;
     let db_bytes = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
     emit(&serde_json::json!({

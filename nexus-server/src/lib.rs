@@ -96,6 +96,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::messages::router())
         .merge(routes::responses::router())
         .merge(routes::admin::router(state.clone()))
+        .merge(routes::requests::router())
         .merge(routes::ws::router())
         .merge(routes::health::router())
         .merge(ui::router())

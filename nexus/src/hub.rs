@@ -28,7 +28,7 @@ use crate::registry::{Candidate, Registry};
 pub use crate::request::{Caller, RequestContext};
 use crate::resilience::ResponseCache;
 use crate::stats::{
-    ConversationStats, RequestSource, StatsWriter, Summary, Timeseries, TimeseriesQuery,
+    Attempt, ConversationStats, RequestSource, StatsWriter, Summary, Timeseries, TimeseriesQuery,
     UsageRecord, UsageSource,
 };
 use crate::store::{GroupKey, SqliteStore, Store};
@@ -36,6 +36,24 @@ use crate::time::now_ms;
 use crate::tokens::{self, Encoding, TokenCount, TokenEstimator};
 use crate::upstream::native::NativeRequest;
 use crate::upstream::{adapter_for, rate_limit_headers, Decoded, Upstream, UpstreamCall};
+
+/// The upstream attempts of one request: their total time and each one's outcome.
+#[derive(Debug, Default)]
+pub(crate) struct Tried {
+    pub(crate) upstream_ms: f64,
+    pub(crate) log: Vec<Attempt>,
+}
+
+impl Tried {
+    /// Puts the attempts on the request's usage row; returns the time waited.
+    pub(crate) fn record(self, rec: &mut UsageRecord) -> f64 {
+        if !self.log.is_empty() {
+            rec.upstream_ms = Some(self.upstream_ms);
+        }
+        rec.attempts = self.log;
+        self.upstream_ms
+    }
+}
 
 /// A non-streaming answer.
 #[derive(Debug, Clone)]
@@ -582,14 +600,14 @@ impl Hub {
         request_id: &str,
         cands: &[Candidate],
         mut attempt: F,
-    ) -> (Result<T>, usize, f64)
+    ) -> (Result<T>, usize, Tried)
     where
         F: FnMut(usize) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
         let cfg = &self.0.opts.retry;
         let health = &self.0.admission.health;
-        let mut upstream_ms = 0.0;
+        let mut tried = Tried::default();
         let mut last: Option<(Error, usize)> = None;
         for (ci, cand) in cands.iter().enumerate() {
             let pid = cand.provider.record.id;
@@ -607,11 +625,22 @@ impl Hub {
             for n in 1..=max {
                 let t = Instant::now();
                 let r = attempt(ci).await;
-                upstream_ms += t.elapsed().as_secs_f64() * 1000.0;
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                tried.upstream_ms += ms;
+                tried.log.push(Attempt {
+                    provider_id: pid,
+                    status: match &r {
+                        Ok(_) => Some(200),
+                        Err(Error::Upstream { status, .. }) => *status,
+                        Err(_) => None,
+                    },
+                    error_kind: r.as_ref().err().map(|e| e.kind().as_str().to_owned()),
+                    ms,
+                });
                 match r {
                     Ok(v) => {
                         health.success(pid);
-                        return (Ok(v), ci, upstream_ms);
+                        return (Ok(v), ci, tried);
                     }
                     Err(e) => {
                         if e.is_provider_fault() {
@@ -626,7 +655,7 @@ impl Hub {
                             "upstream attempt failed"
                         );
                         if !e.is_retryable() {
-                            return (Err(e), ci, upstream_ms);
+                            return (Err(e), ci, tried);
                         }
                         let delay = if n < max && e.retry_same_provider() && !health.is_cooling(pid)
                         {
@@ -644,13 +673,13 @@ impl Hub {
             }
         }
         match last {
-            Some((e, ci)) => (Err(e), ci, upstream_ms),
+            Some((e, ci)) => (Err(e), ci, tried),
             None => (
                 Err(Error::Unavailable(
                     "every provider serving this model is cooling down after failures".into(),
                 )),
                 0,
-                upstream_ms,
+                tried,
             ),
         }
     }
@@ -751,7 +780,7 @@ impl Hub {
 
         // One call per candidate, built (translated) on first use and shared by its retries.
         let mut calls: Vec<Option<UpstreamCall>> = vec![None; cands.len()];
-        let (result, ci, upstream_ms) = self
+        let (result, ci, tried) = self
             .with_failover(&request_id, &cands, |ci| {
                 let cand = &cands[ci];
                 let native = native.filter(|n| n.serves(cand));
@@ -782,6 +811,7 @@ impl Hub {
             })
             .await;
         drop(calls);
+        let upstream_ms = tried.record(&mut rec);
         let cand = &cands[ci];
         rec.provider_id = Some(cand.provider.record.id);
         rec.upstream_model = Some(cand.model.upstream().to_owned());
@@ -929,7 +959,7 @@ impl Hub {
         let req = Arc::new(req);
 
         let mut calls: Vec<Option<UpstreamCall>> = vec![None; cands.len()];
-        let (result, ci, upstream_ms) = self
+        let (result, ci, tried) = self
             .with_failover(&request_id, &cands, |ci| {
                 let cand = &cands[ci];
                 let native = native.filter(|n| n.serves(cand));
@@ -990,6 +1020,7 @@ impl Hub {
             })
             .await;
         drop(calls);
+        let upstream_ms = tried.record(&mut rec);
         let cand = cands[ci].clone();
         rec.provider_id = Some(cand.provider.record.id);
         rec.upstream_model = Some(cand.model.upstream().to_owned());

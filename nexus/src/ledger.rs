@@ -58,6 +58,8 @@ impl Ledger {
             cache_write_tokens: 0,
             reasoning_tokens: 0,
             endpoint: Endpoint::Chat,
+            upstream_ms: None,
+            attempts: Vec::new(),
         }
     }
 

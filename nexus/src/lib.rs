@@ -42,6 +42,7 @@ pub mod prices;
 pub mod records;
 pub mod registry;
 mod request;
+mod requests;
 pub mod resilience;
 mod sessions;
 mod spend;

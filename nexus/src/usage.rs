@@ -143,6 +143,28 @@ pub struct UsageRecord {
     /// The API the client spoke.
     #[serde(default)]
     pub endpoint: Endpoint,
+    /// Milliseconds waiting on upstreams, over every attempt (`None`: none was made).
+    #[serde(default)]
+    pub upstream_ms: Option<f64>,
+    /// Every upstream attempt in order (retries and failover included); empty when the request
+    /// never reached one.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+}
+
+/// One upstream attempt of a request, for the request explorer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The provider tried.
+    pub provider_id: i64,
+    /// Its HTTP status: 200 when it answered, the upstream's error status, or `None` when no
+    /// answer came (connection failure, timeout).
+    pub status: Option<u16>,
+    /// The error kind of a failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    /// Milliseconds the attempt took.
+    pub ms: f64,
 }
 
 /// A message kept for the conversation view.
@@ -394,4 +416,217 @@ pub struct RepriceReport {
     pub unpriced_rows: u64,
     /// Nothing was written.
     pub dry_run: bool,
+}
+
+/// Which requests the explorer lists, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestQuery {
+    /// Client-facing model name.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Client key.
+    #[serde(default)]
+    pub key_id: Option<i64>,
+    /// Provider that answered (or failed last).
+    #[serde(default)]
+    pub provider_id: Option<i64>,
+    /// The API the client spoke.
+    #[serde(default)]
+    pub endpoint: Option<Endpoint>,
+    /// An exact HTTP status, or every failure / every success.
+    #[serde(default)]
+    pub status: Option<StatusFilter>,
+    /// An error kind (`upstream`, `timeout`, `rate_limited`, ...).
+    #[serde(default)]
+    pub error_kind: Option<String>,
+    /// A conversation.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// Unix seconds, inclusive.
+    #[serde(default)]
+    pub since: Option<i64>,
+    /// Unix seconds, exclusive.
+    #[serde(default)]
+    pub until: Option<i64>,
+    /// Rows per page (default 50, at most 1,000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Where the previous page ended (its `next_cursor`).
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// The status part of a [`RequestQuery`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusFilter {
+    /// Exactly this HTTP status.
+    Code(u16),
+    /// Every failure (status 400 and above).
+    Error,
+    /// Every success (below 400).
+    Ok,
+}
+
+impl StatusFilter {
+    /// `error`, `ok` or a status code.
+    pub fn parse(s: &str) -> crate::Result<StatusFilter> {
+        match s {
+            "error" | "errors" => Ok(StatusFilter::Error),
+            "ok" | "success" => Ok(StatusFilter::Ok),
+            n => n
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..600).contains(c))
+                .map(StatusFilter::Code)
+                .ok_or_else(|| {
+                    crate::Error::invalid_param(
+                        "status",
+                        format!("status must be an HTTP status code, `error` or `ok`, not '{n}'"),
+                    )
+                }),
+        }
+    }
+}
+
+impl RequestQuery {
+    /// The query of its text parameters, as every front end takes them (the HTTP query string
+    /// of `GET /api/requests`). Empty values count as absent; an unknown parameter is a 400 so
+    /// that a misspelt filter never silently lists everything.
+    pub fn from_params<'a>(
+        params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> crate::Result<RequestQuery> {
+        let mut q = RequestQuery::default();
+        let int = |name: &str, v: &str| {
+            v.parse::<i64>().map_err(|_| {
+                crate::Error::invalid_param(name, format!("{name} must be an integer, not '{v}'"))
+            })
+        };
+        for (k, v) in params {
+            if v.is_empty() {
+                continue;
+            }
+            match k {
+                "model" => q.model = Some(v.to_owned()),
+                "key_id" => q.key_id = Some(int(k, v)?),
+                "provider_id" => q.provider_id = Some(int(k, v)?),
+                "endpoint" => {
+                    q.endpoint = Some(
+                        Endpoint::ALL
+                            .into_iter()
+                            .find(|e| e.as_str() == v)
+                            .ok_or_else(|| {
+                                crate::Error::invalid_param(
+                                    "endpoint",
+                                    format!(
+                                        "endpoint must be chat, messages, responses or embeddings, \
+                                         not '{v}'"
+                                    ),
+                                )
+                            })?,
+                    )
+                }
+                "status" => q.status = Some(StatusFilter::parse(v)?),
+                "error_kind" => q.error_kind = Some(v.to_owned()),
+                "conversation_id" => q.conversation_id = Some(v.to_owned()),
+                "since" => q.since = Some(int(k, v)?),
+                "until" => q.until = Some(int(k, v)?),
+                "limit" => {
+                    q.limit = Some(
+                        v.parse::<u32>()
+                            .ok()
+                            .filter(|l| (1..=1000).contains(l))
+                            .ok_or_else(|| {
+                                crate::Error::invalid_param(
+                                    "limit",
+                                    format!("limit must be 1 to 1000, not '{v}'"),
+                                )
+                            })?,
+                    )
+                }
+                "cursor" => q.cursor = Some(v.to_owned()),
+                other => {
+                    return Err(crate::Error::invalid_param(
+                        other,
+                        format!(
+                            "unknown parameter '{other}' (filters: model, key_id, provider_id, \
+                             endpoint, status, error_kind, conversation_id, since, until, limit, \
+                             cursor)"
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(q)
+    }
+
+    /// The page size: `limit` clamped to 1..=1000, 50 by default.
+    pub fn page_size(&self) -> usize {
+        self.limit.map_or(50, |l| l.clamp(1, 1000)) as usize
+    }
+}
+
+/// One request as the explorer shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRow {
+    /// Request id.
+    pub request_id: String,
+    /// Unix milliseconds at its start.
+    pub time: i64,
+    /// Conversation, if any.
+    pub conversation_id: Option<String>,
+    /// Client key (None for admin and library callers).
+    pub key_id: Option<i64>,
+    /// Its name, while it exists.
+    pub key_name: Option<String>,
+    /// The API the client spoke.
+    pub endpoint: Endpoint,
+    /// The model the client asked for.
+    pub model: String,
+    /// The provider that answered (or failed last).
+    pub provider_id: Option<i64>,
+    /// Its name, while it exists.
+    pub provider_name: Option<String>,
+    /// The model name sent upstream.
+    pub upstream_model: Option<String>,
+    /// HTTP status of the outcome.
+    pub status: u16,
+    /// Error kind when it failed.
+    pub error_kind: Option<String>,
+    /// Upstream attempts (retries and failover included).
+    pub attempts: u32,
+    /// Streamed.
+    pub stream: bool,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Of the prompt, read from the provider's cache.
+    pub cached_tokens: u64,
+    /// Of the completion, reasoning.
+    pub reasoning_tokens: u64,
+    /// Where the counts came from.
+    pub usage_source: String,
+    /// USD; `None` when unpriced or never answered.
+    pub cost: Option<f64>,
+    /// Time to the first token (streams).
+    pub ttft_ms: Option<f64>,
+    /// Milliseconds waiting on upstreams.
+    pub upstream_ms: Option<f64>,
+    /// Total milliseconds.
+    pub total_ms: f64,
+    /// The front end it came through.
+    pub source: String,
+    /// Attempt by attempt (in the single-request view only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_log: Option<Vec<Attempt>>,
+}
+
+/// A page of the explorer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestPage {
+    /// Newest first.
+    pub data: Vec<RequestRow>,
+    /// Pass as `cursor` for the next page; `None` on the last one.
+    pub next_cursor: Option<String>,
 }

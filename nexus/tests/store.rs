@@ -1011,6 +1011,12 @@ impl Store for FlakyStore {
     fn summary(&self) -> R<Summary> {
         self.inner.summary()
     }
+    fn list_requests(&self, q: &nexus::usage::RequestQuery) -> R<nexus::usage::RequestPage> {
+        self.inner.list_requests(q)
+    }
+    fn get_request(&self, id: &str) -> R<Option<nexus::usage::RequestRow>> {
+        self.inner.get_request(id)
+    }
     fn key_spend(&self, key_id: i64, since_ms: i64) -> R<i64> {
         self.inner.key_spend(key_id, since_ms)
     }
@@ -1068,6 +1074,8 @@ fn usage_row(i: usize) -> UsageRecord {
         cache_write_tokens: 0,
         reasoning_tokens: 0,
         endpoint: nexus::usage::Endpoint::Chat,
+        upstream_ms: None,
+        attempts: vec![],
     }
 }
 

@@ -61,7 +61,7 @@ impl Hub {
         let request_id = rec.request_id.clone();
 
         let mut calls: Vec<Option<UpstreamCall>> = vec![None; cands.len()];
-        let (result, ci, upstream_ms) = self
+        let (result, ci, tried) = self
             .with_failover(&request_id, &cands, |ci| {
                 let cand = &cands[ci];
                 let adapter = embeddings_adapter_for(cand.provider.record.kind);
@@ -82,6 +82,7 @@ impl Hub {
             })
             .await;
         drop(calls);
+        let upstream_ms = tried.record(&mut rec);
         let cand = &cands[ci];
         rec.provider_id = Some(cand.provider.record.id);
         rec.upstream_model = Some(cand.model.upstream().to_owned());

@@ -6,6 +6,7 @@
 //! keys and the admin token).
 
 mod sqlite;
+mod sqlite_requests;
 
 pub use sqlite::SqliteStore;
 
@@ -14,8 +15,8 @@ use crate::records::{
     ClientKey, Model, ModelPatch, NewModel, ProviderOptions, Session, SessionMessage,
 };
 use crate::usage::{
-    ConversationStats, MessageRecord, PricedRow, RepriceQuery, RepriceReport, Summary, Timeseries,
-    TimeseriesQuery, UsageRecord,
+    ConversationStats, MessageRecord, PricedRow, RepriceQuery, RepriceReport, RequestPage,
+    RequestQuery, RequestRow, Summary, Timeseries, TimeseriesQuery, UsageRecord,
 };
 
 /// A provider row as stored: the upstream key sealed.
@@ -133,6 +134,10 @@ pub trait Store: Send + Sync + 'static {
     fn prune_messages(&self, before_ms: i64, limit: usize) -> Result<usize>;
     /// Totals (registry counts are filled in by the caller).
     fn summary(&self) -> Result<Summary>;
+    /// One page of the request explorer, newest first (names left for the caller to fill).
+    fn list_requests(&self, q: &RequestQuery) -> Result<RequestPage>;
+    /// One request with its attempt log.
+    fn get_request(&self, request_id: &str) -> Result<Option<RequestRow>>;
     /// Micro-dollars spent by `key_id` in requests that started at or after `since_ms` (an hour
     /// boundary: read from the hourly rollups, which outlive raw rows).
     fn key_spend(&self, key_id: i64, since_ms: i64) -> Result<i64>;

@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::records::{ClientKey, Model, ModelKind, ModelPatch, NewModel, Session, SessionMessage};
 use crate::usage::{
     Bucket, ConversationMessage, ConversationStats, GroupBy, MessageRecord, PricedRow,
-    RepriceQuery, RepriceReport, Summary, Timeseries, TimeseriesPoint, TimeseriesQuery,
-    UsageRecord,
+    RepriceQuery, RepriceReport, RequestPage, RequestQuery, RequestRow, Summary, Timeseries,
+    TimeseriesPoint, TimeseriesQuery, UsageRecord,
 };
 
 /// Migrations, applied in order; index + 1 is the schema version. Never edit a released one.
@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0009_responses.sql"),
     include_str!("sql/0010_prices.sql"),
     include_str!("sql/0011_key_budgets.sql"),
+    include_str!("sql/0012_request_explorer.sql"),
 ];
 
 const READERS: usize = 2;
@@ -764,9 +765,10 @@ impl Store for SqliteStore {
                 "INSERT INTO usage (ts_ms, request_id, conversation_id, key_id, provider_id, model,
                      upstream_model, prompt_tokens, completion_tokens, usage_source, status,
                      error_kind, latency_ms, ttft_ms, stream, source, cost, cached_tokens,
-                     cache_write_tokens, reasoning_tokens, endpoint, cost_micros)
+                     cache_write_tokens, reasoning_tokens, endpoint, cost_micros, upstream_ms,
+                     attempts, attempt_log)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                     ?18, ?19, ?20, ?21, ?22)",
+                     ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
             )?;
             let mut roll = tx.prepare_cached(
                 "INSERT INTO usage_hourly (bucket, provider_id, model, key_id, endpoint, requests,
@@ -824,7 +826,14 @@ impl Store for SqliteStore {
                     u.cache_write_tokens as i64,
                     u.reasoning_tokens as i64,
                     u.endpoint.as_str(),
-                    u.cost_micros
+                    u.cost_micros,
+                    u.upstream_ms,
+                    u.attempts.len() as i64,
+                    if u.attempts.is_empty() {
+                        None
+                    } else {
+                        serde_json::to_string(&u.attempts).ok()
+                    }
                 ])?;
                 let key = (
                     u.ts_ms.div_euclid(3_600_000),
@@ -1050,6 +1059,14 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(report)
+    }
+
+    fn list_requests(&self, q: &RequestQuery) -> Result<RequestPage> {
+        super::sqlite_requests::list(&*self.r()?, q)
+    }
+
+    fn get_request(&self, request_id: &str) -> Result<Option<RequestRow>> {
+        super::sqlite_requests::get(&*self.r()?, request_id)
     }
 
     fn summary(&self) -> Result<Summary> {
