@@ -370,8 +370,9 @@ pub unsafe extern "C" fn nexus_string_free(s: *mut c_char) {
 /// Opens (creating if needed) the hub database at `db_path`; `":memory:"` opens a private
 /// in-memory hub. `options_json` may be NULL or a JSON object with `master_key` (base64 of 32
 /// bytes; default: `NEXUS_MASTER_KEY`, else the key file `<db>.key`, created mode 0600),
-/// `record_messages` (bool), `message_retention_days` (default 30; 0 keeps messages forever) and
-/// `worker_threads` (default 2).
+/// `record_messages` (bool), `message_retention_days` (default 30; 0 keeps messages forever),
+/// `request_retention_days` (90), `rollup_retention_days` (730), `max_db_mb`, the other keys of
+/// `nexus::HubSettings`, and `worker_threads` (default 2).
 ///
 /// On success `*out_hub` owns a new hub: release it with [`nexus_hub_free`]. On failure
 /// `*out_hub` is NULL.

@@ -97,6 +97,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::responses::router())
         .merge(routes::admin::router(state.clone()))
         .merge(routes::requests::router())
+        .merge(routes::storage::router())
         .merge(routes::ws::router())
         .merge(routes::health::router())
         .merge(ui::router())

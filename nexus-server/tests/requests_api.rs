@@ -15,14 +15,16 @@ use nexus::usage::Endpoint;
 use serde_json::{json, Value};
 
 const ROWS: i64 = 100_000;
-/// Seeded rows end this long before now (real requests come after them).
-const BASE_S: i64 = 1_700_000_000;
+/// The first seeded row's time (unix seconds): recent enough that retention keeps every row,
+/// and ending before the real requests of the test.
+static BASE_S: std::sync::LazyLock<i64> =
+    std::sync::LazyLock::new(|| nexus::now_ms() / 1000 - ROWS - 600);
 
 fn seed(i: i64) -> UsageRecord {
     let failed = i % 50 == 7;
     UsageRecord {
         // One per second, oldest first.
-        ts_ms: (BASE_S + i) * 1000,
+        ts_ms: (*BASE_S + i) * 1000,
         request_id: format!("seed-{i}"),
         conversation_id: None,
         key_id: Some(i % 5 + 1000),
@@ -158,8 +160,8 @@ async fn the_explorer_filters_pages_and_exports_100k_requests() {
         (
             format!(
                 "since={}&until={}&model=m1",
-                BASE_S + 40_000,
-                BASE_S + 41_000
+                *BASE_S + 40_000,
+                *BASE_S + 41_000
             ),
             count(|i| (40_000..41_000).contains(&i) && i % 10 == 1),
         ),

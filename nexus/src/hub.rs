@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::admission::{Admission, Admitted, Reservation, WorstCase};
 use crate::budgets::Budgets;
 use crate::chat_stream::{Accounting, RawEvents, StreamState};
+use crate::retention::Retention;
 // The paths the bindings have used since 0.1 keep working.
 pub use crate::chat_stream::{ChatStream, StreamSummary};
 use crate::crypto::{self, MasterKey};
@@ -108,6 +109,7 @@ pub(crate) struct HubInner {
     pub(crate) upstream: Upstream,
     pub(crate) ledger: Arc<Ledger>,
     pub(crate) admission: Admission,
+    pub(crate) retention: Arc<Retention>,
     cache: Option<ResponseCache<CachedAnswer>>,
     pub(crate) opts: HubOptions,
     touched: Mutex<std::collections::HashMap<i64, i64>>,
@@ -215,6 +217,8 @@ impl Hub {
         let registry = Registry::open(store.clone(), master)?;
         let upstream = Upstream::new(opts.connect_timeout, opts.upstream_limits)?;
         let stats = StatsWriter::start(store.clone(), opts.stats.clone())?;
+        let retention = Retention::new(store.clone(), opts.stats.retention())?;
+        retention.start()?;
         let budgets = Budgets::new(store, stats.clone());
         // Building a BPE table takes a few hundred milliseconds and 30-70 MB; build the ones the
         // configured models count with now, off the request path. Others are built on first use.
@@ -241,6 +245,7 @@ impl Hub {
                 record_messages: opts.record_messages,
             }),
             admission: Admission::new(budgets),
+            retention,
             cache: opts.cache.clone().map(ResponseCache::new),
             opts,
             touched: Mutex::new(Default::default()),

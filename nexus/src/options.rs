@@ -73,6 +73,12 @@ pub struct HubSettings {
     pub record_messages: Option<bool>,
     /// Days conversation messages are kept (default 30; 0 keeps them forever).
     pub message_retention_days: Option<u32>,
+    /// Days request rows (the explorer's metadata) are kept (default 90; 0: forever).
+    pub request_retention_days: Option<u32>,
+    /// Days hourly rollups are kept (default 730; 0: forever; else at least 40).
+    pub rollup_retention_days: Option<u32>,
+    /// A cap on the database size in MiB: past it the oldest bodies, then request rows, go.
+    pub max_db_mb: Option<u64>,
     /// The opt-in response cache: seconds an answer stays valid (0 or absent: off).
     pub cache_ttl_seconds: Option<u64>,
     /// Most cached answers (default 1000).
@@ -102,10 +108,13 @@ pub struct HubSettings {
 impl HubSettings {
     /// The keys this schema takes, for front ends that mix them with their own (the server's
     /// TOML file).
-    pub const KEYS: [&'static str; 15] = [
+    pub const KEYS: [&'static str; 18] = [
         "master_key",
         "record_messages",
         "message_retention_days",
+        "request_retention_days",
+        "rollup_retention_days",
+        "max_db_mb",
         "cache_ttl_seconds",
         "cache_max_entries",
         "max_attempts",
@@ -138,6 +147,16 @@ impl HubSettings {
         if let Some(v) = self.message_retention_days {
             o.stats.message_retention_days = v;
         }
+        if let Some(v) = self.request_retention_days {
+            o.stats.request_retention_days = v;
+        }
+        if let Some(v) = self.rollup_retention_days {
+            o.stats.rollup_retention_days = v;
+        }
+        if let Some(v) = self.max_db_mb {
+            o.stats.max_db_bytes = Some(positive("max_db_mb", v)?.saturating_mul(1 << 20));
+        }
+        o.stats.retention().validate()?;
         match self.cache_ttl_seconds {
             Some(0) => o.cache = None,
             Some(ttl) => {

@@ -9,9 +9,8 @@
 //! Nothing is dropped silently: a batch the store refuses (disk full, read-only file) after the
 //! retries, and records refused because the buffer is full ([`StatsConfig::max_pending`]; message
 //! rows go first), are logged and counted in [`StatsWriter::dropped_rows`], and the failure turns
-//! [`StatsWriter::health`] (and so the hub's readiness) red until a commit succeeds again. The
-//! same thread prunes conversation messages and stored responses older than
-//! [`StatsConfig::message_retention_days`].
+//! [`StatsWriter::health`] (and so the hub's readiness) red until a commit succeeds again.
+//! Retention (old rows deleted in small batches) runs in its own thread: [`crate::retention`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -34,9 +33,28 @@ pub struct StatsConfig {
     pub max_pending: usize,
     /// At most this many bytes of message text wait in memory (messages can be 16 MiB each).
     pub max_pending_message_bytes: usize,
-    /// Conversation messages older than this many days are deleted (in the background, in small
-    /// batches, at start and hourly). 0 keeps them forever.
+    /// Conversation messages (and stored responses) older than this many days are deleted (in
+    /// the background, in small batches, at start and hourly). 0 keeps them forever.
     pub message_retention_days: u32,
+    /// Request rows older than this many days are deleted likewise (0: forever).
+    pub request_retention_days: u32,
+    /// Hourly rollups older than this many days are deleted likewise (0: forever; else at
+    /// least [`crate::retention::MIN_ROLLUP_DAYS`]).
+    pub rollup_retention_days: u32,
+    /// A cap on the database's size in bytes (see [`crate::retention`]).
+    pub max_db_bytes: Option<u64>,
+}
+
+impl StatsConfig {
+    /// The retention part of the settings.
+    pub fn retention(&self) -> crate::retention::RetentionConfig {
+        crate::retention::RetentionConfig {
+            message_days: self.message_retention_days,
+            request_days: self.request_retention_days,
+            rollup_days: self.rollup_retention_days,
+            max_db_bytes: self.max_db_bytes,
+        }
+    }
 }
 
 impl Default for StatsConfig {
@@ -47,14 +65,15 @@ impl Default for StatsConfig {
             max_pending: 100_000,
             max_pending_message_bytes: 64 << 20,
             message_retention_days: 30,
+            request_retention_days: 90,
+            rollup_retention_days: 730,
+            max_db_bytes: None,
         }
     }
 }
 
-/// Messages deleted per retention statement: short enough not to hold the writer lock long.
-const PRUNE_BATCH: usize = 1000;
-/// How often retention runs after the first pass at start.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How long the idle writer sleeps between checks when nothing is queued (a push wakes it).
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
 /// How long `flush` waits at most: longer than a commit with all its retries and the busy
 /// timeout can take, so only a stuck database or a lost thread reaches it.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -318,31 +337,6 @@ impl StatsWriter {
     }
 }
 
-/// Deletes messages and stored responses past the retention in small batches; returns how many
-/// went.
-fn prune(store: &dyn Store, days: u32) -> Result<usize> {
-    if days == 0 {
-        return Ok(0);
-    }
-    let before = crate::time::now_ms() - i64::from(days) * 86_400_000;
-    let mut total = 0;
-    loop {
-        let n = store.prune_messages(before, PRUNE_BATCH)?;
-        total += n;
-        if n < PRUNE_BATCH {
-            break;
-        }
-    }
-    // Stored responses (the Responses API's `store: true`) are conversation content too.
-    loop {
-        let n = store.prune_responses(before, PRUNE_BATCH)?;
-        total += n;
-        if n < PRUNE_BATCH {
-            return Ok(total);
-        }
-    }
-}
-
 fn writer_loop(store: Arc<dyn Store>, cfg: StatsConfig, shared: &Shared) {
     let commit = |usage: &[UsageRecord], messages: &[MessageRecord]| -> Result<()> {
         if usage.is_empty() && messages.is_empty() {
@@ -370,17 +364,6 @@ fn writer_loop(store: Arc<dyn Store>, cfg: StatsConfig, shared: &Shared) {
         }
         last
     };
-    let run_prune = || match prune(store.as_ref(), cfg.message_retention_days) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            messages = n,
-            days = cfg.message_retention_days,
-            "pruned old conversation messages"
-        ),
-        Err(e) => tracing::warn!(error = %e, "could not prune old conversation messages"),
-    };
-    run_prune();
-    let mut next_prune = Instant::now() + PRUNE_EVERY;
     let mut usage: Vec<UsageRecord> = Vec::with_capacity(cfg.batch_size);
     let mut messages: Vec<MessageRecord> = Vec::new();
     loop {
@@ -389,19 +372,11 @@ fn writer_loop(store: Arc<dyn Store>, cfg: StatsConfig, shared: &Shared) {
             if p.closed || p.flush_wanted || p.usage.len() >= shared.batch_size {
                 break;
             }
-            if Instant::now() >= next_prune {
-                drop(p);
-                run_prune();
-                next_prune = Instant::now() + PRUNE_EVERY;
-                p = shared.lock();
-                continue;
-            }
-            let until_prune = next_prune.saturating_duration_since(Instant::now());
             p = match p.first_at {
                 None => {
                     shared
                         .wake
-                        .wait_timeout(p, until_prune)
+                        .wait_timeout(p, IDLE_WAIT)
                         .unwrap_or_else(|e| e.into_inner())
                         .0
                 }
@@ -412,7 +387,7 @@ fn writer_loop(store: Arc<dyn Store>, cfg: StatsConfig, shared: &Shared) {
                     }
                     shared
                         .wake
-                        .wait_timeout(p, left.min(until_prune))
+                        .wait_timeout(p, left)
                         .unwrap_or_else(|e| e.into_inner())
                         .0
                 }

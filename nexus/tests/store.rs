@@ -1011,6 +1011,27 @@ impl Store for FlakyStore {
     fn summary(&self) -> R<Summary> {
         self.inner.summary()
     }
+    fn prune_usage(&self, before_ms: i64, limit: usize) -> R<usize> {
+        self.inner.prune_usage(before_ms, limit)
+    }
+    fn prune_rollups(&self, before_ms: i64, limit: usize) -> R<usize> {
+        self.inner.prune_rollups(before_ms, limit)
+    }
+    fn oldest_usage_ms(&self) -> R<Option<i64>> {
+        self.inner.oldest_usage_ms()
+    }
+    fn oldest_message_ms(&self) -> R<Option<i64>> {
+        self.inner.oldest_message_ms()
+    }
+    fn storage(&self) -> R<nexus::retention::StorageStats> {
+        self.inner.storage()
+    }
+    fn reclaim(&self, max_pages: u32) -> R<u64> {
+        self.inner.reclaim(max_pages)
+    }
+    fn checkpoint(&self) -> R<()> {
+        self.inner.checkpoint()
+    }
     fn list_requests(&self, q: &nexus::usage::RequestQuery) -> R<nexus::usage::RequestPage> {
         self.inner.list_requests(q)
     }

@@ -9,6 +9,7 @@ pub mod openai;
 pub mod requests;
 pub mod responses;
 pub mod sse;
+pub mod storage;
 pub mod ws;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};

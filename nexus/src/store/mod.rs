@@ -7,6 +7,7 @@
 
 mod sqlite;
 mod sqlite_requests;
+mod sqlite_retention;
 
 pub use sqlite::SqliteStore;
 
@@ -134,6 +135,24 @@ pub trait Store: Send + Sync + 'static {
     fn prune_messages(&self, before_ms: i64, limit: usize) -> Result<usize>;
     /// Totals (registry counts are filled in by the caller).
     fn summary(&self) -> Result<Summary>;
+    /// Deletes at most `limit` request rows (usage) that started before `before_ms`, oldest
+    /// first; their rollups stay.
+    fn prune_usage(&self, before_ms: i64, limit: usize) -> Result<usize>;
+    /// Deletes at most `limit` hourly rollup rows of hours before `before_ms`, oldest first,
+    /// adding their cost to each key's archived spend (read by `total` budgets) first.
+    fn prune_rollups(&self, before_ms: i64, limit: usize) -> Result<usize>;
+    /// The oldest request row's start (unix ms).
+    fn oldest_usage_ms(&self) -> Result<Option<i64>>;
+    /// The oldest conversation message's time (unix ms).
+    fn oldest_message_ms(&self) -> Result<Option<i64>>;
+    /// Sizes and row counts for the storage view.
+    fn storage(&self) -> Result<crate::retention::StorageStats>;
+    /// Gives at most `max_pages` free pages back to the file system and returns the bytes
+    /// given; 0 when there are none or the store reclaims space its own way.
+    fn reclaim(&self, max_pages: u32) -> Result<u64>;
+    /// Moves what the write-ahead log holds into the database and empties the log, so the
+    /// space a retention pass gave back leaves the file system too.
+    fn checkpoint(&self) -> Result<()>;
     /// One page of the request explorer, newest first (names left for the caller to fill).
     fn list_requests(&self, q: &RequestQuery) -> Result<RequestPage>;
     /// One request with its attempt log.

@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0010_prices.sql"),
     include_str!("sql/0011_key_budgets.sql"),
     include_str!("sql/0012_request_explorer.sql"),
+    include_str!("sql/0013_retention.sql"),
 ];
 
 const READERS: usize = 2;
@@ -197,6 +198,35 @@ fn configure(conn: &Connection, file_backed: bool) -> Result<()> {
     Ok(())
 }
 
+/// Databases up to this size are converted to incremental vacuum at open (one full `VACUUM`);
+/// larger ones keep reusing their free pages and say how to convert them.
+const CONVERT_UP_TO: u64 = 256 << 20;
+
+/// Makes an older file give freed pages back to the file system (retention's incremental
+/// vacuum) by one `VACUUM` when it is small; a new file has the setting from its creation.
+fn reclaimable(conn: &Connection, path: &Path) -> Result<()> {
+    let mode: i64 = conn.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
+    if mode == 2 {
+        return Ok(());
+    }
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX);
+    if size <= CONVERT_UP_TO {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        // Another process holding the file makes VACUUM busy: it is retried at the next open.
+        if let Err(e) = conn.execute_batch("VACUUM") {
+            tracing::warn!(error = %e, "could not convert the database to incremental vacuum");
+        }
+    } else {
+        tracing::warn!(
+            bytes = size,
+            "this database does not give deleted space back to the file system (it reuses it); \
+             run `sqlite3 <db> 'PRAGMA auto_vacuum=INCREMENTAL; VACUUM;'` once while the server \
+             is stopped to convert it"
+        );
+    }
+    Ok(())
+}
+
 fn migrate(conn: &mut Connection) -> Result<()> {
     let known = MIGRATIONS.len() as i64;
     loop {
@@ -244,7 +274,14 @@ impl SqliteStore {
             warn_if_shared(Path::new(&s));
         }
         let mut w = Connection::open(path)?;
+        // Before anything writes the file's header (switching to WAL does): only then does the
+        // setting hold without a VACUUM.
+        let empty: i64 = w.pragma_query_value(None, "page_count", |r| r.get(0))?;
+        if empty == 0 {
+            w.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        }
         configure(&w, true)?;
+        reclaimable(&w, path)?;
         migrate(&mut w)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -941,12 +978,24 @@ impl Store for SqliteStore {
     }
 
     fn key_spend(&self, key_id: i64, since_ms: i64) -> Result<i64> {
-        Ok(self.r()?.query_row(
+        let c = self.r()?;
+        let rolled: i64 = c.query_row(
             "SELECT coalesce(sum(cost_micros), 0) FROM usage_hourly
              WHERE key_id = ?1 AND bucket >= ?2",
             params![key_id, since_ms.div_euclid(3_600_000)],
             |r| r.get(0),
-        )?)
+        )?;
+        // From the beginning (a `total` budget): rollups retention deleted count too.
+        let archived: i64 = if since_ms <= 0 {
+            c.query_row(
+                "SELECT coalesce(sum(cost_micros), 0) FROM key_spend_archive WHERE key_id = ?1",
+                [key_id],
+                |r| r.get(0),
+            )?
+        } else {
+            0
+        };
+        Ok(rolled + archived)
     }
 
     fn reprice(
@@ -1059,6 +1108,34 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(report)
+    }
+
+    fn prune_usage(&self, before_ms: i64, limit: usize) -> Result<usize> {
+        super::sqlite_retention::prune_usage(&*self.w()?, before_ms, limit)
+    }
+
+    fn prune_rollups(&self, before_ms: i64, limit: usize) -> Result<usize> {
+        super::sqlite_retention::prune_rollups(&mut *self.w()?, before_ms, limit)
+    }
+
+    fn oldest_usage_ms(&self) -> Result<Option<i64>> {
+        super::sqlite_retention::oldest_usage_ms(&*self.r()?)
+    }
+
+    fn oldest_message_ms(&self) -> Result<Option<i64>> {
+        super::sqlite_retention::oldest_message_ms(&*self.r()?)
+    }
+
+    fn storage(&self) -> Result<crate::retention::StorageStats> {
+        super::sqlite_retention::storage(&*self.r()?)
+    }
+
+    fn reclaim(&self, max_pages: u32) -> Result<u64> {
+        super::sqlite_retention::reclaim(&*self.w()?, max_pages)
+    }
+
+    fn checkpoint(&self) -> Result<()> {
+        super::sqlite_retention::checkpoint(&*self.w()?)
     }
 
     fn list_requests(&self, q: &RequestQuery) -> Result<RequestPage> {
