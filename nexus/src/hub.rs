@@ -451,7 +451,7 @@ impl Hub {
             ctx,
             stream,
             start,
-            || self.prepare(caller, req),
+            |key_id| self.prepare(caller, req, key_id),
         )?;
         let (admitted, cands, reservation) = prepared;
         Ok(Begun {
@@ -472,7 +472,7 @@ impl Hub {
         ctx: &RequestContext,
         stream: bool,
         start: Instant,
-        prepare: impl FnOnce() -> Result<Prepared>,
+        prepare: impl FnOnce(&mut Option<i64>) -> Result<Prepared>,
     ) -> Result<(UsageRecord, Prepared)> {
         let mut rec = self.0.ledger.new_record(
             ctx.request_id.as_deref(),
@@ -482,7 +482,9 @@ impl Hub {
             stream,
         );
         rec.endpoint = ctx.endpoint;
-        match prepare() {
+        // Set as soon as a key is admitted, so a request refused after that (its token limit,
+        // its budget) is recorded under its key.
+        match prepare(&mut rec.key_id) {
             Ok(p) => {
                 rec.key_id = p.0.as_ref().map(|a| a.key().id);
                 Ok((rec, p))
@@ -496,7 +498,12 @@ impl Hub {
 
     /// Admission for one parsed chat request: its checks, then
     /// [`admit_and_route`](Self::admit_and_route) for a chat model with its worst-case tokens.
-    fn prepare(&self, caller: Caller, req: &ChatRequest) -> Result<Prepared> {
+    fn prepare(
+        &self,
+        caller: Caller,
+        req: &ChatRequest,
+        key_id: &mut Option<i64>,
+    ) -> Result<Prepared> {
         req.validate()?;
         let lim = &self.0.opts.request_limits;
         if req.messages.len() > lim.max_messages {
@@ -505,7 +512,7 @@ impl Hub {
                 format!("`messages` has more than {} entries", lim.max_messages),
             ));
         }
-        self.admit_and_route(caller, &req.model, ModelKind::Chat, || {
+        self.admit_and_route(caller, &req.model, ModelKind::Chat, key_id, || {
             let prompt = self
                 .0
                 .ledger
@@ -538,6 +545,7 @@ impl Hub {
         caller: Caller,
         model: &str,
         kind: ModelKind,
+        key_id: &mut Option<i64>,
         worst: impl FnOnce() -> WorstCase,
     ) -> Result<Prepared> {
         let (admitted, pin) = match caller {
@@ -547,6 +555,7 @@ impl Hub {
             Caller::Admin { provider_id } => (None, provider_id),
         };
         let key = admitted.as_ref().map(Admitted::key);
+        *key_id = key.map(|k| k.id);
         let mut cands = self.0.registry.route_kind(key, model, pin, kind)?;
         self.0.admission.order_candidates(&mut cands)?;
         let reservation = match key {

@@ -315,8 +315,12 @@ pub struct TimeseriesPoint {
     pub avg_latency_ms: f64,
     /// Mean time to first token over streamed requests, if any.
     pub avg_ttft_ms: Option<f64>,
-    /// Cost.
+    /// Cost in USD of the priced requests.
     pub cost: f64,
+    /// Answered requests with no cost (their model had no known price): a `cost` of 0 with
+    /// unpriced requests is unknown money, not none.
+    #[serde(default)]
+    pub unpriced_requests: u64,
 }
 
 /// A series answer.

@@ -114,7 +114,7 @@ after(async () => {
   killAll();
 });
 
-test("admin UI end to end", { timeout: 240000 }, async (t) => {
+test("admin UI end to end", { timeout: 360000 }, async (t) => {
   // ------------------------------------------------------------ processes
   const mock = await start(MOCK_BIN, [], { stream: "stdout", re: /(http:\/\/127\.0\.0\.1:\d+)/, name: "mock upstream" });
   const MOCK_URL = mock.match[1];
@@ -141,6 +141,7 @@ test("admin UI end to end", { timeout: 240000 }, async (t) => {
   const external = [];
   const consoleErrors = [];
   let allow401 = false;
+  let allow400 = false;
   context.on("request", (r) => {
     const u = new URL(r.url());
     if ((u.protocol === "http:" || u.protocol === "https:" || u.protocol === "ws:" || u.protocol === "wss:") && u.hostname !== "127.0.0.1") external.push(r.url());
@@ -149,6 +150,7 @@ test("admin UI end to end", { timeout: 240000 }, async (t) => {
   page.on("console", (m) => {
     if (m.type() !== "error") return;
     if (allow401 && /status of 401/.test(m.text())) return;
+    if (allow400 && /status of 400/.test(m.text())) return;
     consoleErrors.push(m.text());
   });
   page.on("pageerror", (e) => consoleErrors.push(`pageerror: ${e.message}`));
@@ -454,8 +456,291 @@ test("admin UI end to end", { timeout: 240000 }, async (t) => {
       const g = (await page.getAttribute('[data-testid="chart-endpoints"]', "data-groups")) || "";
       return /Chat completions=\d+/.test(g) && /Anthropic Messages=1/.test(g);
     }, "the per-API chart to show chat and Messages requests", 20000, 500);
+    // Requests went to unpriced models (the slow and the failing one): the dashboard names them.
+    const summary = await admin(BASE, "GET", "/api/stats/summary");
+    assert.ok(summary.unpriced_requests > 0, "the slow model's turn was recorded unpriced");
+    await page.waitForSelector('[data-testid="unpriced-panel"]', { state: "visible" });
+    await until(async () => (await page.textContent('[data-testid="unpriced-count"]')).startsWith(`${summary.unpriced_requests} request`), "the unpriced count", 10000, 300);
+    const listed = await page.$$eval('[data-testid="unpriced-panel"] [data-model]', (els) => els.map((e) => [e.dataset.model, e.getAttribute("href")]));
+    const unpricedModels = (await admin(BASE, "GET", "/api/models")).filter((x) => x.price_source === null);
+    assert.deepEqual(listed.map((x) => x[0]).sort(), unpricedModels.map((x) => x.name).sort(), "the panel lists exactly the unpriced models");
+    assert.ok(listed.some(([n, href]) => n === "slow-chunks60-delay30" && href === `#/models?provider=${providerId}`));
+    assert.ok(!listed.some(([n]) => n === "gpt-4o-mini"), "a priced model is not listed");
+    assert.equal(await page.getAttribute('[data-testid="unpriced-link"]', "href"), "#/models");
     await page.waitForTimeout(400);
     await shot("light-dashboard");
+  });
+
+  // ------------------------------------------------------------ spend and budgets
+  // A dear model so a few echo requests cost visible money ($2000 in / $4000 out per 1M tokens),
+  // and client keys with budgets, all through the API; chats go through /v1 with those keys.
+  const PRICE_IN = 2000;
+  const PRICE_OUT = 4000;
+  const close = (a, b, what) => assert.ok(Math.abs(a - b) < 1e-9, `${what}: ${a} ≠ ${b}`);
+  const keyChat = (key, text) =>
+    fetch(`${BASE}/v1/chat/completions`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "priced-echo", max_tokens: 16, messages: [{ role: "user", content: text }] }),
+      signal: AbortSignal.timeout(10000),
+    });
+  const getKey = (id) => admin(BASE, "GET", `/api/keys/${id}`);
+  const meter = (scope) =>
+    page.$eval(`${scope} [data-testid="budget-meter"]`, (el) => ({
+      value: Number(el.dataset.value),
+      state: el.dataset.state,
+      now: Number(el.getAttribute("aria-valuenow")),
+      width: el.querySelector(".meter-fill").style.width,
+      color: getComputedStyle(el.querySelector(".meter-fill")).backgroundColor,
+      soft: el.closest("tr").querySelectorAll('[data-testid="badge-soft"]').length,
+      reached: el.closest("tr").querySelectorAll('[data-testid="badge-reached"]').length,
+    }));
+  /** Waits until the spend chart has finished animating and draws a visible bar for each series. */
+  let lastBars;
+  const spendChartDrawn = () =>
+    until(async () => {
+      lastBars = await page.evaluate(() => {
+        const c = window.Chart.getChart(document.querySelector('[data-testid="spend-chart"] canvas'));
+        if (!c) return { none: true };
+        const running = window.Chart.animator.running(c);
+        const bars = c.data.datasets.map((d, i) => {
+          const j = d.data.findLastIndex((v) => v > 0);
+          const el = c.getDatasetMeta(i).data[j];
+          return el ? Math.abs(el.base - el.y) : 0;
+        });
+        return { running, bars };
+      });
+      // The dearest series stacks first: it must be a visible bar, not a sliver mid-animation.
+      return !lastBars.running && lastBars.bars.length > 0 && lastBars.bars[0] >= 10;
+    }, "the spend chart to draw its bars", 10000, 200).catch((e) => {
+      throw new Error(`${e.message}: ${JSON.stringify(lastBars)}`);
+    });
+  /** A full-page shot of the spend page: the viewport grows to the page first, so the chart's
+   *  canvas is not resized in the middle of the capture. */
+  const spendShot = async (name) => {
+    const vp = page.viewportSize();
+    const full = await page.evaluate(() => document.documentElement.scrollHeight);
+    await page.setViewportSize({ width: vp.width, height: Math.max(vp.height, full) });
+    try {
+      await page.waitForTimeout(300);
+      await spendChartDrawn();
+      await shot(name);
+    } finally {
+      await page.setViewportSize(vp);
+    }
+  };
+  // The spend page refreshes itself every 10 s; clicking the current group-by reloads at once.
+  const spendRefresh = () => page.click('[data-testid="spend-chart"] [data-groupby].active');
+  /** Waits until the page's bar for `id` shows the key's spent / budget as the API reports it. */
+  const meterMatches = async (scope, id, refresh) =>
+    until(async () => {
+      if (refresh) await refresh();
+      const k = await getKey(id);
+      const m = await meter(scope);
+      return Math.abs(m.value - k.spent_usd / k.budget_usd) < 1e-9 && k.spent_usd > 0 ? { m, k } : null;
+    }, `the budget bar of key ${id} to match the API`, 20000, 500);
+
+  let budgetKey;
+  let tinyKey;
+  let c1;
+  await t.test("spend: a key's budget progress after a priced chat", async () => {
+    const priced = await admin(BASE, "POST", `/api/providers/${providerId}/models`, { name: "priced-echo", input_price: PRICE_IN, output_price: PRICE_OUT });
+    assert.equal(priced.price_source, "model");
+    budgetKey = await admin(BASE, "POST", "/api/keys", { name: "budget-key", provider_ids: [providerId], budget_usd: 1, budget_period: "daily" });
+    assert.equal(budgetKey.budget_usd, 1);
+    const r = await keyChat(budgetKey.key, "one two three four");
+    assert.equal(r.status, 200);
+    const u = (await r.json()).usage;
+    c1 = (u.prompt_tokens * PRICE_IN + u.completion_tokens * PRICE_OUT) / 1e6;
+    assert.ok(c1 > 0);
+    await until(async () => Math.abs((await getKey(budgetKey.id)).spent_usd - c1) < 1e-9, "the request's cost on the key");
+
+    await go("#/spend", '[data-testid="budgets-table"] tr[data-name="budget-key"]');
+    const row = 'tr[data-name="budget-key"]';
+    const { m } = await meterMatches(row, budgetKey.id, spendRefresh);
+    close(m.value, c1, "bar = spent / $1");
+    assert.equal(m.state, "ok");
+    assert.equal(m.soft + m.reached, 0, "no badge below the thresholds");
+    assert.ok(Math.abs(parseFloat(m.width) - Math.min(100, c1 * 100)) < 1e-6, `bar width ${m.width}`);
+    assert.match(await page.textContent(`${row} [data-testid="budget-status"]`), /within budget/);
+    assert.match(await page.textContent(`${row} td:nth-child(4)`), /Daily.*rolls over in/);
+  });
+
+  await t.test("keys page: budget fields, server errors inline, spend in the table", async () => {
+    await go("#/keys", 'tr[data-name="budget-key"]');
+    // Edit: a budget of 5 requests and a soft alert at 2.5 of them.
+    const budget = Math.round(5 * c1 * 1e6) / 1e6;
+    const soft = Math.round(2.5 * c1 * 1e6) / 1e6;
+    await page.click('tr[data-name="budget-key"] [data-testid="edit-key"]');
+    const m = page.locator('[data-testid="key-modal"]');
+    await m.waitFor();
+    assert.equal(await m.locator('input[name="budget_usd"]').inputValue(), "1", "the edit form shows the budget");
+    assert.equal(await m.locator('select[name="budget_period"]').inputValue(), "daily");
+    assert.equal(await m.locator('input[name="soft_budget_usd"]').inputValue(), "");
+    assert.ok(await m.locator(`input[name="provider_ids"][value="${providerId}"]`).isChecked(), "the edit form keeps the scope");
+    await m.locator('input[name="budget_usd"]').fill(String(budget));
+    await m.locator('input[name="soft_budget_usd"]').fill(String(soft));
+    await page.click('[data-testid="edit-key-submit"]');
+    await page.waitForSelector('[data-testid="key-modal"]', { state: "detached" });
+    let k = await getKey(budgetKey.id);
+    assert.equal(k.budget_usd, budget);
+    assert.equal(k.soft_budget_usd, soft);
+    assert.equal(k.budget_period, "daily");
+    assert.deepEqual(k.provider_ids, [providerId]);
+
+    // Create with a budget.
+    await page.click('[data-testid="create-key"]');
+    await m.waitFor();
+    await m.locator('input[name="name"]').fill("form-budget-key");
+    await m.locator('input[name="budget_usd"]').fill("5");
+    await m.locator('select[name="budget_period"]').selectOption("weekly");
+    await m.locator('input[name="soft_budget_usd"]').fill("2");
+    await page.click('[data-testid="create-key-submit"]');
+    await page.waitForSelector('[data-testid="key-created"]');
+    await page.click('[data-testid="key-done"]');
+    await page.waitForSelector('tr[data-name="form-budget-key"]');
+    const made = (await admin(BASE, "GET", "/api/keys")).find((x) => x.name === "form-budget-key");
+    assert.equal(made.budget_usd, 5);
+    assert.equal(made.budget_period, "weekly");
+    assert.equal(made.soft_budget_usd, 2);
+    assert.equal(made.spent_usd, 0);
+    const fm = await meter('tr[data-name="form-budget-key"]');
+    assert.equal(fm.value, 0);
+    assert.equal(fm.width, "0%");
+    assert.match(await page.textContent('tr[data-name="form-budget-key"] [data-testid="key-budget"]'), /\$0\.00 of \$5\.00.*Weekly/);
+
+    // Soft above hard: the server refuses it and its message shows in the form, on the field.
+    const before = (await admin(BASE, "GET", "/api/keys")).length;
+    await page.click('[data-testid="create-key"]');
+    await m.waitFor();
+    await m.locator('input[name="name"]').fill("bad-budget-key");
+    await m.locator('input[name="budget_usd"]').fill("1");
+    await m.locator('input[name="soft_budget_usd"]').fill("3");
+    allow400 = true;
+    await page.click('[data-testid="create-key-submit"]');
+    await page.waitForSelector('[data-testid="key-form-error"]:not([hidden])');
+    allow400 = false;
+    const errText = await page.textContent('[data-testid="key-form-error"]');
+    const direct = await fetch(`${BASE}/api/keys`, { method: "POST", headers: { Authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" }, body: JSON.stringify({ name: "bad-budget-key", budget_usd: 1, soft_budget_usd: 3 }) });
+    assert.equal(direct.status, 400);
+    const body = await direct.json();
+    assert.equal(errText, body.error.message, "the form shows the server's message");
+    assert.match(errText, /soft_budget_usd/);
+    assert.equal(await m.locator('input[name="soft_budget_usd"]').getAttribute("aria-invalid"), "true", "the blamed field is marked");
+    assert.equal((await admin(BASE, "GET", "/api/keys")).length, before, "no key was made");
+    await dismissToasts();
+    await shot("light-key-modal-budget-error", { fullPage: false });
+    await page.keyboard.press("Escape");
+    await page.waitForSelector('[data-testid="key-modal"]', { state: "detached" });
+  });
+
+  await t.test("spend: soft alert, budget reached, chart and totals", async () => {
+    for (const text of ["five six seven eight", "nine ten eleven twelve"]) assert.equal((await keyChat(budgetKey.key, text)).status, 200);
+    // A key whose whole budget is half a request: the first is admitted, the second refused.
+    tinyKey = await admin(BASE, "POST", "/api/keys", { name: "tiny-key", budget_usd: Math.round((c1 / 2) * 1e6) / 1e6, budget_period: "total" });
+    assert.equal((await keyChat(tinyKey.key, "one two three four")).status, 200);
+    await until(async () => (await getKey(tinyKey.id)).budget_reached, "the tiny key to reach its budget");
+    const refused = await keyChat(tinyKey.key, "one two three four");
+    assert.equal(refused.status, 429);
+    assert.equal((await refused.json()).error.code, "insufficient_quota");
+
+    await go("#/spend", 'tr[data-name="tiny-key"]');
+    const { m: soft, k } = await meterMatches('tr[data-name="budget-key"]', budgetKey.id, spendRefresh);
+    assert.ok(k.spent_usd >= k.soft_budget_usd && k.spent_usd < k.budget_usd, "three requests pass the soft threshold, not the budget");
+    assert.ok(k.soft_budget_reached && !k.budget_reached);
+    assert.equal(soft.state, "soft");
+    assert.equal(soft.soft, 1, "the soft alert badge");
+    assert.equal(soft.reached, 0);
+    assert.equal(soft.now, Math.round((k.spent_usd / k.budget_usd) * 100));
+    const { m: over, k: tk } = await meterMatches('tr[data-name="tiny-key"]', tinyKey.id);
+    assert.ok(tk.spent_usd > tk.budget_usd);
+    assert.equal(over.state, "over");
+    assert.equal(over.reached, 1, "the budget reached badge");
+    assert.equal(over.width, "100%", "the bar stops at full");
+    assert.match(await page.textContent('tr[data-name="tiny-key"] td:nth-child(4)'), /Total.*never rolls over/);
+    const ok = await meter('tr[data-name="form-budget-key"]');
+    assert.equal(new Set([ok.color, soft.color, over.color]).size, 3, "the bar changes colour at the soft threshold and at the budget");
+
+    // The chart by key: each budgeted key's series adds up to what it spent.
+    const chartSeries = () =>
+      page.evaluate(() => {
+        const c = window.Chart.getChart(document.querySelector('[data-testid="spend-chart"] canvas'));
+        return { type: c.config.type, stacked: Boolean(c.options.scales.y.stacked && c.options.scales.x.stacked), series: Object.fromEntries(c.data.datasets.map((d) => [d.label, d.data.reduce((a, b) => a + (b || 0), 0)])) };
+      });
+    // The stats name a key "name (prefix)".
+    const label = (x) => `${x.name} (${x.prefix})`;
+    const spentNow = { [label(k)]: k.spent_usd, [label(tk)]: tk.spent_usd };
+    let seen;
+    await until(async () => {
+      await spendRefresh();
+      const cs = (seen = await chartSeries());
+      return Object.entries(spentNow).every(([name, spent]) => Math.abs((cs.series[name] || 0) - spent) < 1e-9);
+    }, "the chart's per-key series to add up to the keys' spend", 15000, 500).catch((e) => {
+      throw new Error(`${e.message}; chart ${JSON.stringify(seen)}, keys ${JSON.stringify(spentNow)}`);
+    });
+    const cs = await chartSeries();
+    assert.equal(cs.type, "bar");
+    assert.ok(cs.stacked, "stacked bars");
+    for (const [name, spent] of Object.entries(spentNow)) {
+      close(Number(await page.getAttribute(`[data-testid="totals-table"] tr[data-group="${name}"]`, "data-cost")), spent, `${name}'s total in the table`);
+    }
+    assert.equal(await page.getAttribute(`[data-testid="totals-table"] tr[data-group="${label(k)}"]`, "data-requests"), "3");
+    assert.ok(Number(await page.getAttribute(`[data-testid="totals-table"] tr[data-group="${label(tk)}"]`, "data-requests")) >= 1);
+
+    // By model: priced-echo carries both keys' spend; the unpriced model says so instead of $0.
+    await page.click('[data-groupby="model"]');
+    await until(async () => {
+      const v = await page.getAttribute('[data-testid="totals-table"] tr[data-group="priced-echo"]', "data-cost").catch(() => null);
+      return v !== null && Math.abs(Number(v) - (k.spent_usd + tk.spent_usd)) < 1e-9;
+    }, "priced-echo's total by model");
+    assert.ok("priced-echo" in (await chartSeries()).series);
+    assert.equal(await page.locator('[data-testid="totals-table"] tr[data-group="slow-chunks60-delay30"] [data-testid="unpriced"]').count(), 1);
+    assert.equal(await page.locator('[data-testid="totals-table"] tr[data-group="gpt-4o-mini"] [data-testid="unpriced"]').count(), 0);
+    await page.click('[data-groupby="key"]');
+    await page.waitForSelector(`[data-testid="totals-table"] tr[data-group="${label(k)}"]`);
+    await dismissToasts();
+    await spendChartDrawn();
+    await spendShot("light-spend");
+
+    // The keys table shows the same bar and badges.
+    await go("#/keys", 'tr[data-name="tiny-key"]');
+    const kb = await meter('tr[data-name="budget-key"]');
+    close(kb.value, k.spent_usd / k.budget_usd, "the keys table's bar");
+    assert.equal(kb.soft, 1);
+    const kt = await meter('tr[data-name="tiny-key"]');
+    assert.equal(kt.reached, 1);
+    assert.equal(kt.state, "over");
+  });
+
+  await t.test("spend: reprice history, dry run then for real", async () => {
+    // Halve priced-echo's prices: history keeps the old cost until the admin reprices it.
+    await admin(BASE, "PATCH", `/api/models/${(await admin(BASE, "GET", "/api/models")).find((x) => x.name === "priced-echo").id}`, { input_price: PRICE_IN / 2, output_price: PRICE_OUT / 2 });
+    const spentBefore = (await getKey(budgetKey.id)).spent_usd;
+    const expected = await admin(BASE, "POST", "/api/stats/reprice", { dry_run: true });
+    assert.equal(expected.rows_changed, 4, "the four answered priced-echo requests");
+    await go("#/spend", '[data-testid="reprice"]');
+    await page.click('[data-testid="reprice"]');
+    await page.waitForSelector('[data-testid="reprice-dry"]');
+    const dry = page.locator('[data-testid="reprice-dry"]');
+    assert.equal(await page.textContent('[data-testid="reprice-counts"]'), `${expected.rows_changed} of ${expected.rows_examined} rows would change`);
+    close(Number(await dry.getAttribute("data-before")), expected.cost_before_usd, "cost before");
+    close(Number(await dry.getAttribute("data-after")), expected.cost_after_usd, "cost after");
+    const money = await page.$$eval('[data-testid="reprice-money"] span', (els) => els.map((e) => e.textContent));
+    assert.equal(money.length, 2);
+    assert.ok(money.every((x) => x.startsWith("$")) && money[0] !== money[1], `before → after: ${money.join(" → ")}`);
+    assert.equal(await page.textContent('[data-testid="reprice-confirm"]'), `Reprice ${expected.rows_changed} rows`);
+    close((await getKey(budgetKey.id)).spent_usd, spentBefore, "a dry run changes nothing");
+    await shot("light-spend-reprice", { fullPage: false });
+    await page.click('[data-testid="reprice-confirm"]');
+    await page.waitForSelector('[data-testid="reprice-result"]');
+    assert.equal(await page.getAttribute('[data-testid="reprice-result"]', "data-changed"), String(expected.rows_changed));
+    assert.match(await page.textContent('[data-testid="reprice-result"]'), new RegExp(`Repriced ${expected.rows_changed} of \\d+ rows`));
+    assert.equal((await admin(BASE, "POST", "/api/stats/reprice", { dry_run: true })).rows_changed, 0, "nothing left to reprice");
+    close((await getKey(budgetKey.id)).spent_usd, spentBefore / 2, "the key's spend at the halved price");
+    await page.click('[data-testid="reprice-confirm"]');
+    await page.waitForSelector('[data-testid="reprice-modal"]', { state: "detached" });
+    await meterMatches('tr[data-name="budget-key"]', budgetKey.id, spendRefresh);
+    await dismissToasts();
   });
 
   await t.test("token calculator", async () => {
@@ -514,6 +799,9 @@ test("admin UI end to end", { timeout: 240000 }, async (t) => {
     await shot("dark-models");
     await go("#/keys", 'tr[data-name="ui-test-key"]');
     await shot("dark-keys");
+    await go("#/spend", 'tr[data-name="budget-key"]');
+    await spendChartDrawn();
+    await spendShot("dark-spend");
     await go("#/chat", '[data-testid="chat-input"]');
     await until(async () => (await page.getAttribute('[data-testid="chat-conn"]', "data-state")) === "open", "the chat socket");
     await page.selectOption('[data-testid="chat-provider"]', String(providerId));
@@ -549,6 +837,9 @@ test("admin UI end to end", { timeout: 240000 }, async (t) => {
     await page.click(".sidebar-close");
     await go("#/providers", 'tr[data-name="mock"]');
     await shot("phone-dark-providers");
+    await go("#/spend", 'tr[data-name="budget-key"]');
+    await spendChartDrawn();
+    await spendShot("phone-dark-spend");
     await go("#/chat", '[data-testid="chat-input"]');
     await page.evaluate(() => window.scrollTo(0, 0));
     await shot("phone-dark-chat");
@@ -556,10 +847,13 @@ test("admin UI end to end", { timeout: 240000 }, async (t) => {
     assert.equal(await theme(), "light");
     await go("#/keys", 'tr[data-name="ui-test-key"]');
     await shot("phone-light-keys");
+    await go("#/spend", 'tr[data-name="budget-key"]');
+    await spendChartDrawn();
+    await spendShot("phone-light-spend");
     await go("#/tokens", '[data-testid="tokens-input"]');
     await shot("phone-light-tokens");
     // No page is wider than the phone.
-    for (const hash of ["#/dashboard", "#/providers", "#/models", "#/keys", "#/chat", "#/tokens"]) {
+    for (const hash of ["#/dashboard", "#/providers", "#/models", "#/keys", "#/spend", "#/chat", "#/tokens"]) {
       await page.evaluate((hsh) => (location.hash = hsh), hash);
       await page.waitForTimeout(400);
       const [w, culprits] = await page.evaluate(() => [
@@ -576,7 +870,7 @@ test("admin UI end to end", { timeout: 240000 }, async (t) => {
     await page.waitForSelector('[data-testid="confirm"]');
     await page.click('[data-testid="confirm"] .btn-danger');
     await page.waitForSelector('tr[data-name="ui-test-key"]', { state: "detached" });
-    assert.equal((await admin(BASE, "GET", "/api/keys")).length, 0);
+    assert.ok(!(await admin(BASE, "GET", "/api/keys")).some((k) => k.name === "ui-test-key"), "the revoked key is gone");
     const r = await fetch(`${BASE}/v1/models`, { headers: { Authorization: `Bearer ${keyPlain}` } });
     assert.equal(r.status, 401);
     await page.click("#signout");

@@ -29,12 +29,14 @@ impl Hub {
         ctx.endpoint = Endpoint::Embeddings;
         // Embeddings belong to no conversation: the row has none, so they do not count as one.
         let (mut rec, (admitted, cands, mut reservation)) =
-            self.begin_with(&req.model, None, &ctx, false, start, || {
+            self.begin_with(&req.model, None, &ctx, false, start, |key_id| {
                 req.validate()?;
                 let (admitted, cands, reservation) =
-                    self.admit_and_route(caller, &req.model, ModelKind::Embedding, || WorstCase {
-                        prompt: self.count_input(&req),
-                        completion: 0,
+                    self.admit_and_route(caller, &req.model, ModelKind::Embedding, key_id, || {
+                        WorstCase {
+                            prompt: self.count_input(&req),
+                            completion: 0,
+                        }
                     })?;
                 let mut refusal = None;
                 let cands: Vec<_> = cands

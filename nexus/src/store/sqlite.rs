@@ -1213,7 +1213,7 @@ impl Store for SqliteStore {
         let sql = format!(
             "SELECT (bucket / {div}) * {div} AS b, {group_col} AS g, sum(requests), sum(errors),
                     sum(prompt_tokens), sum(completion_tokens), sum(latency_ms_sum),
-                    sum(ttft_ms_sum), sum(ttft_count), sum(cost_micros) / 1e6
+                    sum(ttft_ms_sum), sum(ttft_count), sum(cost_micros) / 1e6, sum(unpriced)
              FROM usage_hourly WHERE bucket >= ?1 GROUP BY b, g ORDER BY b, g"
         );
         let mut st = c.prepare(&sql)?;
@@ -1247,6 +1247,7 @@ impl Store for SqliteStore {
                 },
                 avg_ttft_ms: (ttft_n > 0).then(|| ttft_sum / ttft_n as f64),
                 cost: r.get(9)?,
+                unpriced_requests: r.get::<_, i64>(10)?.max(0) as u64,
             });
         }
         Ok(Timeseries {

@@ -10,6 +10,8 @@ export class ApiError extends Error {
     this.status = status;
     this.code = err ? err.code : null;
     this.type = err ? err.type : null;
+    // The request field the server blamed (`param` of an OpenAI-style error body), if any.
+    this.param = err && err.param ? err.param : null;
   }
 }
 

@@ -7,10 +7,11 @@ import dashboard from "./pages/dashboard.js";
 import providers from "./pages/providers.js";
 import models from "./pages/models.js";
 import keys from "./pages/keys.js";
+import spend from "./pages/spend.js";
 import chat from "./pages/chat.js";
 import tokens from "./pages/tokens.js";
 
-const PAGES = { dashboard, providers, models, keys, chat, tokens };
+const PAGES = { dashboard, providers, models, keys, spend, chat, tokens };
 const DEFAULT_PAGE = "dashboard";
 
 const $ = (id) => document.getElementById(id);

@@ -81,6 +81,19 @@ export function fmtCompact(n) {
   return nf.format(v);
 }
 
+const usdCents = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: 2 });
+const usdSmall = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", maximumSignificantDigits: 3 });
+/** USD: cents from $1 up, three significant digits below ($0.00042); null → "–". */
+export function fmtUsd(v) {
+  if (v === null || v === undefined || Number.isNaN(Number(v))) return "–";
+  const n = Number(v);
+  if (n === 0) return "$0.00";
+  if (Math.abs(n) >= 1) return usdCents.format(n);
+  const s = usdSmall.format(n);
+  const frac = /\.(\d*)$/.exec(s);
+  return frac ? s.padEnd(s.length + Math.max(0, 2 - frac[1].length), "0") : `${s}.00`;
+}
+
 export function fmtMs(ms) {
   if (ms === null || ms === undefined) return "–";
   const v = Number(ms);

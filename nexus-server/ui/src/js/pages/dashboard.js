@@ -1,4 +1,5 @@
-// Dashboard: summary tiles and usage charts, refreshed live.
+// Dashboard: summary tiles and usage charts, refreshed live; models with no price are called out
+// while requests to them go uncosted.
 
 import { get } from "../api.js";
 import { h, icon, clear, card, fmtNum, fmtCompact, fmtMs, toast } from "../dom.js";
@@ -39,6 +40,29 @@ function bucketLabels(range, now) {
     return d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
   };
   return { ts, labels: ts.map(fmt), since: start };
+}
+
+/** The warning shown while requests went to models with no price: which models, and where to fix it. */
+function renderUnpriced(panel, summary, models) {
+  const unpriced = (models || []).filter((m) => !m.price_source);
+  panel.hidden = !summary.unpriced_requests;
+  if (panel.hidden) return;
+  clear(panel).append(
+    icon("triangle-exclamation"),
+    h(
+      "div",
+      {},
+      h("strong", { "data-testid": "unpriced-count", text: `${fmtNum(summary.unpriced_requests)} ${summary.unpriced_requests === 1 ? "request has" : "requests have"} no cost` }),
+      " — ",
+      unpriced.length
+        ? `${unpriced.length === 1 ? "this model has" : "these models have"} no price and none in the catalog, so the spend above leaves them out. `
+        : "the models they went to have prices now; reprice history on the spend page to cost them. ",
+      h("a", { href: "#/models", "data-testid": "unpriced-link", text: "Set prices on the models page" }),
+      unpriced.length
+        ? h("div", { class: "chips" }, unpriced.map((m) => h("a", { class: "badge badge-warning", href: `#/models?provider=${m.provider_id}`, "data-model": m.name, title: `${m.name} on ${m.provider_name}`, text: `${m.name} · ${m.provider_name}` })))
+        : null,
+    ),
+  );
 }
 
 function tileEl(t) {
@@ -94,7 +118,8 @@ export default {
     const cProviders = chartCard("Requests by provider", "server", "chart-providers");
     const cEndpoints = chartCard("Requests by API", "plug", "chart-endpoints");
     const cLatency = chartCard("Latency and errors", "gauge-high", "chart-latency");
-    clear(view).append(tiles, h("div", { class: "charts" }, cTokens.el, cModels.el, cProviders.el, cEndpoints.el, cLatency.el));
+    const unpricedPanel = h("div", { class: "callout callout-warning unpriced-panel", role: "status", "data-testid": "unpriced-panel", hidden: true });
+    clear(view).append(tiles, unpricedPanel, h("div", { class: "charts" }, cTokens.el, cModels.el, cProviders.el, cEndpoints.el, cLatency.el));
 
     const charts = [];
     const tokensChart = themedChart(cTokens.canvas, () => ({
@@ -162,7 +187,10 @@ export default {
           get(`/api/stats/timeseries?${q}&group_by=provider`),
           get(`/api/stats/timeseries?${q}&group_by=endpoint`),
         ]);
+        // Only while some requests went uncosted: which models lack a price.
+        const models = summary.unpriced_requests ? await get("/api/models") : null;
         if (!ctx.isCurrent()) return;
+        renderUnpriced(unpricedPanel, summary, models);
         failed = false;
         live.classList.remove("paused");
         live.querySelector(".live-text").textContent = `Live · ${new Date().toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" })}`;

@@ -1,11 +1,13 @@
 // Client API keys: create (name, scopes, expiry, limits), show the plaintext once, then only the
-// prefix; enable/disable and revoke.
+// prefix; edit (scope, limits, budget), enable/disable and revoke. The table shows each key's
+// spend against its budget.
 
 import { get, post, patch } from "../api.js";
 import { bindSubmit, confirmDelete } from "../actions.js";
 import {
   h, icon, clear, card, table, button, iconButton, modal, field, input, select, optNumber, toast, emptyState, badge, fmtDate, fmtRelative, fmtNum, copyText,
 } from "../dom.js";
+import { PERIODS, hasBudget, budgetMeter, budgetBadges, periodText, spendText } from "../budget.js";
 
 const EXPIRY = [
   { value: "never", label: "Never" },
@@ -54,22 +56,50 @@ function showCreatedKey(created) {
   });
 }
 
-function openCreateModal({ providers, models, onSaved }) {
+/** Where a PATCH/POST error blames a field (`param`), mark that input so it shows next to the message. */
+function markInvalid(form, param) {
+  for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+  const el = param ? form.querySelector(`[name="${CSS.escape(param)}"]`) : null;
+  if (el) el.setAttribute("aria-invalid", "true");
+}
+
+function expiryOptions(key) {
+  if (!key) return EXPIRY;
+  const keep = { value: "keep", label: key.expires_at ? `Keep: ${fmtDate(key.expires_at)}` : "Keep: never" };
+  return [keep, ...EXPIRY];
+}
+
+function setChecks(list, values) {
+  const want = new Set(values.map(String));
+  for (const i of list.querySelectorAll("input")) i.checked = want.has(i.value);
+}
+
+/** The create form, or with `key` the edit form (same fields, prefilled; PATCH sends them all). */
+function openKeyModal({ key, providers, models, onSaved }) {
+  const editing = Boolean(key);
+  const val = (v) => (v === null || v === undefined ? "" : String(v));
   const f = {
-    name: input({ name: "name", placeholder: "e.g. backend-prod", required: true, autocomplete: "off" }),
+    name: input({ name: "name", value: editing ? key.name : "", placeholder: "e.g. backend-prod", required: true, autocomplete: "off" }),
     providers: chipChecks(providers.map((p) => ({ value: p.id, label: `${p.name} (#${p.id})` })), "provider_ids"),
-    models: chipChecks([...new Set(models.map((m) => m.name))].sort().map((n) => ({ value: n, label: n })), "models"),
-    expiry: select(EXPIRY, "never", { name: "expiry" }),
+    models: chipChecks([...new Set([...models.map((m) => m.name), ...(editing ? key.models : [])])].sort().map((n) => ({ value: n, label: n })), "models"),
+    expiry: select(expiryOptions(key), editing ? "keep" : "never", { name: "expiry" }),
     expiryDate: input({ name: "expires_on", type: "datetime-local", hidden: true }),
-    rpm: input({ name: "rpm", inputmode: "numeric", placeholder: "unlimited" }),
-    tpm: input({ name: "tpm", inputmode: "numeric", placeholder: "unlimited" }),
-    concurrent: input({ name: "max_concurrent", inputmode: "numeric", placeholder: "unlimited" }),
+    rpm: input({ name: "rpm", inputmode: "numeric", placeholder: "unlimited", value: editing ? val(key.rpm) : "" }),
+    tpm: input({ name: "tpm", inputmode: "numeric", placeholder: "unlimited", value: editing ? val(key.tpm) : "" }),
+    concurrent: input({ name: "max_concurrent", inputmode: "numeric", placeholder: "unlimited", value: editing ? val(key.max_concurrent) : "" }),
+    budget: input({ name: "budget_usd", inputmode: "decimal", placeholder: "no budget", value: editing ? val(key.budget_usd) : "", "data-testid": "budget-usd" }),
+    period: select(PERIODS, editing ? key.budget_period || "monthly" : "monthly", { name: "budget_period", "data-testid": "budget-period" }),
+    soft: input({ name: "soft_budget_usd", inputmode: "decimal", placeholder: "no alert", value: editing ? val(key.soft_budget_usd) : "", "data-testid": "soft-budget-usd" }),
   };
+  if (editing) {
+    setChecks(f.providers, key.provider_ids);
+    setChecks(f.models, key.models);
+  }
   f.expiry.addEventListener("change", () => {
     f.expiryDate.hidden = f.expiry.value !== "custom";
     if (!f.expiryDate.hidden) f.expiryDate.focus();
   });
-  const err = h("p", { class: "form-error", role: "alert", hidden: true });
+  const err = h("p", { class: "form-error", role: "alert", hidden: true, "data-testid": "key-form-error" });
   const form = h(
     "form",
     { class: "form-grid", novalidate: true, autocomplete: "off" },
@@ -82,22 +112,30 @@ function openCreateModal({ providers, models, onSaved }) {
     field("Tokens per minute", f.tpm, { hint: "Empty: no limit." }),
     field("Requests at once", f.concurrent, { hint: "In flight at the same time (streams count until they end). Empty: no limit." }),
     h("div"),
+    h("h3", { class: "span-2 form-section", text: "Budget" }),
+    field("Budget (USD)", f.budget, { hint: "Hard limit: past it requests get 429 insufficient_quota. Empty: none." }),
+    field("Period", f.period, { hint: "Spend resets at the UTC day, week (Monday) or month start." }),
+    field("Soft alert at (USD)", f.soft, { hint: "Flags the key once spend reaches it. Empty: none." }),
+    h("div"),
     h("div", { class: "span-2" }, err),
   );
-  const save = button("Create key", { kind: "primary", icon: "key", type: "submit", attrs: { "data-testid": "create-key-submit" } });
+  const save = button(editing ? "Save changes" : "Create key", { kind: "primary", icon: editing ? "check" : "key", type: "submit", attrs: { "data-testid": editing ? "edit-key-submit" : "create-key-submit" } });
   bindSubmit(form, save, err, async () => {
+    markInvalid(form, null);
     const name = f.name.value.trim();
     if (!name) throw new Error("Name is required.");
-    let expires_at = null;
+    let expires_at;
     if (f.expiry.value === "custom") {
       const t = Date.parse(f.expiryDate.value);
       if (!Number.isFinite(t)) throw new Error("Pick the expiry date and time.");
       if (t <= Date.now()) throw new Error("The expiry must be in the future.");
       expires_at = Math.floor(t / 1000);
-    } else if (f.expiry.value !== "never") {
+    } else if (f.expiry.value === "never") {
+      expires_at = null;
+    } else if (f.expiry.value !== "keep") {
       expires_at = Math.floor(Date.now() / 1000) + Number(f.expiry.value) * 86400;
     }
-    const created = await post("/api/keys", {
+    const body = {
       name,
       provider_ids: checked(f.providers).map(Number),
       models: checked(f.models),
@@ -105,12 +143,49 @@ function openCreateModal({ providers, models, onSaved }) {
       rpm: optNumber(f.rpm, "Requests per minute", { min: 1 }),
       tpm: optNumber(f.tpm, "Tokens per minute", { min: 1 }),
       max_concurrent: optNumber(f.concurrent, "Requests at once", { min: 1 }),
-    });
+      // Checked by the server (negative, soft above hard): its message shows in the form.
+      budget_usd: optUsd(f.budget),
+      budget_period: f.period.value,
+      soft_budget_usd: optUsd(f.soft),
+    };
+    let saved;
+    try {
+      saved = editing ? await patch(`/api/keys/${key.id}`, body) : await post("/api/keys", body);
+    } catch (e) {
+      markInvalid(form, e.param);
+      // The message goes in the slot at the foot of a long form: bring it into view.
+      setTimeout(() => err.scrollIntoView({ block: "nearest" }), 0);
+      throw e;
+    }
     m.close();
-    showCreatedKey(created);
+    if (editing) toast(`Key “${saved.name}” saved`);
+    else showCreatedKey(saved);
     onSaved();
   });
-  const m = modal({ title: "Create API key", body: form, testid: "key-modal", actions: [button("Cancel", { onClick: () => m.close() }), save] });
+  const m = modal({ title: editing ? `Edit key “${key.name}”` : "Create API key", body: form, testid: "key-modal", actions: [button("Cancel", { onClick: () => m.close() }), save] });
+}
+
+/** A budget amount as typed: "" → null; anything else goes to the server as a number it will check. */
+function optUsd(inp) {
+  const raw = inp.value.trim().replace(/^\$/, "");
+  if (raw === "") return null;
+  const n = Number(raw);
+  if (!Number.isFinite(n)) throw new Error(`${inp.closest(".field").querySelector(".field-label").textContent} must be a number`);
+  return n;
+}
+
+function budgetCell(k) {
+  if (!hasBudget(k)) return h("span", { class: "muted small nowrap", text: "no budget" });
+  const p = periodText(k);
+  const badges = budgetBadges(k);
+  return h(
+    "div",
+    { class: "budget-cell compact" },
+    h("div", { class: "budget-line" }, h("span", { class: "budget-spent", text: spendText(k) })),
+    budgetMeter(k, { compact: true }),
+    h("div", { class: "budget-line" }, h("span", { class: "nowrap", title: p.title, text: `${p.name} · ${p.rollover}` })),
+    badges.length ? h("div", { class: "chips" }, badges) : null,
+  );
 }
 
 function status(k) {
@@ -132,7 +207,7 @@ export default {
       models = ms;
       render(keys);
     };
-    const create = () => openCreateModal({ providers, models, onSaved: load });
+    const create = () => openKeyModal({ providers, models, onSaved: load });
     ctx.setActions(button("Create key", { kind: "primary", icon: "plus", onClick: create, attrs: { "data-testid": "create-key" } }));
 
     const providerName = (id) => {
@@ -151,7 +226,7 @@ export default {
           "tr",
           { "data-id": k.id, "data-name": k.name },
           h("td", { class: "id", text: `#${k.id}` }),
-          h("td", {}, h("div", { class: "cell-main", text: k.name }), h("div", { class: "cell-sub", text: `created ${fmtDate(k.created_at)}` })),
+          h("td", {}, h("div", { class: "cell-main", text: k.name }), h("div", { class: "cell-sub", title: `created ${fmtDate(k.created_at)}`, text: `created ${new Date(k.created_at * 1000).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" })}` })),
           h("td", {}, h("span", { class: "mono-pill", "data-testid": "key-prefix", text: `${k.prefix}…` })),
           h(
             "td",
@@ -164,12 +239,14 @@ export default {
             ),
           ),
           h("td", { class: "nowrap small" }, h("div", { text: k.rpm ? `${fmtNum(k.rpm)} rpm` : "– rpm" }), h("div", { class: "muted", text: k.tpm ? `${fmtNum(k.tpm)} tpm` : "– tpm" }), k.max_concurrent ? h("div", { class: "muted", text: `${fmtNum(k.max_concurrent)} at once` }) : null),
+          h("td", { "data-testid": "key-budget" }, budgetCell(k)),
           h("td", { class: "nowrap small", title: k.expires_at ? fmtDate(k.expires_at) : "" , text: k.expires_at ? fmtRelative(k.expires_at) : "never" }),
           h("td", { class: "nowrap small muted", title: k.last_used_at ? fmtDate(k.last_used_at) : "", text: fmtRelative(k.last_used_at) }),
           h("td", { "data-testid": "key-status" }, status(k)),
           h(
             "td",
             { class: "actions" },
+            iconButton("pen", "Edit", () => openKeyModal({ key: k, providers, models, onSaved: load }), { attrs: { "data-testid": "edit-key" } }),
             iconButton(k.enabled ? "power-off" : "circle-check", k.enabled ? "Disable" : "Enable", async () => {
               try {
                 await patch(`/api/keys/${k.id}`, { enabled: !k.enabled });
@@ -195,7 +272,7 @@ export default {
         card({
           cls: "flush",
           body: table(
-            [{ label: "ID" }, { label: "Name" }, { label: "Key" }, { label: "Scope" }, { label: "Limits" }, { label: "Expires" }, { label: "Last used" }, { label: "Status" }, { label: "", cls: "actions" }],
+            [{ label: "ID" }, { label: "Name" }, { label: "Key" }, { label: "Scope" }, { label: "Limits" }, { label: "Budget" }, { label: "Expires" }, { label: "Last used" }, { label: "Status" }, { label: "", cls: "actions" }],
             rows,
             { testid: "keys-table" },
           ),
