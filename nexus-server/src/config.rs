@@ -59,7 +59,13 @@ impl Default for ServerConfig {
             max_connections: 4096,
             max_inflight_requests: 1024,
             metrics_token: None,
-            hub: nexus::HubOptions::default(),
+            hub: {
+                // A server looks after its providers: the probes run every minute unless the
+                // file says otherwise (`health_check_interval_seconds = 0` turns them off).
+                let mut h = nexus::HubOptions::default();
+                h.health_checks.scheduled = true;
+                h
+            },
         }
     }
 }

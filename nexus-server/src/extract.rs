@@ -178,22 +178,49 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
-/// Reads a whole body of at most `limit` bytes; a larger one is a 413 OpenAI error.
+/// How much of an over-limit body is read and thrown away before the 413 goes out. A client
+/// that is still writing when the server closes gets a broken pipe instead of the answer (most
+/// HTTP clients, the SDKs' included, report the write error and never read the 413), so a body
+/// somewhat over the limit is drained first, as nginx's lingering close does; past this much
+/// more, the connection is closed. The body's read deadline bounds the time either way.
+const DRAIN_MAX: usize = 64 * 1024 * 1024;
+
+/// Reads a whole body of at most `limit` bytes; a larger one is a 413 OpenAI error, sent once
+/// the rest of the body (up to [`DRAIN_MAX`] more) has been read and dropped.
 pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        // to_bytes reports an over-limit body as a length-limit error in its source chain.
-        let over = std::error::Error::source(&e)
-            .map(|s| s.to_string().contains("length limit"))
-            .unwrap_or(false)
-            || e.to_string().contains("length limit");
-        if over {
-            ApiError(nexus::Error::PayloadTooLarge { limit })
-        } else {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut first: Option<bytes::Bytes> = None;
+    let mut buf = bytes::BytesMut::new();
+    let mut len = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
             ApiError(nexus::Error::invalid(format!(
                 "cannot read request body: {e}"
             )))
+        })?;
+        len += chunk.len();
+        if len > limit {
+            let mut drained = 0usize;
+            while drained <= DRAIN_MAX {
+                match stream.next().await {
+                    Some(Ok(c)) => drained += c.len(),
+                    _ => break,
+                }
+            }
+            return Err(ApiError(nexus::Error::PayloadTooLarge { limit }));
         }
-    })
+        // Most bodies arrive as one chunk: that one is kept without a copy.
+        match first.take() {
+            None if buf.is_empty() => first = Some(chunk),
+            Some(f) => {
+                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&chunk);
+            }
+            None => buf.extend_from_slice(&chunk),
+        }
+    }
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// An integer id from the path.

@@ -138,6 +138,7 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot open database {}: {e}", cfg.db.display()))?;
+    hub.start_health_checks().map_err(|e| e.to_string())?;
     let configured = std::env::var("NEXUS_ADMIN_TOKEN").ok();
     let generated = hub
         .registry()

@@ -39,6 +39,9 @@ pub struct HubOptions {
     /// Completion tokens reserved under a key's token limit when a request sets no
     /// `max_tokens`/`max_completion_tokens`.
     pub default_max_tokens: u64,
+    /// Active health checks: with `scheduled`, every `interval` once started
+    /// ([`crate::Hub::start_health_checks`]); probes can always be run on demand.
+    pub health_checks: crate::health_checks::HealthCheckConfig,
 }
 
 impl Default for HubOptions {
@@ -56,6 +59,7 @@ impl Default for HubOptions {
             request_limits: RequestLimits::default(),
             upstream_limits: UpstreamLimits::default(),
             default_max_tokens: 4096,
+            health_checks: Default::default(),
         }
     }
 }
@@ -79,6 +83,12 @@ pub struct HubSettings {
     pub rollup_retention_days: Option<u32>,
     /// A cap on the database size in MiB: past it the oldest bodies, then request rows, go.
     pub max_db_mb: Option<u64>,
+    /// Seconds between two rounds of active health probes (0: off; the server's default 60).
+    pub health_check_interval_seconds: Option<u64>,
+    /// Failed probes within the window that disable a provider (default 3).
+    pub health_check_failures: Option<u32>,
+    /// The window those failures are counted in, in seconds (default 300).
+    pub health_check_window_seconds: Option<u64>,
     /// The opt-in response cache: seconds an answer stays valid (0 or absent: off).
     pub cache_ttl_seconds: Option<u64>,
     /// Most cached answers (default 1000).
@@ -108,13 +118,16 @@ pub struct HubSettings {
 impl HubSettings {
     /// The keys this schema takes, for front ends that mix them with their own (the server's
     /// TOML file).
-    pub const KEYS: [&'static str; 18] = [
+    pub const KEYS: [&'static str; 21] = [
         "master_key",
         "record_messages",
         "message_retention_days",
         "request_retention_days",
         "rollup_retention_days",
         "max_db_mb",
+        "health_check_interval_seconds",
+        "health_check_failures",
+        "health_check_window_seconds",
         "cache_ttl_seconds",
         "cache_max_entries",
         "max_attempts",
@@ -157,6 +170,21 @@ impl HubSettings {
             o.stats.max_db_bytes = Some(positive("max_db_mb", v)?.saturating_mul(1 << 20));
         }
         o.stats.retention().validate()?;
+        let h = &mut o.health_checks;
+        match self.health_check_interval_seconds {
+            Some(0) => h.scheduled = false,
+            Some(secs) => {
+                h.scheduled = true;
+                h.interval = Duration::from_secs(secs);
+            }
+            None => {}
+        }
+        if let Some(v) = self.health_check_failures {
+            h.failures = positive("health_check_failures", v)?;
+        }
+        if let Some(v) = self.health_check_window_seconds {
+            h.window = Duration::from_secs(positive("health_check_window_seconds", v)?);
+        }
         match self.cache_ttl_seconds {
             Some(0) => o.cache = None,
             Some(ttl) => {

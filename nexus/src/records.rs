@@ -122,6 +122,9 @@ pub struct ProviderOptions {
     /// body) instead of deployment URLs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure_v1: Option<bool>,
+    /// Probe this provider in the active health checks (default true; false opts it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<bool>,
     /// `openai`: the provider also serves OpenAI's Responses API (`.../responses` beside its
     /// `.../chat/completions`), so a Responses request is relayed there as the client sent it
     /// instead of being translated to chat.
@@ -150,6 +153,13 @@ pub struct Provider {
     pub description: String,
     /// Disabled providers are never routed to.
     pub enabled: bool,
+    /// Disabled by the health checks, which enable it again when its probes pass (an operator's
+    /// disable is never undone by them).
+    #[serde(default)]
+    pub auto_disabled: bool,
+    /// Why it is disabled (the probes' last error, or "disabled by an operator").
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
     /// Tuning.
     pub options: ProviderOptions,
     /// Unix seconds.
@@ -626,4 +636,57 @@ mod tests {
         assert_eq!(p.rpm, Some(Some(5)));
         assert!(serde_json::from_str::<KeyPatch>(r#"{"bogus":1}"#).is_err());
     }
+}
+
+/// What changed in a provider's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderEventKind {
+    /// The health checks disabled it.
+    AutoDisabled,
+    /// The health checks enabled it again.
+    AutoEnabled,
+    /// An operator disabled it.
+    Disabled,
+    /// An operator enabled it.
+    Enabled,
+}
+
+impl ProviderEventKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderEventKind::AutoDisabled => "auto_disabled",
+            ProviderEventKind::AutoEnabled => "auto_enabled",
+            ProviderEventKind::Disabled => "disabled",
+            ProviderEventKind::Enabled => "enabled",
+        }
+    }
+
+    /// A stored name (an unknown one, from a newer build, reads as `disabled`).
+    pub fn parse(s: &str) -> ProviderEventKind {
+        match s {
+            "auto_disabled" => ProviderEventKind::AutoDisabled,
+            "auto_enabled" => ProviderEventKind::AutoEnabled,
+            "enabled" => ProviderEventKind::Enabled,
+            _ => ProviderEventKind::Disabled,
+        }
+    }
+}
+
+/// One provider state change, kept with its reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderEvent {
+    /// Id (ignored on insert).
+    pub id: i64,
+    /// Unix milliseconds.
+    pub ts_ms: i64,
+    /// The provider.
+    pub provider_id: i64,
+    /// Its name at the time.
+    pub provider_name: String,
+    /// What changed.
+    pub event: ProviderEventKind,
+    /// Why.
+    pub reason: String,
 }

@@ -22,7 +22,8 @@ use crate::crypto::{self, MasterKey};
 use crate::error::{Error, Result};
 use crate::records::{
     validate_base_url, validate_name, ClientKey, CreatedKey, KeyPatch, Model, ModelKind,
-    ModelPatch, NewKey, NewModel, NewProvider, Provider, ProviderPatch,
+    ModelPatch, NewKey, NewModel, NewProvider, Provider, ProviderEvent, ProviderEventKind,
+    ProviderPatch,
 };
 use crate::store::{SqliteStore, Store, StoredKey, StoredProvider};
 use crate::time::now_ms;
@@ -254,6 +255,8 @@ impl Shared {
                     api_key_hint: p.key_hint,
                     description: p.description,
                     enabled: p.enabled,
+                    auto_disabled: p.auto_disabled,
+                    disabled_reason: p.disabled_reason,
                     options,
                     created_at: p.created_at,
                     updated_at: p.updated_at,
@@ -420,6 +423,8 @@ impl Registry {
             sealed_headers,
             created_at: now,
             updated_at: now,
+            auto_disabled: false,
+            disabled_reason: None,
             decode_error: None,
         })?;
         if let Some(pk) = p.personalized_key.filter(|k| !k.is_empty()) {
@@ -499,8 +504,13 @@ impl Registry {
         if let Some(d) = patch.description {
             p.description = d;
         }
+        // An operator's enable or disable takes the provider out of the health checks' hands:
+        // they never undo it (they only re-enable what they disabled themselves).
+        let manual = patch.enabled.filter(|&e| e != p.enabled || p.auto_disabled);
         if let Some(e) = patch.enabled {
             p.enabled = e;
+            p.auto_disabled = false;
+            p.disabled_reason = (!e).then(|| "disabled by an operator".to_owned());
         }
         let master = self.s.master.read().map_err(lock_err)?.clone();
         // Plaintext headers written by an older build since this registry opened: seal them now
@@ -544,8 +554,75 @@ impl Registry {
         if let Some(pk) = patch.personalized_key.filter(|k| !k.is_empty()) {
             self.attach_legacy_key(&pk, id, &p.name)?;
         }
+        if let Some(e) = manual {
+            self.event(
+                &p,
+                if e {
+                    ProviderEventKind::Enabled
+                } else {
+                    ProviderEventKind::Disabled
+                },
+                "by an operator",
+            );
+        }
         self.reload()?;
         self.provider(id)
+    }
+
+    /// The health checks' verdict on a provider: `healthy: false` disables an enabled provider
+    /// (marked automatic, with `reason`); `healthy: true` re-enables one they disabled. Anything
+    /// else (a provider an operator disabled, one already in that state) is left alone. Returns
+    /// whether the state changed.
+    pub fn set_probe_state(&self, id: i64, healthy: bool, reason: &str) -> Result<bool> {
+        let _w = self.s.write.lock().map_err(lock_err)?;
+        let mut p = self.stored_provider(id)?;
+        let kind = match (healthy, p.enabled, p.auto_disabled) {
+            (false, true, _) => {
+                p.enabled = false;
+                p.auto_disabled = true;
+                p.disabled_reason = Some(reason.to_owned());
+                ProviderEventKind::AutoDisabled
+            }
+            (true, false, true) => {
+                p.enabled = true;
+                p.auto_disabled = false;
+                p.disabled_reason = None;
+                ProviderEventKind::AutoEnabled
+            }
+            _ => return Ok(false),
+        };
+        p.updated_at = now_ms() / 1000;
+        self.s.store.update_provider(&p)?;
+        self.event(&p, kind, reason);
+        self.reload()?;
+        Ok(true)
+    }
+
+    /// Records a state change; a failure to record it is logged, never fails the change.
+    fn event(&self, p: &StoredProvider, event: ProviderEventKind, reason: &str) {
+        let e = ProviderEvent {
+            id: 0,
+            ts_ms: now_ms(),
+            provider_id: p.id,
+            provider_name: p.name.clone(),
+            event,
+            reason: reason.to_owned(),
+        };
+        tracing::warn!(provider = %p.name, provider_id = p.id, event = event.as_str(), reason, "provider state changed");
+        if let Err(err) = self.s.store.insert_provider_event(&e) {
+            tracing::error!(error = %err, "could not record a provider event");
+        }
+    }
+
+    /// The newest provider state changes (of one provider, or all), newest first.
+    pub fn provider_events(
+        &self,
+        provider_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ProviderEvent>> {
+        self.s
+            .store
+            .provider_events(provider_id, limit.clamp(1, 1000))
     }
 
     /// Deletes a provider and its models.

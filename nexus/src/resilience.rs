@@ -151,6 +151,13 @@ impl Health {
         false
     }
 
+    /// What is left of the provider's cooldown, if it is cooling down (no state change).
+    pub fn cooldown_left(&self, provider: i64) -> Option<Duration> {
+        let m = self.map.lock().ok()?;
+        let t = m.get(&provider)?.cooldown_until?;
+        t.checked_duration_since(Instant::now())
+    }
+
     /// Whether the provider is cooling down now (no state change, unlike [`Health::check`]).
     pub fn is_cooling(&self, provider: i64) -> bool {
         self.map

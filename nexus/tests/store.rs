@@ -1011,6 +1011,16 @@ impl Store for FlakyStore {
     fn summary(&self) -> R<Summary> {
         self.inner.summary()
     }
+    fn insert_provider_event(&self, e: &nexus::records::ProviderEvent) -> R<()> {
+        self.inner.insert_provider_event(e)
+    }
+    fn provider_events(
+        &self,
+        provider_id: Option<i64>,
+        limit: usize,
+    ) -> R<Vec<nexus::records::ProviderEvent>> {
+        self.inner.provider_events(provider_id, limit)
+    }
     fn prune_usage(&self, before_ms: i64, limit: usize) -> R<usize> {
         self.inner.prune_usage(before_ms, limit)
     }

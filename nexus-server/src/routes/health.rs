@@ -75,6 +75,12 @@ async fn metrics(State(st): State<AppState>, parts: Parts) -> Response {
         "# HELP nexus_stats_rows_dropped_total Usage and message rows the stats writer dropped.\n# TYPE nexus_stats_rows_dropped_total counter\nnexus_stats_rows_dropped_total {}",
         st.hub.stats().dropped_rows()
     );
+    let hc = st.hub.health_check_counters();
+    let _ = writeln!(
+        text,
+        "# HELP nexus_health_probes_total Active health probes by result.\n# TYPE nexus_health_probes_total counter\nnexus_health_probes_total{{result=\"ok\"}} {}\nnexus_health_probes_total{{result=\"failed\"}} {}\n# HELP nexus_provider_state_changes_total Providers disabled or enabled again by the health checks.\n# TYPE nexus_provider_state_changes_total counter\nnexus_provider_state_changes_total{{change=\"auto_disabled\"}} {}\nnexus_provider_state_changes_total{{change=\"auto_enabled\"}} {}",
+        hc.probes_ok, hc.probes_failed, hc.auto_disabled, hc.auto_enabled
+    );
     let b = st.hub.budget_counters();
     let _ = writeln!(
         text,

@@ -6,6 +6,7 @@ pub mod embeddings;
 pub mod health;
 pub mod messages;
 pub mod openai;
+pub mod provider_health;
 pub mod requests;
 pub mod responses;
 pub mod sse;

@@ -49,6 +49,10 @@ pub struct StoredProvider {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+    /// Disabled by the health checks (not by an operator): they may enable it again.
+    pub auto_disabled: bool,
+    /// Why it is disabled, when it is.
+    pub disabled_reason: Option<String>,
     /// Set on load when a stored column (the options JSON) cannot be decoded: the registry then
     /// keeps the provider out of routing instead of running it with default options.
     pub decode_error: Option<String>,
@@ -153,6 +157,14 @@ pub trait Store: Send + Sync + 'static {
     /// Moves what the write-ahead log holds into the database and empties the log, so the
     /// space a retention pass gave back leaves the file system too.
     fn checkpoint(&self) -> Result<()>;
+    /// Records a provider state change.
+    fn insert_provider_event(&self, e: &crate::records::ProviderEvent) -> Result<()>;
+    /// The newest `limit` provider state changes, of one provider or all.
+    fn provider_events(
+        &self,
+        provider_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<crate::records::ProviderEvent>>;
     /// One page of the request explorer, newest first (names left for the caller to fill).
     fn list_requests(&self, q: &RequestQuery) -> Result<RequestPage>;
     /// One request with its attempt log.

@@ -19,6 +19,7 @@ use super::{GroupKey, RegistryData, Store, StoredKey, StoredProvider, StoredResp
 use crate::budgets::{micros_to_usd, usd_to_micros, BudgetPeriod};
 use crate::error::{Error, Result};
 use crate::records::{ClientKey, Model, ModelKind, ModelPatch, NewModel, Session, SessionMessage};
+use crate::records::{ProviderEvent, ProviderEventKind};
 use crate::usage::{
     Bucket, ConversationMessage, ConversationStats, GroupBy, MessageRecord, PricedRow,
     RepriceQuery, RepriceReport, RequestPage, RequestQuery, RequestRow, Summary, Timeseries,
@@ -41,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0011_key_budgets.sql"),
     include_str!("sql/0012_request_explorer.sql"),
     include_str!("sql/0013_retention.sql"),
+    include_str!("sql/0014_provider_health.sql"),
 ];
 
 const READERS: usize = 2;
@@ -381,7 +383,8 @@ impl Store for SqliteStore {
         let c = self.w()?;
         let mut st = c.prepare(
             "SELECT id, name, server_url, server_key, key_hint, description, enabled, options,
-                    created_at, updated_at, sealed_headers, kind FROM service_providers ORDER BY id",
+                    created_at, updated_at, sealed_headers, kind, auto_disabled, disabled_reason
+             FROM service_providers ORDER BY id",
         )?;
         let providers = st
             .query_map([], |r| {
@@ -412,6 +415,8 @@ impl Store for SqliteStore {
                     sealed_headers: r.get(10)?,
                     created_at: r.get(8)?,
                     updated_at: r.get(9)?,
+                    auto_disabled: r.get(12)?,
+                    disabled_reason: r.get(13)?,
                     decode_error,
                 })
             })?
@@ -502,8 +507,9 @@ impl Store for SqliteStore {
         let c = self.w()?;
         c.execute(
             "INSERT INTO service_providers (name, server_url, server_key, key_hint, description,
-                 enabled, options, created_at, updated_at, sealed_headers, kind)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 enabled, options, created_at, updated_at, sealed_headers, kind, auto_disabled,
+                 disabled_reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 p.name,
                 p.base_url,
@@ -515,7 +521,9 @@ impl Store for SqliteStore {
                 p.created_at,
                 p.updated_at,
                 p.sealed_headers,
-                p.kind.as_str()
+                p.kind.as_str(),
+                p.auto_disabled,
+                p.disabled_reason
             ],
         )?;
         Ok(c.last_insert_rowid())
@@ -525,7 +533,7 @@ impl Store for SqliteStore {
         let n = self.w()?.execute(
             "UPDATE service_providers SET name = ?2, server_url = ?3, server_key = ?4,
                  key_hint = ?5, description = ?6, enabled = ?7, options = ?8, updated_at = ?9,
-                 sealed_headers = ?10, kind = ?11
+                 sealed_headers = ?10, kind = ?11, auto_disabled = ?12, disabled_reason = ?13
              WHERE id = ?1",
             params![
                 p.id,
@@ -538,7 +546,9 @@ impl Store for SqliteStore {
                 to_json(&p.options)?,
                 p.updated_at,
                 p.sealed_headers,
-                p.kind.as_str()
+                p.kind.as_str(),
+                p.auto_disabled,
+                p.disabled_reason
             ],
         )?;
         Ok(n > 0)
@@ -1136,6 +1146,46 @@ impl Store for SqliteStore {
 
     fn checkpoint(&self) -> Result<()> {
         super::sqlite_retention::checkpoint(&*self.w()?)
+    }
+
+    fn insert_provider_event(&self, e: &ProviderEvent) -> Result<()> {
+        self.w()?.execute(
+            "INSERT INTO provider_events (ts_ms, provider_id, provider_name, event, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                e.ts_ms,
+                e.provider_id,
+                e.provider_name,
+                e.event.as_str(),
+                e.reason
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn provider_events(
+        &self,
+        provider_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ProviderEvent>> {
+        let c = self.r()?;
+        let mut st = c.prepare(
+            "SELECT id, ts_ms, provider_id, provider_name, event, reason FROM provider_events
+             WHERE (?1 IS NULL OR provider_id = ?1) ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = st
+            .query_map(params![provider_id, limit as i64], |r| {
+                Ok(ProviderEvent {
+                    id: r.get(0)?,
+                    ts_ms: r.get(1)?,
+                    provider_id: r.get(2)?,
+                    provider_name: r.get(3)?,
+                    event: ProviderEventKind::parse(&r.get::<_, String>(4)?),
+                    reason: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     fn list_requests(&self, q: &RequestQuery) -> Result<RequestPage> {

@@ -36,6 +36,8 @@
 //! The same server speaks Google's Gemini API too (see `gemini.rs` for its routes and words).
 //! Embeddings are served in the OpenAI, Azure and Gemini formats (see `embeddings.rs`).
 //! `POST /v1/messages` is Anthropic's Messages API, with its own words (see `anthropic.rs`).
+//! Model lists (`GET /v1/models` for OpenAI and Anthropic, `GET /v1beta/models` for Gemini) and a
+//! switch that makes them fail are in `models.rs`.
 //! OpenAI's Responses API is served at `POST /v1/responses`, reading some of the words above
 //! (see `responses.rs`).
 //!
@@ -59,6 +61,7 @@ mod anthropic;
 mod azure;
 mod embeddings;
 mod gemini;
+mod models;
 mod responses;
 
 /// The behaviour words of a model name (`chunks5-delay20-tools`), as the Anthropic and Gemini
@@ -111,6 +114,8 @@ struct MockState {
     flaky: Mutex<HashMap<String, u64>>,
     last_request: Mutex<Option<Value>>,
     last_headers: Mutex<Vec<(String, String)>>,
+    /// Non-zero: every model list answers this status (`models.rs`).
+    models_status: std::sync::atomic::AtomicU16,
 }
 
 /// A running mock upstream. Dropping it stops the server.
@@ -225,6 +230,7 @@ fn router(state: Arc<MockState>) -> Router {
         .route("/mock/stats", get(stats))
         .route("/mock/secret", get(secret).post(secret))
         .merge(gemini::routes())
+        .merge(models::routes())
         .with_state(state)
 }
 

@@ -22,6 +22,7 @@ pub(crate) mod adapter;
 pub(crate) mod anthropic;
 pub(crate) mod embeddings;
 pub(crate) mod gemini;
+pub mod models;
 pub(crate) mod native;
 pub(crate) mod openai_responses;
 
@@ -116,6 +117,36 @@ impl Upstream {
         for (k, v) in &p.headers {
             rb = rb.header(k.as_str(), v.expose());
         }
+        self.execute(rb, first_byte).await
+    }
+
+    /// A `GET` to one of a provider's URLs (its models list) with its credential `headers` and
+    /// extra headers, answered like [`send`](Self::send); the body is read within `limit`.
+    pub(crate) async fn get(
+        &self,
+        p: &crate::registry::ProviderEntry,
+        url: &str,
+        headers: Vec<(&'static str, String)>,
+        limit: Duration,
+    ) -> Result<Bytes> {
+        let mut rb = self.http.get(url);
+        for (k, v) in headers {
+            rb = rb.header(k, v);
+        }
+        for (k, v) in &p.headers {
+            rb = rb.header(k.as_str(), v.expose());
+        }
+        let resp = self.execute(rb, limit).await?;
+        self.read_body(resp, limit).await
+    }
+
+    /// Sends a built request and waits for the response head within `first_byte`; a non-2xx
+    /// answer becomes [`Error::Upstream`] with the upstream's own message for the log.
+    async fn execute(
+        &self,
+        rb: reqwest::RequestBuilder,
+        first_byte: Duration,
+    ) -> Result<reqwest::Response> {
         let resp = match tokio::time::timeout(first_byte, rb.send()).await {
             Err(_) => {
                 return Err(Error::Timeout {

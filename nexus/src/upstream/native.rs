@@ -128,7 +128,7 @@ pub(crate) fn anthropic_count_call(
     let endpoint = cand.provider.record.endpoint.trim_end_matches('/');
     Ok(UpstreamCall {
         url: Some(format!("{endpoint}/count_tokens")),
-        headers: super::anthropic::headers(cand, betas),
+        headers: super::anthropic::headers(&cand.provider, betas),
         body: serde_json::to_vec(&out)
             .map(Bytes::from)
             .map_err(|e| Error::Internal(e.to_string()))?,
@@ -172,7 +172,7 @@ fn anthropic_call(
             .map_or(super::anthropic::DEFAULT_MAX_TOKENS, u64::from);
         out.insert("max_tokens".into(), n.into());
     }
-    let headers = super::anthropic::headers(cand, betas);
+    let headers = super::anthropic::headers(&cand.provider, betas);
     Ok(UpstreamCall {
         url: None,
         headers,

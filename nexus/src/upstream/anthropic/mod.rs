@@ -43,7 +43,7 @@ impl Adapter for Anthropic {
             cand.model.default_max_tokens,
             stream,
         )?;
-        let headers = headers(cand, None);
+        let headers = headers(&cand.provider, None);
         Ok(UpstreamCall {
             // The provider's endpoint is already `{base}/v1/messages` (or the verbatim URL of
             // a base ending in `#`): see `records::endpoint_for`.
@@ -129,10 +129,13 @@ pub(crate) fn error_status(kind: &str) -> Option<u16> {
 /// `anthropic-version` (the provider's `api_version` or ours) and `anthropic-beta` with the
 /// provider's configured betas followed by the client's (`client_betas`, passed on by the
 /// Messages pass-through).
-pub(crate) fn headers(cand: &Candidate, client_betas: Option<&str>) -> Vec<(&'static str, String)> {
-    let o = &cand.provider.record.options;
+pub(crate) fn headers(
+    p: &crate::registry::ProviderEntry,
+    client_betas: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let o = &p.record.options;
     let mut headers = vec![
-        ("x-api-key", cand.provider.api_key.expose().to_owned()),
+        ("x-api-key", p.api_key.expose().to_owned()),
         (
             "anthropic-version",
             o.api_version
