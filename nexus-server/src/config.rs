@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub metrics_token: Option<String>,
     /// Core settings.
     pub hub: nexus::HubOptions,
+    /// The file's `[[providers]]` and `[[keys]]`, applied to the registry at start.
+    pub declared: nexus::config_as_code::DeclaredConfig,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +68,7 @@ impl Default for ServerConfig {
                 h.health_checks.scheduled = true;
                 h
             },
+            declared: nexus::config_as_code::DeclaredConfig::default(),
         }
     }
 }
@@ -113,12 +116,20 @@ pub struct Cli {
     pub config: Option<PathBuf>,
     /// `rotate-master-key` subcommand.
     pub rotate_master_key: bool,
+    /// `apply FILE`: apply the file's providers, models and keys, print the changes, exit.
+    pub apply: Option<PathBuf>,
+    /// `export`: print the registry as a configuration file, exit.
+    pub export: bool,
+    /// `--dry-run` (with `apply`): print the changes without making them.
+    pub dry_run: bool,
 }
 
 /// Usage text.
 pub const USAGE: &str = "\
 usage: nexus-server [--listen 127.0.0.1:8000] [--db ./nexus.db] [--config nexus.toml]
        nexus-server rotate-master-key [--db ./nexus.db]
+       nexus-server apply nexus.toml [--db ./nexus.db] [--dry-run]
+       nexus-server export [--db ./nexus.db] > nexus.toml
 
 environment: NEXUS_LISTEN, NEXUS_DB, NEXUS_CONFIG, NEXUS_ADMIN_TOKEN, NEXUS_MASTER_KEY (base64, 32 bytes),
              NEXUS_NEW_MASTER_KEY (for rotate-master-key), NEXUS_DEFAULT_STREAM, NEXUS_CORS_ORIGINS (comma separated),
@@ -145,6 +156,16 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, String>
             "--db" => cli.db = Some(PathBuf::from(value("--db")?)),
             "--config" => cli.config = Some(PathBuf::from(value("--config")?)),
             "rotate-master-key" => cli.rotate_master_key = true,
+            "apply" => {
+                let file = it
+                    .next()
+                    .ok_or("apply needs a file: nexus-server apply nexus.toml")?;
+                // The file is also the configuration (its db, its settings).
+                cli.apply = Some(PathBuf::from(&file));
+                cli.config = Some(PathBuf::from(file));
+            }
+            "export" => cli.export = true,
+            "--dry-run" => cli.dry_run = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument: {other}")),
         }
@@ -199,6 +220,11 @@ pub fn resolve(cli: &Cli) -> Result<ServerConfig, String> {
                 core.insert(k.to_owned(), v);
             }
         }
+        // The catalogue part (config as code) is the core's too.
+        c.declared = nexus::config_as_code::DeclaredConfig::from_toml(&text)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        table.remove("providers");
+        table.remove("keys");
         let settings: nexus::HubSettings = core
             .try_into()
             .map_err(|e| format!("{}: {e}", p.display()))?;

@@ -49,6 +49,10 @@ fn main() -> ExitCode {
     };
     let result = if cli.rotate_master_key {
         rotate(&cfg)
+    } else if cli.apply.is_some() {
+        apply(&cfg, cli.dry_run)
+    } else if cli.export {
+        export(&cfg)
     } else {
         rt.block_on(run(cfg))
     };
@@ -131,6 +135,51 @@ fn rotate(cfg: &ServerConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// `nexus-server apply FILE`: the file's providers, models and keys into the registry; prints
+/// each change (or "no changes") on stdout.
+fn apply(cfg: &ServerConfig, dry_run: bool) -> Result<(), String> {
+    use nexus::config_as_code::plan;
+    if cfg.declared.is_empty() {
+        return Err("the file declares no [[providers]] nor [[keys]]".into());
+    }
+    let hub = nexus::Hub::open(&cfg.db, cfg.hub.clone())
+        .map_err(|e| format!("cannot open database {}: {e}", cfg.db.display()))?;
+    let plan = plan(hub.registry(), &cfg.declared).map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout().lock();
+    if dry_run {
+        let changes = plan.changes();
+        if changes.is_empty() {
+            let _ = writeln!(out, "no changes");
+        }
+        for c in changes {
+            let _ = writeln!(out, "{c}");
+        }
+        let _ = writeln!(out, "(dry run: nothing was changed)");
+        return Ok(());
+    }
+    let report = plan.apply(hub.registry()).map_err(|e| e.to_string())?;
+    let _ = write!(out, "{report}");
+    Ok(())
+}
+
+/// `nexus-server export`: the registry as a configuration file on stdout, secrets as `env:`
+/// references.
+fn export(cfg: &ServerConfig) -> Result<(), String> {
+    let hub = nexus::Hub::open(&cfg.db, cfg.hub.clone())
+        .map_err(|e| format!("cannot open database {}: {e}", cfg.db.display()))?;
+    let text = nexus::config_as_code::export(hub.registry())
+        .and_then(|c| c.to_toml())
+        .map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "# NexusAI Hub configuration (apply with: nexus-server apply FILE).\n\
+         # Secrets are references: set each env: variable named here before applying.\n"
+    );
+    let _ = write!(out, "{text}");
+    Ok(())
+}
+
 async fn run(cfg: ServerConfig) -> Result<(), String> {
     let db = cfg.db.clone();
     let hub_opts = cfg.hub.clone();
@@ -138,6 +187,23 @@ async fn run(cfg: ServerConfig) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot open database {}: {e}", cfg.db.display()))?;
+    // The --config file's providers, models and keys, before the first request.
+    if !cfg.declared.is_empty() {
+        let (h, declared) = (hub.clone(), cfg.declared.clone());
+        let report = tokio::task::spawn_blocking(move || {
+            nexus::config_as_code::plan(h.registry(), &declared).and_then(|p| p.apply(h.registry()))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("the configuration file's providers: {e}"))?;
+        for c in &report.changes {
+            tracing::info!(change = %c, "configuration applied");
+        }
+        for (name, secret) in &report.created_keys {
+            // Printed, not logged, as the admin token is.
+            eprintln!("  key {name} created from the configuration (shown once): {secret}");
+        }
+    }
     hub.start_health_checks().map_err(|e| e.to_string())?;
     let configured = std::env::var("NEXUS_ADMIN_TOKEN").ok();
     let generated = hub
