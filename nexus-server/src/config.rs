@@ -37,7 +37,7 @@ pub struct ServerConfig {
     pub metrics_token: Option<String>,
     /// Core settings.
     pub hub: nexus::HubOptions,
-    /// The file's `[[providers]]` and `[[keys]]`, applied to the registry at start.
+    /// The file's `[[providers]]`, `[[groups]]` and `[[keys]]`, applied to the registry at start.
     pub declared: nexus::config_as_code::DeclaredConfig,
 }
 
@@ -223,8 +223,9 @@ pub fn resolve(cli: &Cli) -> Result<ServerConfig, String> {
         // The catalogue part (config as code) is the core's too.
         c.declared = nexus::config_as_code::DeclaredConfig::from_toml(&text)
             .map_err(|e| format!("{}: {e}", p.display()))?;
-        table.remove("providers");
-        table.remove("keys");
+        for k in ["providers", "groups", "keys"] {
+            table.remove(k);
+        }
         let settings: nexus::HubSettings = core
             .try_into()
             .map_err(|e| format!("{}: {e}", p.display()))?;

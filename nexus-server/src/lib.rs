@@ -98,6 +98,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::admin::router(state.clone()))
         .merge(routes::requests::router())
         .merge(routes::storage::router())
+        .merge(routes::groups::router())
         .merge(routes::provider_health::router())
         .merge(routes::ws::router())
         .merge(routes::health::router())

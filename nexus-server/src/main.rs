@@ -140,7 +140,7 @@ fn rotate(cfg: &ServerConfig) -> Result<(), String> {
 fn apply(cfg: &ServerConfig, dry_run: bool) -> Result<(), String> {
     use nexus::config_as_code::plan;
     if cfg.declared.is_empty() {
-        return Err("the file declares no [[providers]] nor [[keys]]".into());
+        return Err("the file declares no [[providers]], [[groups]] nor [[keys]]".into());
     }
     let hub = nexus::Hub::open(&cfg.db, cfg.hub.clone())
         .map_err(|e| format!("cannot open database {}: {e}", cfg.db.display()))?;

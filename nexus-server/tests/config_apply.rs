@@ -63,6 +63,10 @@ api_key = "env:TEST_ANTHROPIC_KEY"
 [[providers.models]]
 name = "claude-sonnet-4-5"
 
+[[groups]]
+name = "fast"
+models = ["gpt-4o-mini", "claude-sonnet-4-5"]
+
 [[keys]]
 name = "ci"
 providers = ["openai-mock"]
@@ -96,6 +100,7 @@ async fn apply_is_idempotent_export_round_trips_and_the_server_serves_it() {
         "+ model openai-mock/smart",
         "+ provider anthropic-mock",
         "+ model anthropic-mock/claude-sonnet-4-5",
+        "+ group fast",
         "+ key ci",
     ] {
         assert!(out.lines().any(|l| l == line), "{line:?} in {out}");

@@ -182,6 +182,22 @@ impl Admission {
                 soonest.map_or(1, |d| d.as_secs().max(1))
             )));
         }
+        // Weighted round robin within each run of one model's candidates: a model group's
+        // members stay in the group's order (a plain model is one run).
+        let mut start = 0;
+        while start < c.len() {
+            let name = &c[start].model.name;
+            let len = c[start..]
+                .iter()
+                .take_while(|x| &x.model.name == name)
+                .count();
+            self.rotate(&mut c[start..start + len]);
+            start += len;
+        }
+        Ok(())
+    }
+
+    fn rotate(&self, c: &mut [Candidate]) {
         let weights: Vec<u64> = c
             .iter()
             .map(|x| x.provider.record.options.weight.unwrap_or(1) as u64)
@@ -199,7 +215,6 @@ impl Admission {
             }
             c.rotate_left(first);
         }
-        Ok(())
     }
 }
 

@@ -1,5 +1,5 @@
-//! Configuration as code: providers, their models (with prices) and client keys' scopes and
-//! limits declared in a file, applied to the registry idempotently, and exported back.
+//! Configuration as code: providers, their models (with prices), model groups and client keys'
+//! scopes and limits declared in a file, applied to the registry idempotently, and exported back.
 //!
 //! The rules, from what operators of LiteLLM and one-api lose on redeploys:
 //! - Objects are matched by name (providers by name, models by name within their provider, keys
@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::budgets::BudgetPeriod;
 use crate::error::{Error, Result};
 use crate::records::{
-    ClientKey, KeyPatch, Model, ModelKind, ModelPatch, NewKey, NewModel, NewProvider, Provider,
-    ProviderKind, ProviderOptions, ProviderPatch,
+    ClientKey, GroupPatch, KeyPatch, Model, ModelKind, ModelPatch, NewGroup, NewKey, NewModel,
+    NewProvider, Provider, ProviderKind, ProviderOptions, ProviderPatch,
 };
 use crate::registry::Registry;
 
@@ -37,9 +37,25 @@ pub struct DeclaredConfig {
     /// Providers and their models.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<DeclaredProvider>,
+    /// Model groups: a name served by an ordered list of models.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<DeclaredGroup>,
     /// Client keys (scopes, limits, budgets; their secrets are generated, never declared).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<DeclaredKey>,
+}
+
+/// A model group in the file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredGroup {
+    /// The client-facing name.
+    pub name: String,
+    /// The models tried in turn.
+    pub models: Vec<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
 }
 
 /// A provider in the file.
@@ -153,7 +169,7 @@ impl DeclaredConfig {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| Error::invalid(format!("not valid TOML: {e}")))?;
         let mut part = toml::Table::new();
-        for k in ["providers", "keys"] {
+        for k in ["providers", "groups", "keys"] {
             if let Some(v) = table.remove(k) {
                 part.insert(k.to_owned(), v);
             }
@@ -164,7 +180,7 @@ impl DeclaredConfig {
 
     /// True when the file declares nothing.
     pub fn is_empty(&self) -> bool {
-        self.providers.is_empty() && self.keys.is_empty()
+        self.providers.is_empty() && self.groups.is_empty() && self.keys.is_empty()
     }
 
     /// TOML text of this configuration.
@@ -255,6 +271,8 @@ enum Step {
     /// A model of a provider the plan creates: its id is known once that step ran.
     CreateModel(String, Box<NewModel>),
     UpdateModel(i64, Box<ModelPatch>),
+    CreateGroup(NewGroup),
+    UpdateGroup(i64, GroupPatch),
     CreateKey(Box<DeclaredKey>),
     /// With the provider scope by name, when it changes (a provider the plan creates has no id
     /// before it runs).
@@ -314,6 +332,12 @@ impl Plan {
                 }
                 Step::UpdateModel(id, m) => {
                     registry.update_model(id, *m)?;
+                }
+                Step::CreateGroup(g) => {
+                    registry.create_group(g)?;
+                }
+                Step::UpdateGroup(id, g) => {
+                    registry.update_group(id, g)?;
                 }
                 Step::CreateKey(k) => {
                     let provider_ids = k
@@ -422,6 +446,37 @@ pub fn plan(registry: &Registry, file: &DeclaredConfig) -> Result<Plan> {
             }
         }
     }
+    let groups = registry.groups()?;
+    for g in &file.groups {
+        match groups.iter().find(|x| x.name == g.name) {
+            None => steps.push((
+                created("group", &g.name),
+                Step::CreateGroup(NewGroup {
+                    name: g.name.clone(),
+                    models: g.models.clone(),
+                    description: g.description.clone(),
+                }),
+            )),
+            Some(have) => {
+                let mut fields = Vec::new();
+                let mut patch = GroupPatch::default();
+                if have.models != g.models {
+                    patch.models = Some(g.models.clone());
+                    fields.push("models".to_owned());
+                }
+                if have.description != g.description {
+                    patch.description = Some(g.description.clone());
+                    fields.push("description".to_owned());
+                }
+                if !fields.is_empty() {
+                    steps.push((
+                        updated("group", &g.name, fields),
+                        Step::UpdateGroup(have.id, patch),
+                    ));
+                }
+            }
+        }
+    }
     let keys = registry.keys()?;
     for k in &file.keys {
         // Scope names must exist now or be created by this file.
@@ -467,6 +522,15 @@ fn check_names(file: &DeclaredConfig) -> Result<()> {
                     m.name, p.name
                 )));
             }
+        }
+    }
+    let mut groups = std::collections::BTreeSet::new();
+    for g in &file.groups {
+        if !groups.insert(g.name.as_str()) {
+            return Err(Error::invalid(format!(
+                "group '{}' is declared twice",
+                g.name
+            )));
         }
     }
     let mut keys = std::collections::BTreeSet::new();
@@ -711,6 +775,13 @@ pub fn export(registry: &Registry) -> Result<DeclaredConfig> {
                     default_max_tokens: m.default_max_tokens,
                 })
                 .collect(),
+        });
+    }
+    for g in registry.groups()? {
+        out.groups.push(DeclaredGroup {
+            name: g.name,
+            models: g.models,
+            description: g.description,
         });
     }
     for k in registry.keys()? {

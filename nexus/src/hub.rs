@@ -95,6 +95,14 @@ type CachedAnswer = (ChatCompletion, Bytes, i64, String);
 /// candidates in order, and the tokens reserved.
 pub(crate) type Prepared = (Option<Admitted>, Vec<Candidate>, Reservation);
 
+impl Drop for HubInner {
+    /// The retention thread may be in a pass, holding the store: wait for it, so the database
+    /// is closed when the last hub handle is gone (a `rotate-master-key` right after needs that).
+    fn drop(&mut self) {
+        self.retention.stop();
+    }
+}
+
 /// A request past admission: its usage row so far, its key's slot, candidates and tokens held.
 struct Begun {
     rec: UsageRecord,

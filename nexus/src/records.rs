@@ -690,3 +690,44 @@ pub struct ProviderEvent {
     /// Why.
     pub reason: String,
 }
+
+/// A model group: a client-facing name served by an ordered list of other models (on any
+/// providers), tried in turn when one fails or is rate limited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelGroup {
+    /// Database id.
+    pub id: i64,
+    /// The name clients ask for; never also a model's name.
+    pub name: String,
+    /// The models that serve it, in the order they are tried.
+    pub models: Vec<String>,
+    /// Free text.
+    pub description: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Input to create a model group.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewGroup {
+    /// The client-facing name.
+    pub name: String,
+    /// The models that serve it, in order (at least one; each a model the registry serves).
+    pub models: Vec<String>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A partial update of a model group; absent fields are kept.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New member list.
+    pub models: Option<Vec<String>>,
+    /// New description.
+    pub description: Option<String>,
+}

@@ -28,6 +28,8 @@ use crate::records::{
 use crate::store::{SqliteStore, Store, StoredKey, StoredProvider};
 use crate::time::now_ms;
 
+mod groups;
+
 /// How often the registry checks whether another process changed the database.
 pub const RELOAD_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -93,6 +95,8 @@ struct Snapshot {
     broken_keys: HashSet<i64>,
     models: Vec<Model>,
     models_by_name: HashMap<String, Vec<usize>>,
+    groups: Vec<crate::records::ModelGroup>,
+    groups_by_name: HashMap<String, usize>,
     keys: Vec<ClientKey>,
     keys_by_hash: HashMap<String, usize>,
     /// The stored admin token hash (hex bytes), cached so the check is a memory compare.
@@ -279,6 +283,10 @@ impl Shared {
                 .or_default()
                 .push(i);
             snap.models.push(m);
+        }
+        for (i, g) in data.groups.into_iter().enumerate() {
+            snap.groups_by_name.insert(g.name.clone(), i);
+            snap.groups.push(g);
         }
         for (i, k) in data.keys.into_iter().enumerate() {
             let mut rec = k.record;
@@ -664,6 +672,7 @@ impl Registry {
     /// Adds a model to a provider. Prices must be non-negative numbers.
     pub fn create_model(&self, provider_id: i64, m: NewModel) -> Result<Model> {
         validate_name("name", &m.name)?;
+        self.refuse_group_name(&m.name)?;
         if let Some(u) = &m.upstream_name {
             validate_name("upstream_name", u)?;
         }
@@ -690,9 +699,21 @@ impl Registry {
         self.model(id)
     }
 
+    /// A model may not take a group's name: a name always means one thing.
+    fn refuse_group_name(&self, name: &str) -> Result<()> {
+        if self.is_group_name(name)? {
+            return Err(Error::invalid_param(
+                "name",
+                format!("'{name}' is a model group's name"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Updates a model.
     pub fn update_model(&self, id: i64, patch: ModelPatch) -> Result<Model> {
         if let Some(n) = &patch.name {
+            self.refuse_group_name(n)?;
             validate_name("name", n)?;
         }
         check_prices(&[
@@ -877,6 +898,8 @@ impl Registry {
 
     /// [`route`](Self::route) for a model of `kind`. A name the key may use only as the other
     /// kind is a 400 naming the endpoint that serves it.
+    /// A model group's name routes to its members' candidates, member by member in the group's
+    /// order: the key's model scope may name the group or the member.
     pub fn route_kind(
         &self,
         key: Option<&ClientKey>,
@@ -885,6 +908,23 @@ impl Registry {
         kind: ModelKind,
     ) -> Result<Vec<Candidate>> {
         let s = self.snapshot()?;
+        if !s.models_by_name.contains_key(model) {
+            if let Some(&gi) = s.groups_by_name.get(model) {
+                return Self::route_group(&s, &s.groups[gi], key, provider_id, kind);
+            }
+        }
+        Self::route_model(&s, key, model, None, provider_id, kind)
+    }
+
+    /// The candidates serving `model` (as a member of group `group`, when routed through one).
+    fn route_model(
+        s: &Snapshot,
+        key: Option<&ClientKey>,
+        model: &str,
+        group: Option<&str>,
+        provider_id: Option<i64>,
+        kind: ModelKind,
+    ) -> Result<Vec<Candidate>> {
         let all = s
             .models_by_name
             .get(model)
@@ -909,7 +949,10 @@ impl Registry {
             if let Some(k) = key {
                 let provider_ok =
                     k.provider_ids.is_empty() || k.provider_ids.contains(&m.provider_id);
-                let model_ok = k.models.is_empty() || k.models.iter().any(|n| n == model);
+                let model_ok = k.models.is_empty()
+                    || k.models
+                        .iter()
+                        .any(|n| n == model || Some(n.as_str()) == group);
                 if !(provider_ok && model_ok) {
                     continue;
                 }
@@ -980,6 +1023,15 @@ impl Registry {
             }
             if seen.insert(m.name.clone()) {
                 out.push((m.name.clone(), p.name.clone(), m.created_at, m.kind));
+            }
+        }
+        // A group is listed when the key may use it and one of its members can serve.
+        for g in &s.groups {
+            for kind in ModelKind::ALL {
+                if Self::route_group(&s, g, key, None, kind).is_ok() {
+                    out.push((g.name.clone(), "group".to_owned(), g.created_at, kind));
+                    break;
+                }
             }
         }
         Ok(out)

@@ -971,6 +971,15 @@ impl Store for FlakyStore {
     fn delete_model(&self, id: i64) -> R<bool> {
         self.inner.delete_model(id)
     }
+    fn insert_group(&self, g: &nexus::records::ModelGroup) -> R<i64> {
+        self.inner.insert_group(g)
+    }
+    fn update_group(&self, g: &nexus::records::ModelGroup) -> R<bool> {
+        self.inner.update_group(g)
+    }
+    fn delete_group(&self, id: i64) -> R<bool> {
+        self.inner.delete_group(id)
+    }
     fn insert_key(&self, k: &StoredKey) -> R<i64> {
         self.inner.insert_key(k)
     }

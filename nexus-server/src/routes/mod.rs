@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod embeddings;
+pub mod groups;
 pub mod health;
 pub mod messages;
 pub mod openai;

@@ -6,6 +6,7 @@
 //! keys and the admin token).
 
 mod sqlite;
+mod sqlite_groups;
 mod sqlite_requests;
 mod sqlite_retention;
 
@@ -79,6 +80,8 @@ pub struct RegistryData {
     pub models: Vec<Model>,
     /// All keys, by id.
     pub keys: Vec<StoredKey>,
+    /// All model groups, by id.
+    pub groups: Vec<crate::records::ModelGroup>,
 }
 
 /// The storage interface of the core.
@@ -122,6 +125,13 @@ pub trait Store: Send + Sync + 'static {
     fn update_model(&self, id: i64, patch: &ModelPatch) -> Result<bool>;
     /// Deletes a model; false when it does not exist.
     fn delete_model(&self, id: i64) -> Result<bool>;
+
+    /// Inserts a model group (its id ignored); returns the new id.
+    fn insert_group(&self, g: &crate::records::ModelGroup) -> Result<i64>;
+    /// Rewrites a model group; false when there is none.
+    fn update_group(&self, g: &crate::records::ModelGroup) -> Result<bool>;
+    /// Deletes a model group; false when there is none.
+    fn delete_group(&self, id: i64) -> Result<bool>;
 
     /// Inserts a key and returns its id.
     fn insert_key(&self, k: &StoredKey) -> Result<i64>;

@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0012_request_explorer.sql"),
     include_str!("sql/0013_retention.sql"),
     include_str!("sql/0014_provider_health.sql"),
+    include_str!("sql/0015_model_groups.sql"),
 ];
 
 const READERS: usize = 2;
@@ -496,10 +497,12 @@ impl Store for SqliteStore {
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
+        let groups = super::sqlite_groups::load(&c)?;
         Ok(RegistryData {
             providers,
             models,
             keys,
+            groups,
         })
     }
 
@@ -728,6 +731,18 @@ impl Store for SqliteStore {
             .w()?
             .execute("DELETE FROM provider_models WHERE id = ?1", [id])?
             > 0)
+    }
+
+    fn insert_group(&self, g: &crate::records::ModelGroup) -> Result<i64> {
+        super::sqlite_groups::insert(&*self.w()?, g)
+    }
+
+    fn update_group(&self, g: &crate::records::ModelGroup) -> Result<bool> {
+        super::sqlite_groups::update(&*self.w()?, g)
+    }
+
+    fn delete_group(&self, id: i64) -> Result<bool> {
+        super::sqlite_groups::delete(&*self.w()?, id)
     }
 
     fn insert_key(&self, k: &StoredKey) -> Result<i64> {
