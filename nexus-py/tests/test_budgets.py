@@ -32,11 +32,11 @@ async def test_cost_on_every_result_sync_and_async(hub: nexus.Hub, provider: Dic
     assert asynchronous["nexus"]["cost_usd"] == pytest.approx(ONE)
     with hub.chat_stream(m, user("two words")) as s:
         assert "".join(c["choices"][0]["delta"].get("content") or "" for c in s if c["choices"])
-    assert s.summary()["cost_usd"] == pytest.approx(ONE)
+    assert s.summary is not None and s.summary["cost_usd"] == pytest.approx(ONE)
     s2 = await hub.achat_stream(m, user("two words"))
     async for _ in s2:
         pass
-    assert s2.summary()["cost_usd"] == pytest.approx(ONE)
+    assert s2.summary is not None and s2.summary["cost_usd"] == pytest.approx(ONE)
 
 
 @pytest.mark.asyncio

@@ -100,6 +100,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::storage::router())
         .merge(routes::groups::router())
         .merge(routes::provider_health::router())
+        .merge(routes::provider_keys::router())
         .merge(routes::ws::router())
         .merge(routes::health::router())
         .merge(ui::router())

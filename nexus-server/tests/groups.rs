@@ -8,33 +8,10 @@
 
 mod common;
 
-use common::{body, client, start, temp_dir};
+use common::{body, start, temp_dir, Admin};
 use serde_json::{json, Value};
 
-struct Admin {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
 impl Admin {
-    async fn call(&self, m: reqwest::Method, path: &str, b: Option<Value>) -> (u16, Value) {
-        let mut r = self
-            .http
-            .request(m, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = b {
-            r = r.json(&b);
-        }
-        let r = r.send().await.unwrap();
-        let s = r.status().as_u16();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, b: Value) -> (u16, Value) {
-        self.call(reqwest::Method::POST, path, Some(b)).await
-    }
-
     async fn provider(&self, name: &str, kind: &str, url: &str, models: &[(&str, &str)]) -> i64 {
         let (s, p) = self
             .post(
@@ -69,11 +46,7 @@ impl Admin {
 async fn a_group_falls_back_across_providers() {
     let dir = temp_dir();
     let srv = start(&dir.join("nexus.db"));
-    let a = Admin {
-        http: client(),
-        base: format!("http://{}", srv.addr),
-        token: srv.token.clone().unwrap(),
-    };
+    let a = Admin::of(&srv);
     let mock_a = nexus::testing::MockUpstream::start().await.unwrap();
     let mock_b = nexus::testing::MockUpstream::start().await.unwrap();
     let pa = a

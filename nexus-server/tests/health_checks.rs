@@ -13,32 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-struct Admin {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
 impl Admin {
-    async fn call(&self, m: reqwest::Method, p: &str, b: Option<Value>) -> (u16, Value) {
-        let mut r = self
-            .http
-            .request(m, format!("{}{p}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = b {
-            r = r.json(&b);
-        }
-        let r = r.send().await.unwrap();
-        let s = r.status().as_u16();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, p: &str) -> Value {
-        let (s, v) = self.call(reqwest::Method::GET, p, None).await;
-        assert_eq!(s, 200, "{p}: {v}");
-        v
-    }
-
     async fn provider(&self, name: &str, kind: &str, mock: &str, options: Value) -> i64 {
         let (s, v) = self
             .call(
@@ -117,11 +92,7 @@ async fn failing_probes_disable_and_recovery_enables_again() {
         Some("health_check_interval_seconds = 1\nhealth_check_failures = 2\nhealth_check_window_seconds = 60\n"),
         &[],
     );
-    let a = Admin {
-        http: http.clone(),
-        base: format!("http://{}", srv.addr),
-        token: srv.token.clone().unwrap(),
-    };
+    let a = Admin::of(&srv);
     let oa = a.provider("oa", "openai", &m, json!({})).await;
     a.model(oa, "echo").await;
     let an = a.provider("an", "anthropic", &m, json!({})).await;
@@ -290,11 +261,7 @@ async fn a_providers_own_model_list_is_read_and_imported() {
     let mock = nexus::testing::MockUpstream::start().await.unwrap();
     let m = mock.base_url();
     let srv = start_with(&db, Some("health_check_interval_seconds = 0\n"), &[]);
-    let a = Admin {
-        http: client(),
-        base: format!("http://{}", srv.addr),
-        token: srv.token.clone().unwrap(),
-    };
+    let a = Admin::of(&srv);
     let oa = a.provider("oa", "openai", &m, json!({})).await;
     a.model(oa, "gpt-4o").await;
     let listed = a.get(&format!("/api/providers/{oa}/upstream-models")).await;

@@ -328,10 +328,7 @@ impl HealthChecks {
             .ok_or_else(|| Error::invalid("no chat model to probe with"))?;
         let mut req = ChatRequest::user(&model.name, "ping");
         req.extra.insert("max_tokens".into(), 1.into());
-        let cand = Candidate {
-            provider: p.clone(),
-            model,
-        };
+        let cand = Candidate::new(p.clone(), model);
         let adapter = adapter_for(p.record.kind)?;
         let call = adapter.build(&req, &cand, false, false)?;
         let resp = tokio::time::timeout(

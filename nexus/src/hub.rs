@@ -120,6 +120,8 @@ pub(crate) struct HubInner {
     pub(crate) retention: Arc<Retention>,
     pub(crate) health: crate::health_checks::HealthChecks,
     pub(crate) health_started: std::sync::atomic::AtomicBool,
+    /// Which pool key each request sends, and the keys resting after a 429.
+    pub(crate) keys: crate::key_pool::KeyPools,
     cache: Option<ResponseCache<CachedAnswer>>,
     pub(crate) opts: HubOptions,
     touched: Mutex<std::collections::HashMap<i64, i64>>,
@@ -258,6 +260,7 @@ impl Hub {
             retention,
             health: crate::health_checks::HealthChecks::new(opts.health_checks),
             health_started: std::sync::atomic::AtomicBool::new(false),
+            keys: crate::key_pool::KeyPools::new(),
             cache: opts.cache.clone().map(ResponseCache::new),
             opts,
             touched: Mutex::new(Default::default()),
@@ -620,10 +623,13 @@ impl Hub {
 
     /// Runs `attempt` over the candidates with retries, backoff and failover. Returns the result
     /// and the candidate that produced it. Upstream detail is logged here, with the request id;
-    /// the caller only ever sees [`Error::public_message`].
+    /// the caller only ever sees [`Error::public_message`]. On a provider with several keys,
+    /// `affinity` (the conversation id) picks the key, and a key the upstream refuses (401/403)
+    /// or rate limits (429) gives way at once to another of its keys.
     pub(crate) async fn with_failover<T, F, Fut>(
         &self,
         request_id: &str,
+        affinity: &str,
         cands: &[Candidate],
         mut attempt: F,
     ) -> (Result<T>, usize, Tried)
@@ -635,6 +641,7 @@ impl Hub {
         let health = &self.0.admission.health;
         let mut tried = Tried::default();
         let mut last: Option<(Error, usize)> = None;
+        self.0.keys.assign(cands, affinity);
         for (ci, cand) in cands.iter().enumerate() {
             let pid = cand.provider.record.id;
             // A provider that went into cooldown during this request's earlier attempts.
@@ -648,7 +655,10 @@ impl Hub {
                 .max_retries
                 .unwrap_or(cfg.max_attempts)
                 .max(1);
-            for n in 1..=max {
+            let mut keys_tried: Vec<i64> = Vec::new();
+            let mut n = 0;
+            while n < max {
+                n += 1;
                 let t = Instant::now();
                 let r = attempt(ci).await;
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -669,6 +679,23 @@ impl Hub {
                         return (Ok(v), ci, tried);
                     }
                     Err(e) => {
+                        if let Some(next) = self
+                            .next_pool_key(cand, &e, affinity, &mut keys_tried)
+                            .await
+                        {
+                            tracing::warn!(
+                                request_id,
+                                provider = %cand.provider.record.name,
+                                provider_id = pid,
+                                error = %e,
+                                "upstream refused or rate limited a pool key; trying another"
+                            );
+                            cand.use_key(next);
+                            // Another key is a fresh start, not a retry of this one.
+                            n -= 1;
+                            last = Some((e, ci));
+                            continue;
+                        }
                         if e.is_provider_fault() {
                             health.failure(pid, cfg);
                         }
@@ -708,6 +735,70 @@ impl Hub {
                 tried,
             ),
         }
+    }
+
+    /// After `e` from `cand`'s current key, on a provider with several keys: sets that key
+    /// aside (401/403, in the registry, until an operator enables it) or rests it (429, for its
+    /// `Retry-After`), and returns the pool index of the key to try next; `None` when the
+    /// failure is not the key's or no untried key is left.
+    async fn next_pool_key(
+        &self,
+        cand: &Candidate,
+        e: &Error,
+        affinity: &str,
+        keys_tried: &mut Vec<i64>,
+    ) -> Option<usize> {
+        if cand.provider.pool.len() < 2 {
+            return None;
+        }
+        let key_id = cand.member()?.id;
+        let pid = cand.provider.record.id;
+        match e {
+            Error::Upstream {
+                status: Some(status @ (401 | 403)),
+                ..
+            } => {
+                let hub = self.clone();
+                let reason = format!("the upstream answered {status} to this key");
+                let set = tokio::task::spawn_blocking(move || {
+                    hub.0.registry.set_pool_key_aside(pid, key_id, &reason)
+                })
+                .await;
+                match set {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => {
+                        tracing::error!(provider_id = pid, key_id, error = %err, "could not set a pool key aside")
+                    }
+                    Err(err) => {
+                        tracing::error!(provider_id = pid, key_id, error = %err, "could not set a pool key aside")
+                    }
+                }
+            }
+            Error::Upstream {
+                status: Some(429),
+                retry_after,
+                ..
+            } => self.0.keys.rest(pid, key_id, *retry_after),
+            _ => return None,
+        }
+        keys_tried.push(key_id);
+        self.0.keys.pick(cand, affinity, keys_tried)
+    }
+
+    /// How long a provider's pool key still rests after a 429, if it does.
+    pub fn pool_key_resting(&self, provider_id: i64, key_id: i64) -> Option<Duration> {
+        self.0.keys.resting_left(provider_id, key_id)
+    }
+
+    /// A provider's key pool with each key's rest after a 429 filled in.
+    pub fn pool_keys(&self, provider_id: i64) -> Result<Vec<crate::records::PoolKey>> {
+        let mut keys = self.0.registry.pool_keys(provider_id)?;
+        for k in &mut keys {
+            k.cooling_seconds = self
+                .pool_key_resting(provider_id, k.id)
+                .map(|d| d.as_secs().max(1));
+        }
+        Ok(keys)
     }
 
     /// The cache key of a request for a caller: who asks (a key, or a pinned trusted caller),
@@ -807,7 +898,7 @@ impl Hub {
         // One call per candidate, built (translated) on first use and shared by its retries.
         let mut calls: Vec<Option<UpstreamCall>> = vec![None; cands.len()];
         let (result, ci, tried) = self
-            .with_failover(&request_id, &cands, |ci| {
+            .with_failover(&request_id, &conversation_id, &cands, |ci| {
                 let cand = &cands[ci];
                 let native = native.filter(|n| n.serves(cand));
                 let call = match &calls[ci] {
@@ -986,7 +1077,7 @@ impl Hub {
 
         let mut calls: Vec<Option<UpstreamCall>> = vec![None; cands.len()];
         let (result, ci, tried) = self
-            .with_failover(&request_id, &cands, |ci| {
+            .with_failover(&request_id, &conversation_id, &cands, |ci| {
                 let cand = &cands[ci];
                 let native = native.filter(|n| n.serves(cand));
                 let call = match &calls[ci] {

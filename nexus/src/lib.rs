@@ -38,6 +38,7 @@ pub mod error;
 pub mod health_checks;
 pub mod hub;
 pub mod ingress;
+pub mod key_pool;
 mod ledger;
 mod maintenance;
 pub mod openai;

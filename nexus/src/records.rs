@@ -168,6 +168,12 @@ pub struct Provider {
     pub updated_at: i64,
     /// How many models it serves.
     pub model_count: usize,
+    /// How many upstream keys its pool holds (its own key included).
+    #[serde(default)]
+    pub key_count: usize,
+    /// How many of them are in use (enabled and not set aside).
+    #[serde(default)]
+    pub keys_active: usize,
     /// Why this provider is not routable although it may be enabled: its stored options or
     /// headers cannot be decoded (it fails closed until an update sets them again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,6 +234,75 @@ pub struct ProviderPatch {
     /// Add a legacy client key for this provider (see [`NewProvider::personalized_key`]).
     pub personalized_key: Option<String>,
 }
+
+/// One upstream key of a provider's key pool, as listed: its hint, never the key.
+///
+/// The provider's own key (`api_key` of the provider) is member `0`; the others are added to
+/// the pool. Requests spread over the members that are enabled and not set aside, by weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolKey {
+    /// `0` for the provider's own key, otherwise the pool key's database id.
+    pub id: i64,
+    /// The provider.
+    pub provider_id: i64,
+    /// A label (`"primary"` for the provider's own key).
+    pub name: String,
+    /// A recognisable hint of the key (`sk-...wxyz`).
+    pub hint: String,
+    /// Share of the requests, relative to the other members (1 to 1000).
+    pub weight: u32,
+    /// An operator's switch.
+    pub enabled: bool,
+    /// Why the hub set this key aside (its upstream answered 401 or 403); it stays aside until an
+    /// operator enables it again. `None` when it is in use.
+    pub set_aside: Option<String>,
+    /// Seconds left of a rate-limit pause (the upstream answered 429); filled in by the hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooling_seconds: Option<u64>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+impl PoolKey {
+    /// Whether requests may use it: enabled and not set aside.
+    pub fn active(&self) -> bool {
+        self.enabled && self.set_aside.is_none()
+    }
+}
+
+/// Input to add a key to a provider's pool.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPoolKey {
+    /// The upstream key.
+    pub api_key: String,
+    /// A label; defaults to the key's hint.
+    pub name: Option<String>,
+    /// Defaults to 1.
+    pub weight: Option<u32>,
+    /// Defaults to true.
+    pub enabled: Option<bool>,
+}
+
+/// A partial update of a pool key; absent fields are kept. Enabling a key that was set aside
+/// puts it back in use (the operator has looked at it).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolKeyPatch {
+    /// A new key value (not for member 0: change the provider's `api_key`).
+    pub api_key: Option<String>,
+    /// New label.
+    pub name: Option<String>,
+    /// New weight.
+    pub weight: Option<u32>,
+    /// Enable (clearing a set-aside) or disable.
+    pub enabled: Option<bool>,
+}
+
+/// The largest pool key weight.
+pub const MAX_KEY_WEIGHT: u32 = 1000;
 
 /// A model served by a provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -650,6 +725,8 @@ pub enum ProviderEventKind {
     Disabled,
     /// An operator enabled it.
     Enabled,
+    /// One of its pool keys was set aside (its upstream refused the key).
+    KeySetAside,
 }
 
 impl ProviderEventKind {
@@ -660,6 +737,7 @@ impl ProviderEventKind {
             ProviderEventKind::AutoEnabled => "auto_enabled",
             ProviderEventKind::Disabled => "disabled",
             ProviderEventKind::Enabled => "enabled",
+            ProviderEventKind::KeySetAside => "key_set_aside",
         }
     }
 
@@ -669,6 +747,7 @@ impl ProviderEventKind {
             "auto_disabled" => ProviderEventKind::AutoDisabled,
             "auto_enabled" => ProviderEventKind::AutoEnabled,
             "enabled" => ProviderEventKind::Enabled,
+            "key_set_aside" => ProviderEventKind::KeySetAside,
             _ => ProviderEventKind::Disabled,
         }
     }

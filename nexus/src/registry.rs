@@ -29,6 +29,7 @@ use crate::store::{SqliteStore, Store, StoredKey, StoredProvider};
 use crate::time::now_ms;
 
 mod groups;
+mod key_pools;
 
 /// How often the registry checks whether another process changed the database.
 pub const RELOAD_INTERVAL: Duration = Duration::from_millis(500);
@@ -46,9 +47,15 @@ const ADMIN_TOKEN_META: &str = "admin_token_hash";
 
 /// A secret string whose `Debug` never shows it.
 #[derive(Clone)]
-pub struct Secret(String);
+pub struct Secret(Arc<str>);
 
 impl Secret {
+    /// Wraps a secret value.
+    #[cfg(test)]
+    pub(crate) fn new(s: String) -> Secret {
+        Secret(s.into())
+    }
+
     /// The secret, for the one place that needs it (the upstream `Authorization` header).
     pub fn expose(&self) -> &str {
         &self.0
@@ -67,8 +74,13 @@ pub struct ProviderEntry {
     /// The public record. Its `options.headers` holds hints only; the values to send are in
     /// [`headers`](Self::headers).
     pub record: Provider,
-    /// The upstream key.
+    /// The key for calls outside the request path (probes, model lists): the first key of
+    /// [`pool`](Self::pool).
     pub api_key: Secret,
+    /// The upstream keys requests may use (enabled and not set aside), the provider's own key
+    /// first when it is one of them; never empty (a pool whose every key is out falls back to the
+    /// provider's own key, so the provider fails like a provider with a bad key).
+    pub pool: Vec<PoolMember>,
     /// The extra upstream headers (`options.headers`), unsealed, in name order.
     pub headers: Vec<(String, Secret)>,
     /// `record.endpoint` parsed once here rather than on every request (URL parsing was ~3% of
@@ -76,13 +88,73 @@ pub struct ProviderEntry {
     pub(crate) endpoint_url: Option<reqwest::Url>,
 }
 
-/// One way to serve a request: a provider and the model entry on it.
+/// One upstream key of a provider's pool, ready to be sent.
 #[derive(Debug, Clone)]
+pub struct PoolMember {
+    /// `0` for the provider's own key, otherwise the pool key's id.
+    pub id: i64,
+    /// The key.
+    pub key: Secret,
+    /// Its share of the requests.
+    pub weight: u32,
+}
+
+/// One way to serve a request: a provider and the model entry on it, and which of the
+/// provider's pool keys the next attempt sends.
+#[derive(Debug)]
 pub struct Candidate {
     /// The provider.
     pub provider: Arc<ProviderEntry>,
     /// The model on that provider.
     pub model: Model,
+    /// Index into `provider.pool`: chosen per request (and moved on after a key's failure)
+    /// while the attempt closures hold the candidate list, hence atomic.
+    key: std::sync::atomic::AtomicUsize,
+}
+
+impl Clone for Candidate {
+    fn clone(&self) -> Self {
+        Candidate {
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            key: std::sync::atomic::AtomicUsize::new(self.key_index()),
+        }
+    }
+}
+
+impl Candidate {
+    /// A candidate sending the provider's first pool key.
+    pub fn new(provider: Arc<ProviderEntry>, model: Model) -> Candidate {
+        Candidate {
+            provider,
+            model,
+            key: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The index into `provider.pool` of the key the next attempt sends.
+    pub fn key_index(&self) -> usize {
+        self.key.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Makes the next attempts send `provider.pool[i]` (ignored when out of range).
+    pub fn use_key(&self, i: usize) {
+        if i < self.provider.pool.len() {
+            self.key.store(i, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The pool member the next attempt sends.
+    pub fn member(&self) -> Option<&PoolMember> {
+        self.provider.pool.get(self.key_index())
+    }
+
+    /// The upstream key the next attempt sends.
+    pub fn api_key(&self) -> &Secret {
+        self.member()
+            .map(|m| &m.key)
+            .unwrap_or(&self.provider.api_key)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -97,6 +169,8 @@ struct Snapshot {
     models_by_name: HashMap<String, Vec<usize>>,
     groups: Vec<crate::records::ModelGroup>,
     groups_by_name: HashMap<String, usize>,
+    /// Every provider's pool as listed (its own key first), by provider id.
+    pool_keys: HashMap<i64, Vec<crate::records::PoolKey>>,
     keys: Vec<ClientKey>,
     keys_by_hash: HashMap<String, usize>,
     /// The stored admin token hash (hex bytes), cached so the check is a memory compare.
@@ -220,9 +294,19 @@ impl Shared {
         for m in &data.models {
             *counts.entry(m.provider_id).or_default() += 1;
         }
+        let mut pools: HashMap<i64, Vec<crate::store::StoredPoolKey>> = HashMap::new();
+        for k in data.pool_keys {
+            pools.entry(k.record.provider_id).or_default().push(k);
+        }
         for p in data.providers {
             let key = String::from_utf8(master.open(&p.sealed_key)?)
                 .map_err(|_| Error::Storage("upstream key is not UTF-8".into()))?;
+            let added = pools.remove(&p.id).unwrap_or_default();
+            let key_count = 1 + added.len();
+            let primary = Secret(key.into());
+            let (pool, listed) = key_pools::members(&master, &p, primary, added)?;
+            let keys_active = listed.iter().filter(|k| k.active()).count();
+            snap.pool_keys.insert(p.id, listed);
             let mut options = p.options;
             // Plaintext headers here come from an older build writing after this one sealed
             // them at open: still send them, but list only hints.
@@ -265,10 +349,16 @@ impl Shared {
                     created_at: p.created_at,
                     updated_at: p.updated_at,
                     model_count: counts.get(&p.id).copied().unwrap_or(0),
+                    key_count,
+                    keys_active,
                     config_error,
                 },
-                api_key: Secret(key),
-                headers: headers.into_iter().map(|(k, v)| (k, Secret(v))).collect(),
+                api_key: pool[0].key.clone(),
+                pool,
+                headers: headers
+                    .into_iter()
+                    .map(|(k, v)| (k, Secret(v.into())))
+                    .collect(),
             }));
         }
         let catalog = crate::prices::Catalog::bundled();
@@ -433,6 +523,7 @@ impl Registry {
             updated_at: now,
             auto_disabled: false,
             disabled_reason: None,
+            primary: Default::default(),
             decode_error: None,
         })?;
         if let Some(pk) = p.personalized_key.filter(|k| !k.is_empty()) {
@@ -508,6 +599,8 @@ impl Registry {
         if let Some(k) = patch.api_key.filter(|k| !k.is_empty()) {
             p.sealed_key = self.s.master.read().map_err(lock_err)?.seal(k.as_bytes())?;
             p.key_hint = crypto::key_hint(&k);
+            // A new value is a new chance for a key the hub had set aside.
+            p.primary.set_aside = None;
         }
         if let Some(d) = patch.description {
             p.description = d;
@@ -961,10 +1054,7 @@ impl Registry {
                 other_kind = Some(m.kind);
                 continue;
             }
-            out.push(Candidate {
-                provider: p.clone(),
-                model: m.clone(),
-            });
+            out.push(Candidate::new(p.clone(), m.clone()));
         }
         if !served {
             return Err(match provider_id {

@@ -980,6 +980,15 @@ impl Store for FlakyStore {
     fn delete_group(&self, id: i64) -> R<bool> {
         self.inner.delete_group(id)
     }
+    fn insert_pool_key(&self, k: &nexus::store::StoredPoolKey) -> R<i64> {
+        self.inner.insert_pool_key(k)
+    }
+    fn update_pool_key(&self, k: &nexus::store::StoredPoolKey) -> R<bool> {
+        self.inner.update_pool_key(k)
+    }
+    fn delete_pool_key(&self, provider_id: i64, id: i64) -> R<bool> {
+        self.inner.delete_pool_key(provider_id, id)
+    }
     fn insert_key(&self, k: &StoredKey) -> R<i64> {
         self.inner.insert_key(k)
     }

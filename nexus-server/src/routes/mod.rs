@@ -8,6 +8,7 @@ pub mod health;
 pub mod messages;
 pub mod openai;
 pub mod provider_health;
+pub mod provider_keys;
 pub mod requests;
 pub mod responses;
 pub mod sse;

@@ -491,6 +491,51 @@ pub async fn configure(
     k["key"].as_str().unwrap().to_owned()
 }
 
+/// The admin API of a server under test: `(status, JSON body)` per call. Test files add their own
+/// helpers in `impl Admin` blocks.
+pub struct Admin {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Admin {
+    /// For a binary started by [`start`] (its printed admin token).
+    pub fn of(srv: &Server) -> Admin {
+        Admin {
+            http: client(),
+            base: format!("http://{}", srv.addr),
+            token: srv.token.clone().unwrap(),
+        }
+    }
+
+    /// One call with the admin token; a body that is not JSON reads as `null`.
+    pub async fn call(&self, m: reqwest::Method, path: &str, b: Option<Value>) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(m, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = b {
+            r = r.json(&b);
+        }
+        let r = r.send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A GET that must answer 200.
+    pub async fn get(&self, path: &str) -> Value {
+        let (s, v) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        v
+    }
+
+    /// A POST.
+    pub async fn post(&self, path: &str, b: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(b)).await
+    }
+}
+
 /// The server's peak resident memory (VmHWM) in KiB, from /proc (Linux).
 pub fn peak_rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -64,7 +64,7 @@ impl Hub {
 
         let mut calls: Vec<Option<UpstreamCall>> = vec![None; cands.len()];
         let (result, ci, tried) = self
-            .with_failover(&request_id, &cands, |ci| {
+            .with_failover(&request_id, &request_id, &cands, |ci| {
                 let cand = &cands[ci];
                 let adapter = embeddings_adapter_for(cand.provider.record.kind);
                 let call = match &calls[ci] {

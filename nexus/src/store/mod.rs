@@ -7,6 +7,7 @@
 
 mod sqlite;
 mod sqlite_groups;
+mod sqlite_pool_keys;
 mod sqlite_requests;
 mod sqlite_retention;
 
@@ -54,9 +55,42 @@ pub struct StoredProvider {
     pub auto_disabled: bool,
     /// Why it is disabled, when it is.
     pub disabled_reason: Option<String>,
+    /// The pool state of the provider's own key (member 0 of its key pool).
+    pub primary: PrimaryKeyState,
     /// Set on load when a stored column (the options JSON) cannot be decoded: the registry then
     /// keeps the provider out of routing instead of running it with default options.
     pub decode_error: Option<String>,
+}
+
+/// The key pool state of a provider's own key, kept on the provider row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrimaryKeyState {
+    /// Its weight among the pool's keys.
+    pub weight: u32,
+    /// An operator's switch.
+    pub enabled: bool,
+    /// Why the hub set it aside, when it did.
+    pub set_aside: Option<String>,
+}
+
+impl Default for PrimaryKeyState {
+    fn default() -> Self {
+        PrimaryKeyState {
+            weight: 1,
+            enabled: true,
+            set_aside: None,
+        }
+    }
+}
+
+/// A pool key row as stored: the key sealed. `record.hint` is the stored hint; the record's
+/// `cooling_seconds` is not stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPoolKey {
+    /// The listed fields (the id is ignored on insert).
+    pub record: crate::records::PoolKey,
+    /// The sealed upstream key.
+    pub sealed_key: Vec<u8>,
 }
 
 /// A client key row as stored: the key hashed.
@@ -82,6 +116,8 @@ pub struct RegistryData {
     pub keys: Vec<StoredKey>,
     /// All model groups, by id.
     pub groups: Vec<crate::records::ModelGroup>,
+    /// Every provider's added pool keys (beyond its own key), by id.
+    pub pool_keys: Vec<StoredPoolKey>,
 }
 
 /// The storage interface of the core.
@@ -102,7 +138,13 @@ pub trait Store: Send + Sync + 'static {
     fn update_provider(&self, p: &StoredProvider) -> Result<bool>;
     /// Deletes a provider and its models; false when it does not exist.
     fn delete_provider(&self, id: i64) -> Result<bool>;
-    /// Replaces every sealed value (upstream keys, provider headers, and the metadata values
+    /// Adds a key to a provider's pool and returns its id.
+    fn insert_pool_key(&self, k: &StoredPoolKey) -> Result<i64>;
+    /// Rewrites a pool key; false when there is none.
+    fn update_pool_key(&self, k: &StoredPoolKey) -> Result<bool>;
+    /// Deletes a provider's pool key; false when there is none.
+    fn delete_pool_key(&self, provider_id: i64, id: i64) -> Result<bool>;
+    /// Replaces every sealed value (upstream keys, pool keys, provider headers, and the metadata values
     /// named in `meta_keys`) by `f(old)`, in one transaction that also reads them, so nothing
     /// sealed under the old key can slip in between. Any error from `f` rolls everything back.
     /// Returns how many values were re-sealed.

@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0013_retention.sql"),
     include_str!("sql/0014_provider_health.sql"),
     include_str!("sql/0015_model_groups.sql"),
+    include_str!("sql/0016_key_pools.sql"),
 ];
 
 const READERS: usize = 2;
@@ -384,7 +385,8 @@ impl Store for SqliteStore {
         let c = self.w()?;
         let mut st = c.prepare(
             "SELECT id, name, server_url, server_key, key_hint, description, enabled, options,
-                    created_at, updated_at, sealed_headers, kind, auto_disabled, disabled_reason
+                    created_at, updated_at, sealed_headers, kind, auto_disabled, disabled_reason,
+                    key_weight, key_enabled, key_set_aside
              FROM service_providers ORDER BY id",
         )?;
         let providers = st
@@ -418,6 +420,11 @@ impl Store for SqliteStore {
                     updated_at: r.get(9)?,
                     auto_disabled: r.get(12)?,
                     disabled_reason: r.get(13)?,
+                    primary: super::PrimaryKeyState {
+                        weight: r.get(14)?,
+                        enabled: r.get(15)?,
+                        set_aside: r.get(16)?,
+                    },
                     decode_error,
                 })
             })?
@@ -498,11 +505,13 @@ impl Store for SqliteStore {
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let groups = super::sqlite_groups::load(&c)?;
+        let pool_keys = super::sqlite_pool_keys::load(&c)?;
         Ok(RegistryData {
             providers,
             models,
             keys,
             groups,
+            pool_keys,
         })
     }
 
@@ -511,8 +520,8 @@ impl Store for SqliteStore {
         c.execute(
             "INSERT INTO service_providers (name, server_url, server_key, key_hint, description,
                  enabled, options, created_at, updated_at, sealed_headers, kind, auto_disabled,
-                 disabled_reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 disabled_reason, key_weight, key_enabled, key_set_aside)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 p.name,
                 p.base_url,
@@ -526,7 +535,10 @@ impl Store for SqliteStore {
                 p.sealed_headers,
                 p.kind.as_str(),
                 p.auto_disabled,
-                p.disabled_reason
+                p.disabled_reason,
+                p.primary.weight,
+                p.primary.enabled,
+                p.primary.set_aside
             ],
         )?;
         Ok(c.last_insert_rowid())
@@ -536,7 +548,8 @@ impl Store for SqliteStore {
         let n = self.w()?.execute(
             "UPDATE service_providers SET name = ?2, server_url = ?3, server_key = ?4,
                  key_hint = ?5, description = ?6, enabled = ?7, options = ?8, updated_at = ?9,
-                 sealed_headers = ?10, kind = ?11, auto_disabled = ?12, disabled_reason = ?13
+                 sealed_headers = ?10, kind = ?11, auto_disabled = ?12, disabled_reason = ?13,
+                 key_weight = ?14, key_enabled = ?15, key_set_aside = ?16
              WHERE id = ?1",
             params![
                 p.id,
@@ -551,7 +564,10 @@ impl Store for SqliteStore {
                 p.sealed_headers,
                 p.kind.as_str(),
                 p.auto_disabled,
-                p.disabled_reason
+                p.disabled_reason,
+                p.primary.weight,
+                p.primary.enabled,
+                p.primary.set_aside
             ],
         )?;
         Ok(n > 0)
@@ -589,6 +605,17 @@ impl Store for SqliteStore {
                     "UPDATE service_providers SET server_key = ?2, sealed_headers = ?3
                      WHERE id = ?1",
                     params![id, key, headers],
+                )?;
+            }
+            let pool: Vec<(i64, Vec<u8>)> = tx
+                .prepare("SELECT id, sealed_key FROM provider_keys")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (id, key) in pool {
+                n += 1;
+                tx.execute(
+                    "UPDATE provider_keys SET sealed_key = ?2 WHERE id = ?1",
+                    params![id, f(&key)?],
                 )?;
             }
             for k in meta_keys {
@@ -743,6 +770,18 @@ impl Store for SqliteStore {
 
     fn delete_group(&self, id: i64) -> Result<bool> {
         super::sqlite_groups::delete(&*self.w()?, id)
+    }
+
+    fn insert_pool_key(&self, k: &super::StoredPoolKey) -> Result<i64> {
+        super::sqlite_pool_keys::insert(&*self.w()?, k)
+    }
+
+    fn update_pool_key(&self, k: &super::StoredPoolKey) -> Result<bool> {
+        super::sqlite_pool_keys::update(&*self.w()?, k)
+    }
+
+    fn delete_pool_key(&self, provider_id: i64, id: i64) -> Result<bool> {
+        super::sqlite_pool_keys::delete(&*self.w()?, provider_id, id)
     }
 
     fn insert_key(&self, k: &StoredKey) -> Result<i64> {

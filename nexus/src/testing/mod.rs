@@ -25,6 +25,11 @@
 //! | `bigeventN` | stream one event of N KiB |
 //! | `tools` | when the request has `tools` and its last message is not a `tool` result: call the first tool with `{"q": <echo>}` (`finish_reason: tool_calls`; streamed as `tool_calls` deltas) |
 //!
+//! The OpenAI chat route also reads the key (`Authorization: Bearer`): one containing
+//! `revoked` answers 401 `invalid_api_key` and one containing `ratelimited` answers 429
+//! `rate_limit_exceeded` with `Retry-After: 30`, as OpenAI does; `/mock/stats` counts the chat
+//! requests per key under `keys`.
+//!
 //! Every provider kind is served on the same port: OpenAI at `/v1/chat/completions`, Azure at
 //! `/openai/deployments/{deployment}/chat/completions` and `/openai/v1/chat/completions`
 //! (`azure.rs`), each checking its own credential header.
@@ -112,6 +117,8 @@ struct MockState {
     connections: AtomicU64,
     secret_hits: AtomicU64,
     flaky: Mutex<HashMap<String, u64>>,
+    /// Chat requests per bearer key.
+    keys: Mutex<HashMap<String, u64>>,
     last_request: Mutex<Option<Value>>,
     last_headers: Mutex<Vec<(String, String)>>,
     /// Non-zero: every model list answers this status (`models.rs`).
@@ -242,6 +249,7 @@ async fn stats(State(s): State<Arc<MockState>>) -> Json<Value> {
         "connections": s.connections.load(Ordering::SeqCst),
         "last_request": s.last_request.lock().ok().and_then(|g| g.clone()),
         "secret_hits": s.secret_hits.load(Ordering::SeqCst),
+        "keys": s.keys.lock().ok().map(|k| k.clone()).unwrap_or_default(),
     }))
 }
 
@@ -344,6 +352,36 @@ async fn chat(
     }
     if let Ok(mut g) = s.last_request.lock() {
         *g = Some(req.clone());
+    }
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_owned();
+    if let Ok(mut k) = s.keys.lock() {
+        *k.entry(bearer.clone()).or_insert(0) += 1;
+    }
+    if bearer.contains("revoked") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {
+                "message": "Incorrect API key provided: sk-rev***oked. You can find your API key at https://platform.openai.com/account/api-keys.",
+                "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}})),
+        )
+            .into_response();
+    }
+    if bearer.contains("ratelimited") {
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({"error": {
+                "message": "Rate limit reached for requests per min (RPM): Limit 3, Used 3, Requested 1.",
+                "type": "requests", "param": null, "code": "rate_limit_exceeded"}})),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("30"));
+        return r;
     }
     let model = req
         .get("model")

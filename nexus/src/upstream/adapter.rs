@@ -17,13 +17,26 @@ use crate::openai::ChatRequest;
 use crate::records::{ProviderKind, AZURE_API_VERSION};
 use crate::registry::Candidate;
 
+/// How a call carries the upstream key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Auth {
+    /// `Authorization: Bearer <key>` (OpenAI and compatible servers).
+    Bearer,
+    /// The key as the value of this header (`api-key` for Azure, `x-api-key` for Anthropic,
+    /// `x-goog-api-key` for Gemini).
+    Header(&'static str),
+}
+
 /// One HTTP call to an upstream.
 #[derive(Debug, Clone)]
 pub(crate) struct UpstreamCall {
     /// Where to POST; `None` means the provider's pre-parsed OpenAI endpoint.
     pub(crate) url: Option<String>,
-    /// Headers beyond `content-type` and the provider's own extra headers: the credential and
-    /// the provider's version headers. Values are secrets: never logged.
+    /// How the upstream key goes with it: added by [`Upstream::send`](super::Upstream::send)
+    /// from the candidate's current pool key, so one built call serves every key of the pool.
+    pub(crate) auth: Auth,
+    /// Headers beyond `content-type`, the credential and the provider's own extra headers: the
+    /// provider's version headers.
     pub(crate) headers: Vec<(&'static str, String)>,
     /// The request body.
     pub(crate) body: Bytes,
@@ -162,10 +175,8 @@ impl Adapter for OpenAi {
     ) -> Result<UpstreamCall> {
         Ok(UpstreamCall {
             url: None,
-            headers: vec![(
-                "authorization",
-                format!("Bearer {}", cand.provider.api_key.expose()),
-            )],
+            auth: Auth::Bearer,
+            headers: vec![],
             body: openai_body(req, cand.model.upstream(), stream, inject_usage)?,
             extra_usage_chunk: inject_usage,
         })
@@ -214,7 +225,8 @@ impl Adapter for Azure {
         };
         Ok(UpstreamCall {
             url: Some(url),
-            headers: vec![("api-key", cand.provider.api_key.expose().to_owned())],
+            auth: Auth::Header("api-key"),
+            headers: vec![],
             body: openai_body(req, deployment, stream, inject_usage)?,
             extra_usage_chunk: inject_usage,
         })

@@ -155,10 +155,8 @@ impl EmbeddingsAdapter for OpenAi {
     fn build(&self, req: &EmbeddingsRequest, cand: &Candidate) -> Result<UpstreamCall> {
         Ok(UpstreamCall {
             url: Some(openai_embeddings_url(&cand.provider.record.base_url)?),
-            headers: vec![(
-                "authorization",
-                format!("Bearer {}", cand.provider.api_key.expose()),
-            )],
+            auth: super::adapter::Auth::Bearer,
+            headers: vec![],
             body: openai_body(req, cand.model.upstream())?,
             extra_usage_chunk: false,
         })
@@ -194,7 +192,8 @@ impl EmbeddingsAdapter for Azure {
         };
         Ok(UpstreamCall {
             url: Some(url),
-            headers: vec![("api-key", cand.provider.api_key.expose().to_owned())],
+            auth: crate::upstream::adapter::Auth::Header("api-key"),
+            headers: vec![],
             body: openai_body(req, deployment)?,
             extra_usage_chunk: false,
         })
@@ -243,7 +242,8 @@ impl EmbeddingsAdapter for Gemini {
             .map_err(|e| Error::Internal(e.to_string()))?;
         Ok(UpstreamCall {
             url: Some(format!("{root}/v1beta/models/{model}:batchEmbedContents")),
-            headers: vec![("x-goog-api-key", cand.provider.api_key.expose().to_owned())],
+            auth: crate::upstream::adapter::Auth::Header("x-goog-api-key"),
+            headers: vec![],
             body: Bytes::from(body),
             extra_usage_chunk: false,
         })

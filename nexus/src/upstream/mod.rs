@@ -110,6 +110,13 @@ impl Upstream {
         let mut rb = rb
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(call.body);
+        // The key of the candidate's current pool member: a retry on another key reuses the
+        // built call.
+        let key = cand.api_key().expose();
+        rb = match call.auth {
+            adapter::Auth::Bearer => rb.bearer_auth(key),
+            adapter::Auth::Header(name) => rb.header(name, key),
+        };
         for (k, v) in call.headers {
             rb = rb.header(k, v);
         }

@@ -128,6 +128,7 @@ pub(crate) fn anthropic_count_call(
     let endpoint = cand.provider.record.endpoint.trim_end_matches('/');
     Ok(UpstreamCall {
         url: Some(format!("{endpoint}/count_tokens")),
+        auth: super::anthropic::AUTH,
         headers: super::anthropic::headers(&cand.provider, betas),
         body: serde_json::to_vec(&out)
             .map(Bytes::from)
@@ -175,6 +176,7 @@ fn anthropic_call(
     let headers = super::anthropic::headers(&cand.provider, betas);
     Ok(UpstreamCall {
         url: None,
+        auth: super::anthropic::AUTH,
         headers,
         body: serde_json::to_vec(&out)
             .map(Bytes::from)

@@ -46,10 +46,8 @@ pub(crate) fn call(
     }
     Ok(UpstreamCall {
         url: Some(url),
-        headers: vec![(
-            "authorization",
-            format!("Bearer {}", cand.provider.api_key.expose()),
-        )],
+        auth: super::adapter::Auth::Bearer,
+        headers: vec![],
         body: serde_json::to_vec(&out)
             .map(Bytes::from)
             .map_err(|e| Error::Internal(e.to_string()))?,

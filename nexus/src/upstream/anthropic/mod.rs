@@ -27,6 +27,9 @@ pub(crate) use request::DEFAULT_MAX_TOKENS;
 pub(crate) const JSON_TOOL: &str = "nexus_json_response";
 
 /// Anthropic's Messages API.
+/// How an Anthropic call carries its key.
+pub(crate) const AUTH: super::adapter::Auth = super::adapter::Auth::Header("x-api-key");
+
 pub(crate) struct Anthropic;
 
 impl Adapter for Anthropic {
@@ -48,6 +51,7 @@ impl Adapter for Anthropic {
             // The provider's endpoint is already `{base}/v1/messages` (or the verbatim URL of
             // a base ending in `#`): see `records::endpoint_for`.
             url: None,
+            auth: AUTH,
             headers,
             body: serde_json::to_vec(&body)
                 .map(Bytes::from)
@@ -125,7 +129,7 @@ pub(crate) fn error_status(kind: &str) -> Option<u16> {
     })
 }
 
-/// The credential and version headers of a call to an Anthropic provider: `x-api-key`,
+/// The version headers of a call to an Anthropic provider (its key goes as [`AUTH`]):
 /// `anthropic-version` (the provider's `api_version` or ours) and `anthropic-beta` with the
 /// provider's configured betas followed by the client's (`client_betas`, passed on by the
 /// Messages pass-through).
@@ -134,15 +138,12 @@ pub(crate) fn headers(
     client_betas: Option<&str>,
 ) -> Vec<(&'static str, String)> {
     let o = &p.record.options;
-    let mut headers = vec![
-        ("x-api-key", p.api_key.expose().to_owned()),
-        (
-            "anthropic-version",
-            o.api_version
-                .clone()
-                .unwrap_or_else(|| ANTHROPIC_VERSION.to_owned()),
-        ),
-    ];
+    let mut headers = vec![(
+        "anthropic-version",
+        o.api_version
+            .clone()
+            .unwrap_or_else(|| ANTHROPIC_VERSION.to_owned()),
+    )];
     if let Some(b) = merge_betas(o.anthropic_beta.as_deref(), client_betas) {
         headers.push(("anthropic-beta", b));
     }

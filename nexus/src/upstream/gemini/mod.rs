@@ -105,7 +105,8 @@ impl Adapter for Gemini {
         let body = serde_json::to_vec(&body).map_err(|e| Error::Internal(e.to_string()))?;
         Ok(UpstreamCall {
             url: Some(url),
-            headers: vec![("x-goog-api-key", cand.provider.api_key.expose().to_owned())],
+            auth: crate::upstream::adapter::Auth::Header("x-goog-api-key"),
+            headers: vec![],
             body: Bytes::from(body),
             // Gemini reports usage on every stream; the decoder always passes it on, so it is
             // extra exactly when the client did not ask for it.
