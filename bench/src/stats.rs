@@ -56,6 +56,7 @@ fn record(i: u64, ts_ms: i64) -> UsageRecord {
             error_kind: failed.then(|| "upstream".to_owned()),
             ms: 150.0 + (i % 1000) as f64,
         }],
+        bodies: None,
     }
 }
 

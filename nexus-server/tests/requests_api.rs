@@ -51,6 +51,7 @@ fn seed(i: i64) -> UsageRecord {
         },
         upstream_ms: Some(2.0),
         attempts: vec![],
+        bodies: None,
     }
 }
 

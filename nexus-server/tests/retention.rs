@@ -42,6 +42,7 @@ fn old_row(i: i64, ts_ms: i64) -> UsageRecord {
         endpoint: nexus::usage::Endpoint::Chat,
         upstream_ms: Some(2.0),
         attempts: vec![],
+        bodies: None,
     }
 }
 

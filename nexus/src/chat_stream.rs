@@ -141,6 +141,15 @@ impl Accounting {
             &usage,
             rec.ts_ms,
         );
+        // A stream's answer is its text and how it ended (the events themselves are not kept).
+        Ledger::answer_body(&mut rec, || {
+            crate::redact::redact_value(&serde_json::json!({
+                "stream": true,
+                "content": self.text,
+                "finish_reason": self.finish_reason,
+                "error": error.map(|e| e.to_string()),
+            }))
+        });
         self.ledger.stats.record(rec);
     }
 }

@@ -357,6 +357,8 @@ impl Plan {
                         budget_period: k.budget_period,
                         soft_budget_usd: k.soft_budget_usd,
                         enabled: k.enabled,
+                        // Not part of the file's schema: set per key through the API.
+                        record_bodies: None,
                     })?;
                     report.created_keys.push((k.name.clone(), created.key));
                 }

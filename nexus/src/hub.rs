@@ -191,6 +191,18 @@ pub struct ChatMeta {
     pub upstream_ms: f64,
 }
 
+/// What a request's usage row starts from.
+pub(crate) struct RowStart<'a> {
+    /// The client's model name.
+    pub(crate) model: &'a str,
+    /// Its conversation, if it belongs to one.
+    pub(crate) conversation_id: Option<&'a str>,
+    /// Whether it streams.
+    pub(crate) stream: bool,
+    /// When it arrived (for its latency).
+    pub(crate) start: Instant,
+}
+
 impl Hub {
     /// Opens (creating if needed) the SQLite database at `path`.
     pub fn open(path: impl AsRef<Path>, opts: HubOptions) -> Result<Hub> {
@@ -255,6 +267,7 @@ impl Hub {
                 tokens,
                 stats,
                 record_messages: opts.record_messages,
+                record_bodies: opts.record_bodies,
             }),
             admission: Admission::new(budgets),
             retention,
@@ -461,11 +474,14 @@ impl Hub {
             .clone()
             .unwrap_or_else(crypto::random_id);
         let (rec, prepared) = self.begin_with(
-            &req.model,
-            Some(&conversation_id),
+            RowStart {
+                model: &req.model,
+                conversation_id: Some(&conversation_id),
+                stream,
+                start,
+            },
             ctx,
-            stream,
-            start,
+            || serde_json::to_value(req).ok(),
             |key_id| self.prepare(caller, req, key_id),
         )?;
         let (admitted, cands, reservation) = prepared;
@@ -482,13 +498,17 @@ impl Hub {
     /// admission). A refused request has its row written here.
     pub(crate) fn begin_with(
         &self,
-        model: &str,
-        conversation_id: Option<&str>,
+        row: RowStart<'_>,
         ctx: &RequestContext,
-        stream: bool,
-        start: Instant,
+        request_body: impl FnOnce() -> Option<Value>,
         prepare: impl FnOnce(&mut Option<i64>) -> Result<Prepared>,
     ) -> Result<(UsageRecord, Prepared)> {
+        let RowStart {
+            model,
+            conversation_id,
+            stream,
+            start,
+        } = row;
         let mut rec = self.0.ledger.new_record(
             ctx.request_id.as_deref(),
             model,
@@ -501,10 +521,17 @@ impl Hub {
         // its budget) is recorded under its key.
         match prepare(&mut rec.key_id) {
             Ok(p) => {
-                rec.key_id = p.0.as_ref().map(|a| a.key().id);
+                let key = p.0.as_ref().map(Admitted::key);
+                rec.key_id = key.map(|k| k.id);
+                self.0.ledger.start_bodies(&mut rec, key, request_body);
                 Ok((rec, p))
             }
             Err(e) => {
+                // A request refused after its key was known follows that key's setting.
+                let key = rec.key_id.and_then(|id| self.0.registry.key(id).ok());
+                self.0
+                    .ledger
+                    .start_bodies(&mut rec, key.as_ref(), request_body);
                 self.0.ledger.record_failure(rec, &e, start);
                 Err(e)
             }
@@ -875,6 +902,7 @@ impl Hub {
                     rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
                     // A cached answer cost the upstream nothing: no tokens or money are counted.
                     reservation.settle(0, Some(0), rec.ts_ms);
+                    Ledger::answer_body(&mut rec, || crate::redact::redact_body(&body));
                     self.0.ledger.stats.record(rec);
                     return Ok(ChatResponse {
                         completion,
@@ -1014,6 +1042,7 @@ impl Hub {
             ts_ms,
         );
         let cost_micros = rec.cost_micros;
+        Ledger::answer_body(&mut rec, || crate::redact::redact_body(&body));
         self.0.ledger.stats.record(rec);
         if let (Some(cache), Some(k)) = (&self.0.cache, cache_key) {
             cache.put(

@@ -25,6 +25,8 @@ pub(crate) struct Ledger {
     pub(crate) stats: StatsWriter,
     /// Keep conversation messages (the last user prompt and the answer).
     pub(crate) record_messages: bool,
+    /// Which request bodies the explorer keeps, for keys without their own setting.
+    pub(crate) record_bodies: crate::records::BodyRecording,
 }
 
 impl Ledger {
@@ -60,12 +62,52 @@ impl Ledger {
             endpoint: Endpoint::Chat,
             upstream_ms: None,
             attempts: Vec::new(),
+            bodies: None,
+        }
+    }
+
+    /// Starts recording `rec`'s bodies when its key (or the hub) says so: the request now,
+    /// redacted; the answer or error when the request ends.
+    pub(crate) fn start_bodies(
+        &self,
+        rec: &mut UsageRecord,
+        key: Option<&crate::records::ClientKey>,
+        request: impl FnOnce() -> Option<Value>,
+    ) {
+        let mode = key
+            .and_then(|k| k.record_bodies)
+            .unwrap_or(self.record_bodies);
+        if mode == crate::records::BodyRecording::Off {
+            return;
+        }
+        rec.bodies = Some(Box::new(crate::usage::RecordedBodies {
+            mode,
+            request: request().map(|v| crate::redact::redact_value(&v)),
+            response: None,
+        }));
+    }
+
+    /// Keeps `answer` (redacted) as the response body when `rec` records its bodies.
+    pub(crate) fn answer_body(rec: &mut UsageRecord, answer: impl FnOnce() -> String) {
+        if let Some(b) = rec.bodies.as_deref_mut() {
+            if b.kept(rec.status) {
+                b.response = Some(answer());
+            }
         }
     }
 
     pub(crate) fn record_failure(&self, mut rec: UsageRecord, e: &Error, start: Instant) {
         rec.status = e.http_status();
         rec.error_kind = Some(e.kind().as_str().to_owned());
+        if let Some(b) = rec.bodies.as_deref_mut() {
+            // The operator's detail (an upstream's own message included), redacted: the explorer
+            // is the operator's view, never a tenant's.
+            b.response = Some(crate::redact::redact_value(&serde_json::json!({"error": {
+                "type": e.kind().as_str(),
+                "status": rec.status,
+                "message": e.to_string(),
+            }})));
+        }
         rec.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
         self.stats.record(rec);
     }
@@ -96,13 +138,15 @@ impl Ledger {
             model: req.model.clone(),
             role: "user".into(),
             tokens: self.tokens.count_text(&req.model, &last_user).tokens,
-            content: last_user,
+            // Kept text is redacted like recorded bodies: a key pasted into a prompt never
+            // reaches the database file.
+            content: crate::redact::redact_text(&last_user),
         };
         self.stats.message(base.clone());
         self.stats.message(MessageRecord {
             ts_ms: now_ms(),
             role: "assistant".into(),
-            content: answer.to_owned(),
+            content: crate::redact::redact_text(answer),
             tokens: usage.completion_tokens,
             ..base
         });

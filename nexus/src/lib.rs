@@ -46,6 +46,7 @@ mod options;
 pub mod prices;
 mod provider_health;
 pub mod records;
+pub mod redact;
 pub mod registry;
 mod request;
 mod requests;

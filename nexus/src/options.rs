@@ -30,6 +30,9 @@ pub struct HubOptions {
     pub cache: Option<CacheConfig>,
     /// Keep conversation messages (user prompt and assistant answer) for the conversation view.
     pub record_messages: bool,
+    /// Which request and answer bodies the request explorer keeps, secrets redacted (a key's
+    /// own `record_bodies` overrides it).
+    pub record_bodies: crate::records::BodyRecording,
     /// Per-model encoding overrides for the token estimator.
     pub token_overrides: std::collections::HashMap<String, Option<Encoding>>,
     /// Bounds on one request (messages, content parts, JSON values).
@@ -55,6 +58,7 @@ impl Default for HubOptions {
             idle_timeout: Duration::from_secs(60),
             cache: None,
             record_messages: true,
+            record_bodies: crate::records::BodyRecording::Off,
             token_overrides: Default::default(),
             request_limits: RequestLimits::default(),
             upstream_limits: UpstreamLimits::default(),
@@ -75,6 +79,8 @@ pub struct HubSettings {
     pub master_key: Option<String>,
     /// Keep conversation messages for the conversation view (default true).
     pub record_messages: Option<bool>,
+    /// Which request bodies the explorer keeps: `off` (default), `errors` or `all`.
+    pub record_bodies: Option<crate::records::BodyRecording>,
     /// Days conversation messages are kept (default 30; 0 keeps them forever).
     pub message_retention_days: Option<u32>,
     /// Days request rows (the explorer's metadata) are kept (default 90; 0: forever).
@@ -118,9 +124,10 @@ pub struct HubSettings {
 impl HubSettings {
     /// The keys this schema takes, for front ends that mix them with their own (the server's
     /// TOML file).
-    pub const KEYS: [&'static str; 21] = [
+    pub const KEYS: [&'static str; 22] = [
         "master_key",
         "record_messages",
+        "record_bodies",
         "message_retention_days",
         "request_retention_days",
         "rollup_retention_days",
@@ -156,6 +163,9 @@ impl HubSettings {
         }
         if let Some(v) = self.record_messages {
             o.record_messages = v;
+        }
+        if let Some(v) = self.record_bodies {
+            o.record_bodies = v;
         }
         if let Some(v) = self.message_retention_days {
             o.stats.message_retention_days = v;

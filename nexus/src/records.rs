@@ -452,6 +452,10 @@ pub struct ClientKey {
     /// Soft alert threshold in USD per period: crossing it logs once and counts, never refuses.
     #[serde(default)]
     pub soft_budget_usd: Option<f64>,
+    /// Which bodies of this key's requests the explorer keeps; `None` follows the hub's
+    /// `record_bodies` setting.
+    #[serde(default)]
+    pub record_bodies: Option<BodyRecording>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds of the last authenticated use (updated at most once a minute).
@@ -460,6 +464,40 @@ pub struct ClientKey {
     /// decoded (it fails closed until an update sets `provider_ids` and `models` again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_error: Option<String>,
+}
+
+/// Which request and answer bodies the request explorer keeps (secrets redacted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyRecording {
+    /// None (the default).
+    #[default]
+    Off,
+    /// Those of requests that failed.
+    Errors,
+    /// Every request's.
+    All,
+}
+
+impl BodyRecording {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyRecording::Off => "off",
+            BodyRecording::Errors => "errors",
+            BodyRecording::All => "all",
+        }
+    }
+
+    /// A stored name; `None` for anything else.
+    pub fn parse(s: &str) -> Option<BodyRecording> {
+        match s {
+            "off" => Some(BodyRecording::Off),
+            "errors" => Some(BodyRecording::Errors),
+            "all" => Some(BodyRecording::All),
+            _ => None,
+        }
+    }
 }
 
 /// A key just created: the only time the plaintext exists outside the caller.
@@ -508,6 +546,9 @@ pub struct NewKey {
     /// Defaults to true.
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Which bodies of its requests to keep (`off`, `errors`, `all`); absent follows the hub.
+    #[serde(default)]
+    pub record_bodies: Option<BodyRecording>,
 }
 
 /// A partial update of a key. `Some(None)` clears a nullable field.
@@ -539,6 +580,9 @@ pub struct KeyPatch {
     /// New soft threshold, or null for none.
     #[serde(default, deserialize_with = "double_option")]
     pub soft_budget_usd: Option<Option<f64>>,
+    /// Which bodies of its requests to keep; `null` follows the hub's setting again.
+    #[serde(default, deserialize_with = "double_option")]
+    pub record_bodies: Option<Option<BodyRecording>>,
     /// New provider scope.
     pub provider_ids: Option<Vec<i64>>,
     /// New model scope.

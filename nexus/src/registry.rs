@@ -573,6 +573,7 @@ impl Registry {
                 budget_usd: None,
                 budget_period: None,
                 soft_budget_usd: None,
+                record_bodies: None,
                 created_at: now_ms() / 1000,
                 last_used_at: None,
                 config_error: None,
@@ -879,6 +880,7 @@ impl Registry {
             budget_usd: k.budget_usd,
             budget_period: k.budget_period,
             soft_budget_usd: k.soft_budget_usd,
+            record_bodies: k.record_bodies,
             created_at: now_ms() / 1000,
             last_used_at: None,
             config_error: None,
@@ -936,6 +938,9 @@ impl Registry {
         }
         if let Some(v) = p.soft_budget_usd {
             k.soft_budget_usd = v;
+        }
+        if let Some(v) = p.record_bodies {
+            k.record_bodies = v;
         }
         check_limits(k.rpm, k.tpm, k.max_concurrent)?;
         check_budgets(k.budget_usd, k.soft_budget_usd)?;

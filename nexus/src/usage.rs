@@ -150,6 +150,32 @@ pub struct UsageRecord {
     /// never reached one.
     #[serde(default)]
     pub attempts: Vec<Attempt>,
+    /// The bodies to keep for the request explorer, when recording is on for this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bodies: Option<Box<RecordedBodies>>,
+}
+
+/// A request's bodies as recorded: redacted (see [`crate::redact`]) and cut, kept when the
+/// recording mode says so for the request's outcome.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecordedBodies {
+    /// `errors` keeps them only for a failed request, `all` always.
+    pub mode: crate::records::BodyRecording,
+    /// The request as the hub read it.
+    pub request: Option<String>,
+    /// The answer (a stream's text and finish reason), or the error.
+    pub response: Option<String>,
+}
+
+impl RecordedBodies {
+    /// Whether a request that ended with `status` keeps its bodies.
+    pub fn kept(&self, status: u16) -> bool {
+        match self.mode {
+            crate::records::BodyRecording::Off => false,
+            crate::records::BodyRecording::Errors => status >= 400,
+            crate::records::BodyRecording::All => true,
+        }
+    }
 }
 
 /// One upstream attempt of a request, for the request explorer.
@@ -624,6 +650,12 @@ pub struct RequestRow {
     /// Attempt by attempt (in the single-request view only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_log: Option<Vec<Attempt>>,
+    /// The request body, when it was recorded (single-request view only; secrets redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<String>,
+    /// The answer or error body, when recorded (likewise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
 }
 
 /// A page of the explorer.

@@ -37,6 +37,7 @@ fn row(key_id: i64, ts_ms: i64, i: i64, cost: i64) -> UsageRecord {
         endpoint: nexus::usage::Endpoint::Chat,
         upstream_ms: None,
         attempts: vec![],
+        bodies: None,
     }
 }
 

@@ -28,8 +28,16 @@ impl Hub {
         let start = Instant::now();
         ctx.endpoint = Endpoint::Embeddings;
         // Embeddings belong to no conversation: the row has none, so they do not count as one.
-        let (mut rec, (admitted, cands, mut reservation)) =
-            self.begin_with(&req.model, None, &ctx, false, start, |key_id| {
+        let (mut rec, (admitted, cands, mut reservation)) = self.begin_with(
+            crate::hub::RowStart {
+                model: &req.model,
+                conversation_id: None,
+                stream: false,
+                start,
+            },
+            &ctx,
+            || serde_json::to_value(&req).ok(),
+            |key_id| {
                 req.validate()?;
                 let (admitted, cands, reservation) =
                     self.admit_and_route(caller, &req.model, ModelKind::Embedding, key_id, || {
@@ -57,7 +65,8 @@ impl Hub {
                     }));
                 }
                 Ok((admitted, cands, reservation))
-            })?;
+            },
+        )?;
         // `admitted` holds the key's concurrency slot until this function returns.
         let _admitted = admitted;
         let request_id = rec.request_id.clone();

@@ -186,8 +186,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a batch of usage records and messages atomically, with their rollups.
     fn insert_usage(&self, usage: &[UsageRecord], messages: &[MessageRecord]) -> Result<()>;
-    /// Deletes at most `limit` conversation messages older than `before_ms` (unix milliseconds)
-    /// and returns how many went; small batches keep the writer lock short.
+    /// Deletes at most `limit` bodies (conversation messages, then recorded request bodies) older
+    /// than `before_ms` (unix milliseconds) and returns how many went; small batches keep the writer lock short.
     fn prune_messages(&self, before_ms: i64, limit: usize) -> Result<usize>;
     /// Totals (registry counts are filled in by the caller).
     fn summary(&self) -> Result<Summary>;

@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0014_provider_health.sql"),
     include_str!("sql/0015_model_groups.sql"),
     include_str!("sql/0016_key_pools.sql"),
+    include_str!("sql/0017_request_bodies.sql"),
 ];
 
 const READERS: usize = 2;
@@ -461,7 +462,7 @@ impl Store for SqliteStore {
         let mut st = c.prepare(
             "SELECT id, name, prefix, provider_ids, models, expires_at, enabled, rpm, tpm,
                     created_at, last_used_at, key_hash, max_concurrent, budget_micros,
-                    budget_period, soft_budget_micros FROM client_keys ORDER BY id",
+                    budget_period, soft_budget_micros, record_bodies FROM client_keys ORDER BY id",
         )?;
         let keys = st
             .query_map([], |r| {
@@ -497,6 +498,10 @@ impl Store for SqliteStore {
                             .get::<_, Option<String>>(14)?
                             .map(|p| BudgetPeriod::parse(&p).unwrap_or_default()),
                         soft_budget_usd: r.get::<_, Option<i64>>(15)?.map(micros_to_usd),
+                        // An unknown stored mode (a newer build's) records nothing.
+                        record_bodies: r
+                            .get::<_, Option<String>>(16)?
+                            .map(|m| crate::records::BodyRecording::parse(&m).unwrap_or_default()),
                         created_at: r.get(9)?,
                         last_used_at: r.get(10)?,
                     },
@@ -790,8 +795,8 @@ impl Store for SqliteStore {
         c.execute(
             "INSERT INTO client_keys (name, key_hash, prefix, provider_ids, models, expires_at,
                  enabled, rpm, tpm, created_at, max_concurrent, budget_micros, budget_period,
-                 soft_budget_micros)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 soft_budget_micros, record_bodies)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 r.name,
                 k.hash,
@@ -806,7 +811,8 @@ impl Store for SqliteStore {
                 r.max_concurrent,
                 r.budget_usd.map(usd_to_micros),
                 r.budget_period.map(BudgetPeriod::as_str),
-                r.soft_budget_usd.map(usd_to_micros)
+                r.soft_budget_usd.map(usd_to_micros),
+                r.record_bodies.map(crate::records::BodyRecording::as_str)
             ],
         )?;
         Ok(c.last_insert_rowid())
@@ -816,7 +822,7 @@ impl Store for SqliteStore {
         let n = self.w()?.execute(
             "UPDATE client_keys SET name = ?2, provider_ids = ?3, models = ?4, expires_at = ?5,
                  enabled = ?6, rpm = ?7, tpm = ?8, max_concurrent = ?9, budget_micros = ?10,
-                 budget_period = ?11, soft_budget_micros = ?12 WHERE id = ?1",
+                 budget_period = ?11, soft_budget_micros = ?12, record_bodies = ?13 WHERE id = ?1",
             params![
                 r.id,
                 r.name,
@@ -829,7 +835,8 @@ impl Store for SqliteStore {
                 r.max_concurrent,
                 r.budget_usd.map(usd_to_micros),
                 r.budget_period.map(BudgetPeriod::as_str),
-                r.soft_budget_usd.map(usd_to_micros)
+                r.soft_budget_usd.map(usd_to_micros),
+                r.record_bodies.map(crate::records::BodyRecording::as_str)
             ],
         )?;
         Ok(n > 0)
@@ -887,6 +894,10 @@ impl Store for SqliteStore {
                      cost_micros = cost_micros + excluded.cost_micros,
                      unpriced = unpriced + excluded.unpriced",
             )?;
+            let mut bodies = tx.prepare_cached(
+                "INSERT OR REPLACE INTO request_bodies (request_id, ts_ms, request, response)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
             let mut conv_new = tx.prepare_cached(
                 "INSERT OR IGNORE INTO conversations (id, first_ms, last_ms, rounds, prompt_tokens,
                      completion_tokens) VALUES (?1, ?2, ?2, 0, 0, 0)",
@@ -936,6 +947,9 @@ impl Store for SqliteStore {
                         serde_json::to_string(&u.attempts).ok()
                     }
                 ])?;
+                if let Some(b) = u.bodies.as_deref().filter(|b| b.kept(u.status)) {
+                    bodies.execute(params![u.request_id, u.ts_ms, b.request, b.response])?;
+                }
                 let key = (
                     u.ts_ms.div_euclid(3_600_000),
                     u.provider_id.unwrap_or(0),
@@ -1034,10 +1048,20 @@ impl Store for SqliteStore {
     }
 
     fn prune_messages(&self, before_ms: i64, limit: usize) -> Result<usize> {
-        Ok(self.w()?.execute(
+        let c = self.w()?;
+        let n = c.execute(
             "DELETE FROM chat_messages WHERE id IN
                  (SELECT id FROM chat_messages WHERE ts_ms < ?1 ORDER BY ts_ms LIMIT ?2)",
             params![before_ms, limit as i64],
+        )?;
+        let left = limit.saturating_sub(n);
+        if left == 0 {
+            return Ok(n);
+        }
+        Ok(n + c.execute(
+            "DELETE FROM request_bodies WHERE rowid IN
+                 (SELECT rowid FROM request_bodies WHERE ts_ms < ?1 ORDER BY ts_ms LIMIT ?2)",
+            params![before_ms, left as i64],
         )?)
     }
 

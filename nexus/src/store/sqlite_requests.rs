@@ -1,7 +1,7 @@
 //! The request explorer's queries on SQLite: newest-first pages of `usage` under any mix of
 //! filters (each one an index walk: see migration 0012), cursors, and one request's row.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::budgets::micros_to_usd;
 use crate::error::{Error, Result};
@@ -100,10 +100,22 @@ pub(super) fn get(c: &Connection, request_id: &str) -> Result<Option<RequestRow>
         "SELECT {REQUEST_COLUMNS} FROM usage WHERE request_id = ?1 ORDER BY id DESC LIMIT 1"
     ))?;
     let mut rows = st.query([request_id])?;
-    match rows.next()? {
-        Some(r) => Ok(Some(request_row(r, true)?.0)),
-        None => Ok(None),
+    let Some(r) = rows.next()? else {
+        return Ok(None);
+    };
+    let mut row = request_row(r, true)?.0;
+    let bodies: Option<(Option<String>, Option<String>)> = c
+        .query_row(
+            "SELECT request, response FROM request_bodies WHERE request_id = ?1",
+            [request_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((req, resp)) = bodies {
+        row.request_body = req;
+        row.response_body = resp;
     }
+    Ok(Some(row))
 }
 
 /// The columns [`request_row`] reads, in its order.
@@ -152,6 +164,8 @@ fn request_row(r: &rusqlite::Row<'_>, detail: bool) -> Result<(RequestRow, i64, 
         total_ms: r.get(20)?,
         source: r.get(21)?,
         attempt_log,
+        request_body: None,
+        response_body: None,
     };
     Ok((row, ts, id))
 }

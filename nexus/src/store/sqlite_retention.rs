@@ -65,7 +65,12 @@ pub(super) fn oldest_usage_ms(c: &Connection) -> Result<Option<i64>> {
 
 /// The oldest conversation message's time.
 pub(super) fn oldest_message_ms(c: &Connection) -> Result<Option<i64>> {
-    Ok(c.query_row("SELECT min(ts_ms) FROM chat_messages", [], |r| r.get(0))?)
+    Ok(c.query_row(
+        "SELECT min(t) FROM (SELECT min(ts_ms) AS t FROM chat_messages
+                             UNION ALL SELECT min(ts_ms) FROM request_bodies)",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 /// Sizes and counts. Counts of the two big tables come from their row ids (retention deletes
