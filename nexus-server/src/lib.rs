@@ -101,6 +101,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::groups::router())
         .merge(routes::provider_health::router())
         .merge(routes::provider_keys::router())
+        .merge(routes::config_marks::router())
         .merge(routes::ws::router())
         .merge(routes::health::router())
         .merge(ui::router())

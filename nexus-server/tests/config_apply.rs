@@ -202,6 +202,28 @@ async fn apply_is_idempotent_export_round_trips_and_the_server_serves_it() {
         .collect();
     assert_eq!(names.len(), 2, "{providers}");
     assert!(names.contains(&"openai-mock") && names.contains(&"anthropic-mock"));
+    // What the file declares is marked, for the UI's "managed by the config file" notice.
+    let marks: Value = http
+        .get(format!("{base}/api/config/managed"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        marks["providers"],
+        serde_json::json!(["anthropic-mock", "openai-mock"]),
+        "{marks}"
+    );
+    assert_eq!(marks["groups"], serde_json::json!(["fast"]), "{marks}");
+    assert_eq!(marks["keys"], serde_json::json!(["ci"]), "{marks}");
+    assert!(marks["models"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!({"provider": "openai-mock", "name": "smart"})));
+    assert!(marks["applied_at"].as_i64().unwrap() > 0);
     // The key the first database made is not this one's; make one here and chat through `smart`.
     let created: Value = http
         .post(format!("{base}/api/keys"))

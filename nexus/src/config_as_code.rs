@@ -282,6 +282,8 @@ enum Step {
 /// The changes a file makes to the registry, computed before any is made.
 pub struct Plan {
     steps: Vec<(Change, Step)>,
+    /// What the file declares, marked once it is applied.
+    marks: crate::config_marks::ConfigMarks,
 }
 
 /// What applying did.
@@ -376,6 +378,12 @@ impl Plan {
             }
             report.changes.push(change);
         }
+        // After the changes: a file that failed part way marks nothing new.
+        crate::config_marks::save(
+            registry.store().as_ref(),
+            self.marks,
+            crate::time::now_ms() / 1000,
+        )?;
         Ok(report)
     }
 }
@@ -504,7 +512,27 @@ pub fn plan(registry: &Registry, file: &DeclaredConfig) -> Result<Plan> {
             }
         }
     }
-    Ok(Plan { steps })
+    let mut marks = crate::config_marks::ConfigMarks {
+        providers: file.providers.iter().map(|p| p.name.clone()).collect(),
+        models: file
+            .providers
+            .iter()
+            .flat_map(|p| {
+                p.models.iter().map(|m| crate::config_marks::ManagedModel {
+                    provider: p.name.clone(),
+                    name: m.name.clone(),
+                })
+            })
+            .collect(),
+        groups: file.groups.iter().map(|g| g.name.clone()).collect(),
+        keys: file.keys.iter().map(|k| k.name.clone()).collect(),
+        applied_at: None,
+    };
+    marks.providers.sort();
+    marks.models.sort();
+    marks.groups.sort();
+    marks.keys.sort();
+    Ok(Plan { steps, marks })
 }
 
 fn check_names(file: &DeclaredConfig) -> Result<()> {

@@ -30,6 +30,7 @@ pub mod admission;
 pub mod budgets;
 mod chat_stream;
 pub mod config_as_code;
+pub mod config_marks;
 pub mod crypto;
 mod diagnostics;
 pub mod discovery;

@@ -2,6 +2,7 @@
 //! Responses API, the admin API, WebSocket chat and health.
 
 pub mod admin;
+pub mod config_marks;
 pub mod embeddings;
 pub mod groups;
 pub mod health;
