@@ -397,7 +397,7 @@ impl Hub {
     ) -> PyResult<Bound<'py, PyAny>> {
         let req = chat_request(model, messages, params, false)?;
         let hub = self.hub.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let resp = hub
                 .chat(caller(api_key), req, context(conversation_id))
                 .await
@@ -420,12 +420,12 @@ impl Hub {
     ) -> PyResult<Bound<'py, PyAny>> {
         let req = chat_request(model, messages, params, true)?;
         let hub = self.hub.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let s = hub
                 .chat_stream(caller(api_key), req, context(conversation_id))
                 .await
                 .py()?;
-            Ok(AsyncChatStream(StreamCore::new(s)))
+            Ok(AsyncChatStream::open(s).await)
         })
     }
 
@@ -476,7 +476,7 @@ impl Hub {
     ) -> PyResult<Bound<'py, PyAny>> {
         let req = embeddings_request(model, input, dimensions, encoding_format, params)?;
         let hub = self.hub.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let resp = hub
                 .embeddings(caller(api_key), req, RequestContext::default())
                 .await

@@ -173,3 +173,84 @@ def test_cancelling_an_asyncio_task_leaves_the_stream_usable(
 
     # The chunk the cancelled wait was for is not lost.
     assert asyncio.run(main()) == "tok0 tok1 tok2 "
+
+
+async def collect_async(hub: nexus.Hub, m: str, **params: Any) -> List[Dict[str, Any]]:
+    stream = await hub.achat_stream(m, user("a b c d"), **params)
+    async with stream:
+        return [c async for c in stream]
+
+
+@pytest.mark.parametrize(
+    "word,params",
+    [
+        ("chunks200", {}),  # long and unpaced: many chunks per batch
+        ("chunks12-delay3", {}),  # paced: batches end between chunks
+        ("chunks4", {"n": 2}),  # interleaved choices
+        ("chunks3", {"stream_options": {"include_usage": True}}),  # the caller's usage chunk
+    ],
+)
+def test_batched_delivery_keeps_every_chunk_as_sent(
+    hub: nexus.Hub, model: Callable[[str], str], word: str, params: Dict[str, Any]
+) -> None:
+    # Chunks are fetched and handed over in batches; what the caller sees must not depend on
+    # where a batch ends, nor on the face (sync or asyncio) that reads it.
+    m = model(word)
+    with hub.chat_stream(m, user("a b c d"), **params) as s:
+        sync = list(s)
+    asynchronous = asyncio.run(collect_async(hub, m, **params))
+    assert sync == asynchronous
+    contents = [c for c in sync if c["choices"]]
+    assert all(c["object"] == "chat.completion.chunk" for c in sync)
+    n = int(word.split("-")[0][len("chunks"):])
+    choices = int(params.get("n", 1))
+    content_chunks = [c for c in contents if c["choices"][0]["delta"].get("content")]
+    assert len(content_chunks) == n * choices
+    if choices == 1:
+        assert text_of(sync) == "".join(f"tok{i} " for i in range(n))
+
+
+def test_an_error_after_chunks_comes_after_them_in_both_faces(
+    hub: nexus.Hub, model: Callable[[str], str]
+) -> None:
+    m = model("miderror")
+    sync: List[Dict[str, Any]] = []
+    with hub.chat_stream(m, user("a b c")) as s:
+        with pytest.raises(nexus.APIStatusError) as sync_error:
+            for c in s:
+                sync.append(c)
+        assert list(s) == []  # over after the error
+
+    async def main() -> tuple:
+        got: List[Dict[str, Any]] = []
+        s = await hub.achat_stream(m, user("a b c"))
+        with pytest.raises(nexus.APIStatusError) as e:
+            async for c in s:
+                got.append(c)
+        with pytest.raises(StopAsyncIteration):
+            await s.__anext__()
+        return got, e.value
+
+    asynchronous, async_error = asyncio.run(main())
+    assert len(sync) >= 1 and sync == asynchronous
+    assert (type(async_error), async_error.kind) == (type(sync_error.value), sync_error.value.kind)
+
+
+def test_anext_awaitables_work_with_asyncio_helpers(hub: nexus.Hub, model: Callable[[str], str]) -> None:
+    # A chunk already received is returned as an awaitable that is not an asyncio future;
+    # wait_for, ensure_future and gather must take it like any other.
+    m = model("chunks6")
+
+    async def main() -> List[Dict[str, Any]]:
+        s = await hub.achat_stream(m, user("x"))
+        first = await asyncio.wait_for(s.__anext__(), timeout=5)
+        second = await asyncio.ensure_future(s.__anext__())
+        rest = await asyncio.gather(*(s.__anext__() for _ in range(6)))
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(s.__anext__(), timeout=5)
+        await s.aclose()
+        return [first, second, *rest]
+
+    chunks = asyncio.run(main())
+    with hub.chat_stream(m, user("x")) as s:
+        assert chunks == list(s)

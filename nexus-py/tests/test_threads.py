@@ -138,3 +138,55 @@ def test_exit_with_daemon_threads_inside_calls(mock: Mock) -> None:
             timeout=30,
         )
         assert (r.returncode, r.stdout.strip()) == (0, "exiting"), r.stderr
+
+
+THREAD_COUNT = """
+import asyncio, os, sys, nexus
+hub = nexus.Hub()
+p = hub.create_provider("m", sys.argv[1], "k", options={"max_retries": 1})
+for name in ("chunks20", "chunks5-delay5"):
+    hub.create_model(p["id"], name)
+M = [{"role": "user", "content": "x"}]
+
+def threads():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("Threads:"))
+
+async def stream(m):
+    async with await hub.achat_stream(m, M) as s:
+        return len([c async for c in s])
+
+async def main():
+    most = 0
+    for _ in range(3):
+        await asyncio.gather(
+            *(stream("chunks20") for _ in range(64)),
+            *(stream("chunks5-delay5") for _ in range(64)),
+            *(hub.achat("chunks20", M) for _ in range(64)),
+        )
+        most = max(most, threads())
+    return most
+
+most = asyncio.run(main())
+hub.flush()
+print(most, threads())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_concurrent_async_calls_use_a_bounded_number_of_threads(mock: Mock) -> None:
+    # Async results reach the event loop without a thread each: the process keeps the runtime's
+    # workers (one per core), at most 4 blocking-pool threads and the hub's own few (stats
+    # writer, registry watcher, retention...), however many calls are pending. It used to end
+    # with 56-76 threads after 32 concurrent streams.
+    r = subprocess.run(
+        [sys.executable, "-c", THREAD_COUNT, mock.base_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    most, at_end = (int(x) for x in r.stdout.split())
+    cores = os.cpu_count() or 1
+    assert most <= cores + 10, f"{most} threads with 192 calls pending on {cores} cores"
+    assert at_end <= cores + 10
