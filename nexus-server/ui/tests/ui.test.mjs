@@ -8,7 +8,7 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -142,6 +142,7 @@ test("admin UI end to end", { timeout: 360000 }, async (t) => {
   const consoleErrors = [];
   let allow401 = false;
   let allow400 = false;
+  let allow502 = false;
   context.on("request", (r) => {
     const u = new URL(r.url());
     if ((u.protocol === "http:" || u.protocol === "https:" || u.protocol === "ws:" || u.protocol === "wss:") && u.hostname !== "127.0.0.1") external.push(r.url());
@@ -151,6 +152,7 @@ test("admin UI end to end", { timeout: 360000 }, async (t) => {
     if (m.type() !== "error") return;
     if (allow401 && /status of 401/.test(m.text())) return;
     if (allow400 && /status of 400/.test(m.text())) return;
+    if (allow502 && /status of 502/.test(m.text())) return;
     consoleErrors.push(m.text());
   });
   page.on("pageerror", (e) => consoleErrors.push(`pageerror: ${e.message}`));
@@ -743,6 +745,567 @@ test("admin UI end to end", { timeout: 360000 }, async (t) => {
     await dismissToasts();
   });
 
+  // ------------------------------------------------------------ request explorer
+  /** Every row the API lists for `query` (all pages). */
+  const allRequests = async (query = "") => {
+    const rows = [];
+    let cursor = null;
+    do {
+      const q = new URLSearchParams(query);
+      q.set("limit", "1000");
+      if (cursor) q.set("cursor", cursor);
+      const pg = await admin(BASE, "GET", `/api/requests?${q}`);
+      rows.push(...pg.data);
+      cursor = pg.next_cursor;
+    } while (cursor);
+    return rows;
+  };
+  const uiRows = () =>
+    page.$$eval('[data-testid="requests-table"] tbody tr', (els) =>
+      els.map((e) => ({ id: e.dataset.id, status: Number(e.dataset.status), model: e.dataset.model, tokens: Number(e.dataset.tokens), cost: e.dataset.cost, time: Number(e.dataset.time), keyId: e.dataset.keyId, providerId: e.dataset.providerId })),
+    );
+  const uiIds = async () => (await uiRows()).map((r) => r.id);
+  const hashParams = () => page.evaluate(() => Object.fromEntries(new URLSearchParams(location.hash.split("?")[1] || "")));
+  /** Waits until the table lists exactly `ids`, in order. */
+  const rowsAre = (ids, what) =>
+    until(async () => JSON.stringify(await uiIds()) === JSON.stringify(ids), what, STEP_MS, 250).catch(async (e) => {
+      throw new Error(`${e.message}; table ${JSON.stringify((await uiIds()).slice(0, 5))}… (${(await uiIds()).length}), want ${JSON.stringify(ids.slice(0, 5))}… (${ids.length})`);
+    });
+
+  await t.test("requests: the explorer pages through what the API lists", async () => {
+    // More than one page of rows: 60 quick requests with the client key.
+    const before = (await allRequests()).length;
+    for (let i = 0; i < 12; i++) {
+      const batch = await Promise.all(
+        Array.from({ length: 5 }, (_, j) =>
+          fetch(`${BASE}/v1/chat/completions`, {
+            method: "POST",
+            headers: { Authorization: `Bearer ${keyPlain}`, "content-type": "application/json" },
+            body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: `explorer row ${i * 5 + j}` }] }),
+            signal: AbortSignal.timeout(10000),
+          }).then((r) => r.status),
+        ),
+      );
+      assert.deepEqual(batch, [200, 200, 200, 200, 200]);
+    }
+    await until(async () => (await allRequests()).length >= before + 60, "the 60 new rows to be recorded", 20000, 300);
+    const first = await admin(BASE, "GET", "/api/requests");
+    assert.equal(first.data.length, 50);
+    assert.ok(first.next_cursor, "more than one page");
+
+    await go("#/requests", '[data-testid="requests"][data-count]');
+    await rowsAre(first.data.map((r) => r.request_id), "the first page, newest first");
+    assert.equal(await page.getAttribute('[data-testid="requests"]', "data-more"), "true");
+    assert.ok(await page.isVisible('[data-testid="load-more"]'), "Load more shows while there is a next page");
+    // The figures of each row are the API's.
+    const rows = await uiRows();
+    first.data.forEach((r, i) => {
+      assert.equal(rows[i].status, r.status);
+      assert.equal(rows[i].model, r.model);
+      assert.equal(rows[i].tokens, r.prompt_tokens + r.completion_tokens);
+      assert.equal(rows[i].cost, r.cost === null ? "" : String(r.cost));
+      assert.equal(rows[i].time, r.time);
+      assert.equal(rows[i].keyId, r.key_id === null ? "" : String(r.key_id));
+    });
+    const top = page.locator(`[data-testid="requests-table"] tr[data-id="${first.data[0].request_id}"]`);
+    assert.equal(await top.locator('[data-label="Model"] .cell-main').textContent(), first.data[0].model);
+    assert.equal(await top.locator('[data-testid="req-status"]').textContent(), String(first.data[0].status));
+    assert.equal(await top.locator('[data-label="Key"]').textContent(), first.data[0].key_name);
+    assert.match(await page.textContent('[data-testid="requests-count"]'), /^50 requests shown · more available$/);
+    await dismissToasts();
+    await shot("light-requests");
+
+    // Load more: the next page, by the API's cursor, appended.
+    const second = await admin(BASE, "GET", `/api/requests?cursor=${encodeURIComponent(first.next_cursor)}`);
+    await page.click('[data-testid="load-more"]');
+    await rowsAre([...first.data, ...second.data].map((r) => r.request_id), "the first two pages");
+    assert.equal(await page.getAttribute('[data-testid="requests"]', "data-more"), second.next_cursor ? "true" : "false");
+  });
+
+  await t.test("requests: filters narrow the rows and live in the URL", async () => {
+    // By model: the select lists the registry's models.
+    await page.selectOption('[data-testid="filter-model"]', "priced-echo");
+    const priced = await allRequests("model=priced-echo");
+    assert.ok(priced.length >= 4 && priced.length < 50, `priced-echo rows: ${priced.length}`);
+    await rowsAre(priced.map((r) => r.request_id), "the priced-echo rows");
+    assert.ok((await uiRows()).every((r) => r.model === "priced-echo"));
+    assert.equal((await hashParams()).model, "priced-echo", "the filter is in the hash");
+    assert.ok(await page.isHidden('[data-testid="load-more"]'), "no next page");
+
+    // And by status: the failures among them (the budget refusals), then every failure.
+    await page.selectOption('[data-testid="filter-status"]', "error");
+    const pricedErrors = await allRequests("model=priced-echo&status=error");
+    await rowsAre(pricedErrors.map((r) => r.request_id), "priced-echo's failures");
+    assert.ok(pricedErrors.length >= 1 && pricedErrors.every((r) => r.status >= 400));
+    await page.selectOption('[data-testid="filter-model"]', "");
+    const errors = await allRequests("status=error");
+    assert.ok(errors.length > pricedErrors.length && errors.length < 50, `errors: ${errors.length}`);
+    await rowsAre(errors.map((r) => r.request_id), "every failure");
+    assert.ok((await uiRows()).every((r) => r.status >= 400));
+    assert.deepEqual(await hashParams(), { status: "error" });
+
+    // A link with filters opens the same view (the selects show them).
+    const prov = `#/requests?provider_id=${flakyId}&status=error`;
+    await page.evaluate((hsh) => (location.hash = hsh), prov);
+    const flakyErrors = await allRequests(`provider_id=${flakyId}&status=error`);
+    await rowsAre(flakyErrors.map((r) => r.request_id), "the link's rows");
+    assert.ok(flakyErrors.length >= 1);
+    assert.equal(await page.inputValue('[data-testid="filter-provider"]'), String(flakyId));
+    assert.equal(await page.inputValue('[data-testid="filter-status"]'), "error");
+    await page.reload();
+    await page.waitForSelector('[data-testid="requests"][data-count]');
+    await rowsAre(flakyErrors.map((r) => r.request_id), "the same rows after a reload");
+
+    // A time range: the rows of the last request's second and before (until is exclusive).
+    await page.click('[data-testid="filters-reset"]');
+    const all = (await admin(BASE, "GET", "/api/requests")).data;
+    const pivot = all[20];
+    const sinceS = Math.floor(pivot.time / 1000) - 3600;
+    const untilS = Math.floor(pivot.time / 1000);
+    await page.evaluate((hsh) => (location.hash = hsh), `#/requests?since=${sinceS}&until=${untilS}`);
+    const ranged = (await admin(BASE, "GET", `/api/requests?since=${sinceS}&until=${untilS}`)).data;
+    await rowsAre(ranged.map((r) => r.request_id), "the time range's rows");
+    assert.ok((await uiRows()).every((r) => r.time >= sinceS * 1000 && r.time < untilS * 1000));
+    assert.equal(await page.inputValue('[data-testid="filter-range"]'), "custom");
+    assert.notEqual(await page.inputValue('[data-testid="filter-since"]'), "");
+
+    // A filter the API refuses: its message shows in the page.
+    allow400 = true;
+    await page.evaluate(() => (location.hash = "#/requests?since=yesterday"));
+    await page.waitForSelector('[data-testid="requests-error"]:not([hidden])');
+    allow400 = false;
+    const direct = await fetch(`${BASE}/api/requests?since=yesterday`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+    assert.equal(direct.status, 400);
+    assert.ok((await page.textContent('[data-testid="requests-error"]')).includes((await direct.json()).error.message), "the server's message inline");
+  });
+
+  await t.test("requests: the detail panel shows every field, the attempts and the bodies", async () => {
+    // A failed request to the failing model: its attempts, one per retry.
+    let failed = null;
+    let detail = null;
+    for (const r of await allRequests("model=broken-fail500")) {
+      const d = await admin(BASE, "GET", `/api/requests/${encodeURIComponent(r.request_id)}`);
+      if (d.attempt_log.length >= 1) {
+        failed = r;
+        detail = d;
+        break;
+      }
+    }
+    assert.ok(failed, "a broken-fail500 row that reached the upstream");
+    await go("#/requests?model=broken-fail500", `tr[data-id="${failed.request_id}"]`);
+    await page.click(`tr[data-id="${failed.request_id}"]`);
+    await page.waitForSelector('[data-testid="request-detail"][data-loaded="true"]');
+    const d = page.locator('[data-testid="request-detail"]');
+    for (const [k, v] of Object.entries(detail)) {
+      if (k === "attempt_log" || k === "request_body" || k === "response_body") continue;
+      assert.equal(await d.locator(`dd[data-field="${k}"]`).getAttribute("data-value"), JSON.stringify(v), `field ${k}`);
+    }
+    const attempts = await d.locator('[data-testid="attempt-log"] tbody tr').evaluateAll((els) => els.map((e) => ({ provider_id: Number(e.dataset.providerId), status: e.dataset.status === "" ? null : Number(e.dataset.status), ms: Number(e.dataset.ms) })));
+    assert.deepEqual(attempts, detail.attempt_log.map((a) => ({ provider_id: a.provider_id, status: a.status, ms: a.ms })), "the attempt log");
+    assert.match(await d.locator('[data-testid="attempt-log"] tbody tr').first().textContent(), /flaky/);
+    if (!detail.request_body && !detail.response_body) assert.match(await d.locator('[data-testid="no-bodies"]').textContent(), /record_bodies/, "no bodies recorded: the page says how to keep them");
+    await shot("light-request-detail-error", { fullPage: false });
+    await page.keyboard.press("Escape");
+    await page.waitForSelector('[data-testid="request-detail"]', { state: "detached" });
+
+    // An answered request whose messages the hub recorded: the bodies, as text.
+    let withBody = null;
+    for (const r of await allRequests("model=gpt-4o-mini&status=ok")) {
+      if (!r.conversation_id) continue;
+      const conv = await admin(BASE, "GET", `/api/stats/conversations/${encodeURIComponent(r.conversation_id)}`).catch(() => null);
+      const i = conv ? conv.messages.findIndex((m) => m.role === "user" && m.timestamp === r.time) : -1;
+      if (i >= 0 && /explorer row/.test(conv.messages[i].content)) {
+        withBody = { r, user: conv.messages[i].content, answer: conv.messages.slice(i + 1).find((m) => m.role === "assistant")?.content };
+        break;
+      }
+    }
+    assert.ok(withBody, "a request with recorded messages");
+    await page.evaluate((hsh) => (location.hash = hsh), `#/requests?conversation_id=${encodeURIComponent(withBody.r.conversation_id)}&model=gpt-4o-mini`);
+    await page.waitForSelector(`tr[data-id="${withBody.r.request_id}"]`);
+    await page.focus(`tr[data-id="${withBody.r.request_id}"]`);
+    await page.keyboard.press("Enter");
+    await page.waitForSelector('[data-testid="request-detail"] [data-testid="body-request"]');
+    assert.equal(await page.textContent('[data-testid="body-request"]'), withBody.user);
+    assert.equal(await page.textContent('[data-testid="body-answer"]'), withBody.answer);
+    assert.equal(await page.locator('[data-testid="request-detail"] [data-testid="attempt-log"] tbody tr').count(), 1);
+    await dismissToasts();
+    await shot("light-request-detail", { fullPage: false });
+    await page.keyboard.press("Escape");
+    await page.waitForSelector('[data-testid="request-detail"]', { state: "detached" });
+  });
+
+  await t.test("requests: recorded bodies of a key that keeps them", async () => {
+    // The keys form sets record_bodies; that key's requests keep their bodies, redacted.
+    await go("#/keys", '[data-testid="create-key"]');
+    await page.click('[data-testid="create-key"]');
+    const km = page.locator('[data-testid="key-modal"]');
+    await km.waitFor();
+    await km.locator('input[name="name"]').fill("bodies-key");
+    await km.locator('[data-testid="record-bodies"]').selectOption("all");
+    await page.click('[data-testid="create-key-submit"]');
+    await page.waitForSelector('[data-testid="key-created"]');
+    const plain = await page.inputValue('[data-testid="new-key"]');
+    await page.click('[data-testid="key-done"]');
+    await page.waitForSelector('tr[data-name="bodies-key"]');
+    const made = (await admin(BASE, "GET", "/api/keys")).find((x) => x.name === "bodies-key");
+    assert.equal(made.record_bodies, "all");
+    const secret = "sk-proj-0123456789abcdefghijklmnopqrstuv";
+    const r = await fetch(`${BASE}/v1/chat/completions`, { method: "POST", headers: { Authorization: `Bearer ${plain}`, "content-type": "application/json" }, body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: `recorded <b>body</b> with ${secret}` }] }) });
+    assert.equal(r.status, 200);
+    const row = await until(async () => (await allRequests(`key_id=${made.id}`))[0], "the recorded request");
+    const detail = await until(async () => {
+      const d = await admin(BASE, "GET", `/api/requests/${encodeURIComponent(row.request_id)}`);
+      return d.request_body && d.response_body ? d : null;
+    }, "its bodies");
+    assert.ok(!detail.request_body.includes(secret), "the server redacted the key-shaped text");
+    await go(`#/requests?key_id=${made.id}`, `tr[data-id="${row.request_id}"]`);
+    assert.equal(await page.inputValue('[data-testid="filter-key"]'), String(made.id));
+    await page.click(`tr[data-id="${row.request_id}"]`);
+    await page.waitForSelector('[data-testid="request-detail"] [data-testid="body-response"]');
+    const pretty = (t) => JSON.stringify(JSON.parse(t), null, 2);
+    assert.equal(await page.textContent('[data-testid="body-request"]'), pretty(detail.request_body), "the request body, pretty JSON");
+    assert.equal(await page.textContent('[data-testid="body-response"]'), pretty(detail.response_body), "the answer body");
+    assert.equal(await page.locator('[data-testid="request-detail"] .body-text b').count(), 0, "markup in a body stays text");
+    assert.ok(!(await page.content()).includes(secret));
+    await dismissToasts();
+    await shot("light-request-detail-bodies", { fullPage: false });
+    await page.keyboard.press("Escape");
+    await page.waitForSelector('[data-testid="request-detail"]', { state: "detached" });
+  });
+
+  await t.test("requests: export JSONL and CSV with the current filters", async () => {
+    await go("#/requests?status=error", '[data-testid="requests"][data-count]');
+    const direct = async (fmt) => (await fetch(`${BASE}/api/requests/export?status=error&format=${fmt}`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
+    for (const fmt of ["jsonl", "csv"]) {
+      const [dl] = await Promise.all([page.waitForEvent("download"), page.click(`[data-testid="export-${fmt}"]`)]);
+      assert.match(dl.suggestedFilename(), new RegExp(`^requests-\\d{8}-\\d{4}\\.${fmt}$`));
+      const text = readFileSync(await dl.path(), "utf8");
+      assert.equal(text, await direct(fmt), `the ${fmt} download is the server's export`);
+      const errors = await allRequests("status=error");
+      const lines = text.trim().split(/\r?\n/);
+      assert.equal(lines.length, errors.length + (fmt === "csv" ? 1 : 0), `${fmt}: one line per failure`);
+      if (fmt === "jsonl") assert.deepEqual(lines.map((l) => JSON.parse(l).request_id), errors.map((r) => r.request_id));
+      else assert.match(lines[0], /^time,request_id,/);
+    }
+  });
+
+  await t.test("dashboard: a chart click opens the requests of that bucket", async () => {
+    const chartHasData = (sel) =>
+      page.evaluate((q) => {
+        const c = window.Chart.getChart(document.querySelector(q));
+        return Boolean(c && c.data.datasets.some((d) => d.data.some((v) => v > 0)));
+      }, sel);
+    await go("#/dashboard", "#chart-tokens");
+    await until(() => chartHasData("#chart-tokens"), "the tokens chart to have data");
+    await page.waitForTimeout(400);
+    const pos = await page.evaluate(() => {
+      const canvas = document.querySelector("#chart-tokens");
+      canvas.scrollIntoView({ block: "center" });
+      const c = window.Chart.getChart(canvas);
+      const sums = c.data.labels.map((_, i) => c.data.datasets.reduce((a, d) => a + (d.data[i] || 0), 0));
+      const i = sums.findLastIndex((v) => v > 0);
+      const el = c.getDatasetMeta(0).data[i];
+      const r = canvas.getBoundingClientRect();
+      return { i, x: r.left + el.x, y: r.top + (c.chartArea.top + c.chartArea.bottom) / 2 };
+    });
+    assert.ok(pos.i >= 0);
+    await page.mouse.click(pos.x, pos.y);
+    await until(async () => (await page.evaluate(() => location.hash)).startsWith("#/requests?"), "the requests page");
+    const q = await hashParams();
+    const since = Number(q.since);
+    const untilS = Number(q.until);
+    assert.equal(untilS - since, 3600, "one hourly bucket");
+    assert.equal(since % 3600, 0, "on the bucket's start");
+    assert.deepEqual(Object.keys(q).sort(), ["since", "until"]);
+    await page.waitForSelector('[data-testid="requests"][data-count]');
+    const api = await admin(BASE, "GET", `/api/requests?since=${since}&until=${untilS}`);
+    assert.ok(api.data.length > 0);
+    await rowsAre(api.data.map((r) => r.request_id), "the bucket's requests");
+    assert.ok((await uiRows()).every((r) => r.time >= since * 1000 && r.time < untilS * 1000));
+
+    // The per-model chart: a bar is that model's requests over the range.
+    await go("#/dashboard", "#chart-models");
+    await until(() => chartHasData("#chart-models"), "the models chart to have data");
+    await page.waitForTimeout(400);
+    const bar = await page.evaluate(() => {
+      const canvas = document.querySelector("#chart-models");
+      canvas.scrollIntoView({ block: "center" });
+      const c = window.Chart.getChart(canvas);
+      const i = c.data.labels.indexOf("priced-echo");
+      const el = c.getDatasetMeta(0).data[i];
+      const r = canvas.getBoundingClientRect();
+      return { i, x: r.left + (el.x + el.base) / 2, y: r.top + el.y };
+    });
+    assert.ok(bar.i >= 0, "priced-echo has a bar");
+    await page.mouse.click(bar.x, bar.y);
+    await until(async () => (await page.evaluate(() => location.hash)).startsWith("#/requests?"), "the requests page");
+    const mq = await hashParams();
+    assert.equal(mq.model, "priced-echo");
+    assert.ok(Number(mq.since) > 0 && !mq.until);
+    await page.waitForSelector('[data-testid="requests"][data-count]');
+    assert.equal(await page.inputValue('[data-testid="filter-model"]'), "priced-echo");
+    const mapi = await allRequests(`model=priced-echo&since=${mq.since}`);
+    await rowsAre(mapi.map((r) => r.request_id), "priced-echo's requests");
+  });
+
+  await t.test("spend: a bar click opens that key's requests in the bucket", async () => {
+    await go("#/spend", '[data-testid="spend-chart"]');
+    await page.click('[data-groupby="key"]');
+    await spendChartDrawn();
+    const seg = await page.evaluate(() => {
+      const canvas = document.querySelector('[data-testid="spend-chart"] canvas');
+      canvas.scrollIntoView({ block: "center" });
+      const c = window.Chart.getChart(canvas);
+      const ds = c.data.datasets.findIndex((d) => d.label.startsWith("budget-key ("));
+      const i = c.data.datasets[ds].data.findLastIndex((v) => v > 0);
+      const el = c.getDatasetMeta(ds).data[i];
+      const r = canvas.getBoundingClientRect();
+      return { ds, i, x: r.left + el.x, y: r.top + (el.y + el.base) / 2 };
+    });
+    assert.ok(seg.ds >= 0 && seg.i >= 0);
+    await page.mouse.click(seg.x, seg.y);
+    await until(async () => (await page.evaluate(() => location.hash)).startsWith("#/requests?"), "the requests page");
+    const q = await hashParams();
+    assert.equal(q.key_id, String(budgetKey.id));
+    assert.equal(Number(q.until) - Number(q.since), 3600);
+    await page.waitForSelector('[data-testid="requests"][data-count]');
+    const api = await allRequests(`key_id=${budgetKey.id}&since=${q.since}&until=${q.until}`);
+    assert.ok(api.length >= 1);
+    await rowsAre(api.map((r) => r.request_id), "budget-key's requests in that hour");
+  });
+
+  // ------------------------------------------------------------ health, storage, import, groups
+  const setModelsStatus = (status) => fetch(`${MOCK_URL}/mock/models-status`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ status }) });
+  const healthRows = () => page.$$eval('[data-testid="health-table"] tbody tr', (els) => els.map((e) => ({ id: Number(e.dataset.id), state: e.dataset.state, reason: e.querySelector('[data-testid="health-reason"]')?.textContent ?? null })));
+  const eventRows = () => page.$$eval('[data-testid="events-table"] tbody tr', (els) => els.map((e) => ({ id: Number(e.dataset.id), provider_id: Number(e.dataset.providerId), event: e.dataset.event, reason: e.querySelector('[data-testid="event-reason"]').textContent })));
+  const stateOf = (p) => (p.auto_disabled ? "auto_disabled" : !p.enabled ? "disabled" : p.cooling_down_ms ? "cooling" : "healthy");
+  /** Waits until the health page shows what the API says (providers and events). */
+  const healthMatches = (what) =>
+    until(async () => {
+      const [list, events] = await Promise.all([admin(BASE, "GET", "/api/health/providers"), admin(BASE, "GET", "/api/health/events?limit=100")]);
+      const want = list.map((p) => ({ id: p.provider_id, state: stateOf(p), reason: p.disabled_reason || null }));
+      const wantEvents = events.map((e) => ({ id: e.id, provider_id: e.provider_id, event: e.event, reason: e.reason || "–" }));
+      const ok = JSON.stringify(await healthRows()) === JSON.stringify(want) && JSON.stringify(await eventRows()) === JSON.stringify(wantEvents);
+      if (!ok) await page.click('[data-testid="probe-now"]').catch(() => {});
+      return ok ? { list, events } : null;
+    }, what, 25000, 1500);
+
+  await t.test("health: providers and events, operator and automatic disables told apart", async () => {
+    // An operator disables "flaky" through the API: an event with its reason.
+    await admin(BASE, "PATCH", `/api/providers/${flakyId}`, { enabled: false });
+    await go("#/health", '[data-testid="health-table"]');
+    let { list, events } = await until(async () => {
+      const ev = await admin(BASE, "GET", "/api/health/events?limit=100");
+      if (!ev.length || ev[0].event !== "disabled") return null;
+      await page.click('[data-testid="probe-now"]');
+      await page.waitForSelector('[data-testid="probe-now"]:not(.busy)');
+      const list = await admin(BASE, "GET", "/api/health/providers");
+      return JSON.stringify((await eventRows()).map((e) => e.id)) === JSON.stringify(ev.map((e) => e.id)) ? { list, events: ev } : null;
+    }, "the operator's event on the page");
+    assert.equal(events[0].provider_id, flakyId);
+    assert.equal((await healthRows()).length, list.length, "one row per provider");
+    const flakyRow = page.locator(`[data-testid="health-table"] tr[data-id="${flakyId}"]`);
+    assert.equal(await flakyRow.getAttribute("data-state"), "disabled");
+    assert.equal(await flakyRow.locator('[data-testid="health-state"]').textContent(), "Disabled by operator");
+    assert.equal(await page.locator('[data-testid="events-table"] tbody tr').first().getAttribute("data-event"), "disabled");
+    assert.match(await page.locator('[data-testid="events-table"] tbody tr').first().textContent(), /flaky.*Disabled.*by the operator/);
+    assert.equal(await page.getAttribute('[data-stat="disabled"]', "data-value"), "1");
+
+    // The mock's model list fails: three probes disable "mock" automatically.
+    await setModelsStatus(503);
+    try {
+      for (let i = 0; i < 3; i++) {
+        await page.click('[data-testid="probe-now"]');
+        await page.waitForSelector('[data-testid="probe-now"]:not(.busy)');
+        await page.waitForSelector('[data-testid="probe-result"]:not([hidden])');
+      }
+      const mock = (await admin(BASE, "GET", "/api/health/providers")).find((p) => p.provider_id === providerId);
+      assert.ok(mock.auto_disabled && !mock.enabled, "three failed probes disable it automatically");
+      assert.equal(await page.getAttribute('[data-testid="probe-result"]', "data-ok"), "0");
+      ({ list, events } = await healthMatches("the automatic disable on the health page"));
+      const mockRow = page.locator(`[data-testid="health-table"] tr[data-id="${providerId}"]`);
+      assert.equal(await mockRow.getAttribute("data-state"), "auto_disabled");
+      assert.equal(await mockRow.locator('[data-testid="health-state"]').textContent(), "Auto-disabled");
+      assert.equal(await mockRow.locator('[data-testid="health-reason"]').textContent(), mock.disabled_reason);
+      assert.match(mock.disabled_reason, /3 failed health probes/);
+      assert.notEqual(await mockRow.locator('[data-testid="health-state"]').evaluate((e) => getComputedStyle(e).backgroundColor), await flakyRow.locator('[data-testid="health-state"]').evaluate((e) => getComputedStyle(e).backgroundColor), "automatic and operator disables look different");
+      assert.equal(events[0].event, "auto_disabled");
+      assert.equal(events[0].provider_id, providerId);
+      assert.equal(await page.getAttribute('[data-stat="auto_disabled"]', "data-value"), "1");
+      await dismissToasts();
+      await shot("light-health");
+      // The providers page marks the automatic disable, not the operator's.
+      await go("#/providers", `tr[data-name="mock"] [data-testid="auto-disabled"]`);
+      assert.equal(await page.locator('tr[data-name="flaky"] [data-testid="auto-disabled"]').count(), 0);
+      assert.equal(await page.getAttribute('tr[data-name="mock"] [data-testid="auto-disabled"]', "title"), `Disabled by the health checks: ${mock.disabled_reason}`);
+    } finally {
+      await setModelsStatus(null);
+    }
+    // The list answers again: the next probe enables it; the operator enables "flaky".
+    await go("#/health", '[data-testid="health-table"]');
+    await page.click('[data-testid="probe-now"]');
+    await until(async () => (await admin(BASE, "GET", "/api/providers")).find((p) => p.id === providerId).enabled, "mock enabled again");
+    await admin(BASE, "PATCH", `/api/providers/${flakyId}`, { enabled: true });
+    ({ events } = await healthMatches("the enables on the health page"));
+    assert.deepEqual(events.slice(0, 2).map((e) => e.event), ["enabled", "auto_enabled"]);
+    assert.equal(await page.locator(`[data-testid="health-table"] tr[data-id="${providerId}"]`).getAttribute("data-state"), "healthy");
+  });
+
+  await t.test("storage: the figures are the API's; prune now", async () => {
+    const tileVal = (k) => page.getAttribute(`[data-testid="storage-tiles"] [data-stat="${k}"]`, "data-value");
+    const ddVal = (scope, k) => page.getAttribute(`[data-testid="${scope}"] dd[data-field="${k}"]`, "data-value");
+    await go("#/storage", '[data-testid="storage-tiles"] [data-stat="requests"][data-value]');
+    let api;
+    await until(async () => {
+      api = await admin(BASE, "GET", "/api/storage");
+      const same = [];
+      for (const k of ["file_bytes", "used_bytes", "free_bytes", "requests", "messages", "rollups"]) same.push((await tileVal(k)) === String(api[k]));
+      if (same.every(Boolean)) return true;
+      await page.reload();
+      await page.waitForSelector('[data-testid="storage-tiles"] [data-stat="requests"][data-value]');
+      return false;
+    }, "the storage tiles to match /api/storage");
+    assert.equal(Number(await tileVal("requests")), (await allRequests()).length, "request rows");
+    for (const k of ["message_days", "request_days", "rollup_days", "max_db_bytes"]) assert.equal(await ddVal("retention-settings", k), JSON.stringify(api.retention[k]), `retention ${k}`);
+    assert.equal(await ddVal("retention-settings", "path"), JSON.stringify(api.path));
+    assert.equal(await ddVal("retention-settings", "reclaims_space"), JSON.stringify(api.reclaims_space));
+    if (api.last_prune) assert.equal(await ddVal("last-prune", "at_ms"), String(api.last_prune.at_ms), "the start-up pass");
+    const startPass = api.last_prune ? api.last_prune.at_ms : 0;
+    await dismissToasts();
+    await shot("light-storage");
+
+    await page.click('[data-testid="prune-now"]');
+    await page.waitForSelector('[data-testid="prune-result"]:not([hidden])');
+    const after = await admin(BASE, "GET", "/api/storage");
+    assert.ok(after.last_prune.at_ms > startPass, "a new pass");
+    assert.equal(await page.getAttribute('[data-testid="prune-result"] .callout', "data-at"), String(after.last_prune.at_ms));
+    await until(async () => (await ddVal("last-prune", "at_ms")) === String(after.last_prune.at_ms), "the last pass shown");
+    for (const k of ["requests", "messages", "rollups", "reclaimed_bytes", "db_bytes"]) assert.equal(await ddVal("last-prune", k), String(after.last_prune[k]), `last pass ${k}`);
+    assert.match(await page.textContent('[data-testid="prune-summary"]'), /Nothing to prune|Pruned \d+ rows/);
+  });
+
+  await t.test("providers: import models from the provider's own list", async () => {
+    const listed = await admin(BASE, "GET", `/api/providers/${providerId}/upstream-models`);
+    await go("#/providers", 'tr[data-name="mock"]');
+    await page.click('tr[data-name="mock"] [data-action-import]');
+    const m = page.locator('[data-testid="import-modal"]');
+    await m.locator(".import-item").first().waitFor();
+    const items = await m.locator(".import-item").evaluateAll((els) => els.map((e) => ({ id: e.dataset.model, added: e.dataset.added === "true", disabled: e.querySelector("input").disabled, checked: e.querySelector("input").checked })));
+    assert.deepEqual(items.map((x) => [x.id, x.added]), listed.map((x) => [x.id, x.added]), "the picker lists the provider's models");
+    assert.ok(items.find((x) => x.id === "gpt-4o-mini").added, "a model it serves is marked added");
+    assert.ok(items.filter((x) => x.added).every((x) => x.disabled && x.checked));
+    const pick = listed.filter((x) => !x.added && x.kind === "chat").slice(0, 2).map((x) => x.id);
+    assert.equal(pick.length, 2);
+    for (const id of pick) await m.locator(`.import-item[data-model="${id}"] input`).check();
+    assert.equal(await m.locator('[data-testid="import-submit"]').textContent(), "Import 2 models");
+    await dismissToasts();
+    await shot("light-import-modal", { fullPage: false });
+    await m.locator('[data-testid="import-submit"]').click();
+    await m.locator('[data-testid="import-result"]:not([hidden])').waitFor();
+    assert.equal(await m.locator('[data-testid="import-result"] .callout').getAttribute("data-created"), "2");
+    const models = (await admin(BASE, "GET", `/api/providers/${providerId}/models`)).map((x) => x.name);
+    for (const id of pick) assert.ok(models.includes(id), `${id} was imported`);
+    await until(async () => (await m.locator(`.import-item[data-model="${pick[0]}"]`).getAttribute("data-added")) === "true", "the list to show the import");
+    await page.keyboard.press("Escape");
+    await page.waitForSelector('[data-testid="import-modal"]', { state: "detached" });
+    await until(async () => (await page.textContent('tr[data-name="mock"] td[data-label="Models"]')) === String(models.length), "the model count to grow");
+
+    // The provider's list fails: the server's error shows in the dialog.
+    await setModelsStatus(503);
+    allow502 = true;
+    try {
+      await page.click('tr[data-name="mock"] [data-action-import]');
+      await m.locator('[data-testid="import-error"]:not([hidden])').waitFor();
+      const direct = await fetch(`${BASE}/api/providers/${providerId}/upstream-models`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+      assert.equal(direct.status, 502);
+      assert.ok((await m.locator('[data-testid="import-error"]').textContent()).includes((await direct.json()).error.message));
+      await page.keyboard.press("Escape");
+      await page.waitForSelector('[data-testid="import-modal"]', { state: "detached" });
+    } finally {
+      allow502 = false;
+      await setModelsStatus(null);
+    }
+  });
+
+  await t.test("models: groups created, edited and deleted, errors inline", async () => {
+    await go("#/models", '[data-testid="groups"] .empty');
+    await page.click('[data-testid="add-group"]');
+    const m = page.locator('[data-testid="group-modal"]');
+    await m.waitFor();
+    await m.locator('[data-testid="group-name"]').fill("smart");
+    await m.locator('input[name="description"]').fill("echo first, then the priced one");
+    for (const n of ["gpt-4o-mini", "priced-echo"]) {
+      await m.locator('[data-testid="group-add-select"]').selectOption(n);
+      await m.locator('[data-testid="group-add"]').click();
+    }
+    await m.locator('.member[data-model="priced-echo"] button[title="Move up"]').click();
+    assert.deepEqual(await m.locator(".member").evaluateAll((els) => els.map((e) => e.dataset.model)), ["priced-echo", "gpt-4o-mini"]);
+    await m.locator('.member[data-model="priced-echo"] button[title="Move down"]').click();
+    await dismissToasts();
+    await shot("light-group-modal", { fullPage: false });
+    await page.click('[data-testid="group-submit"]');
+    await page.waitForSelector('[data-testid="groups-table"] tr[data-name="smart"]');
+    let groups = await admin(BASE, "GET", "/api/groups");
+    assert.equal(groups.length, 1);
+    assert.deepEqual(groups[0].models, ["gpt-4o-mini", "priced-echo"]);
+    assert.equal(groups[0].description, "echo first, then the priced one");
+    assert.equal(await page.getAttribute('[data-testid="groups-table"] tr[data-name="smart"]', "data-id"), String(groups[0].id));
+    assert.deepEqual(await page.$$eval('tr[data-name="smart"] [data-testid="group-models"] li', (els) => els.map((e) => e.textContent)), groups[0].models);
+
+    // A group may not take a model's name: the server's message in the form.
+    await page.click('[data-testid="add-group"]');
+    await m.waitFor();
+    await m.locator('[data-testid="group-name"]').fill("gpt-4o-mini");
+    await m.locator('[data-testid="group-add-select"]').selectOption("priced-echo");
+    await m.locator('[data-testid="group-add"]').click();
+    allow400 = true;
+    await page.click('[data-testid="group-submit"]');
+    await page.waitForSelector('[data-testid="group-form-error"]:not([hidden])');
+    allow400 = false;
+    const direct = await fetch(`${BASE}/api/groups`, { method: "POST", headers: { Authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" }, body: JSON.stringify({ name: "gpt-4o-mini", models: ["priced-echo"] }) });
+    assert.equal(direct.status, 400);
+    assert.equal(await page.textContent('[data-testid="group-form-error"]'), (await direct.json()).error.message, "the server's message");
+    await page.keyboard.press("Escape");
+    await page.waitForSelector('[data-testid="group-modal"]', { state: "detached" });
+    assert.equal((await admin(BASE, "GET", "/api/groups")).length, 1, "nothing was created");
+
+    // Edit: drop a member.
+    await page.click('tr[data-name="smart"] [data-testid="edit-group"]');
+    await m.waitFor();
+    assert.equal(await m.locator('[data-testid="group-name"]').inputValue(), "smart");
+    await m.locator('.member[data-model="priced-echo"] [data-testid="group-remove"]').click();
+    await page.click('[data-testid="group-submit"]');
+    await page.waitForSelector('[data-testid="group-modal"]', { state: "detached" });
+    groups = await admin(BASE, "GET", "/api/groups");
+    assert.deepEqual(groups[0].models, ["gpt-4o-mini"]);
+    await until(async () => JSON.stringify(await page.$$eval('tr[data-name="smart"] [data-testid="group-models"] li', (els) => els.map((e) => e.textContent))) === JSON.stringify(["gpt-4o-mini"]), "the edited members");
+
+    // A request through the group: the explorer lists it under the group's name.
+    const r = await fetch(`${BASE}/v1/chat/completions`, { method: "POST", headers: { Authorization: `Bearer ${keyPlain}`, "content-type": "application/json" }, body: JSON.stringify({ model: "smart", messages: [{ role: "user", content: "through the group" }] }) });
+    assert.equal(r.status, 200);
+    await until(async () => (await allRequests("model=smart")).length === 1, "the group's request row");
+    await go("#/requests", '[data-testid="requests"][data-count]');
+    assert.equal(await page.locator('[data-testid="filter-model"] option[value="smart"]').textContent(), "smart (group)");
+    await page.selectOption('[data-testid="filter-model"]', "smart");
+    const viaGroup = await allRequests("model=smart");
+    await rowsAre(viaGroup.map((x) => x.request_id), "the group's request");
+    assert.equal(viaGroup[0].upstream_model, "gpt-4o-mini");
+    assert.match(await page.textContent(`tr[data-id="${viaGroup[0].request_id}"] [data-label="Model"]`), /smart.*gpt-4o-mini/);
+
+    // Delete it; a second group stays for the screenshots.
+    await go("#/models", 'tr[data-name="smart"]');
+    await page.click('tr[data-name="smart"] [data-testid="delete-group"]');
+    await page.waitForSelector('[data-testid="confirm"]');
+    await page.click('[data-testid="confirm"] .btn-danger');
+    await page.waitForSelector('[data-testid="groups"] .empty');
+    assert.deepEqual(await admin(BASE, "GET", "/api/groups"), []);
+    await admin(BASE, "POST", "/api/groups", { name: "fallback", models: ["priced-echo", "gpt-4o-mini"], description: "priced first" });
+    await page.reload();
+    await page.waitForSelector('[data-testid="groups-table"] tr[data-name="fallback"]');
+    await dismissToasts();
+    await shot("light-models-groups");
+  });
+
   await t.test("token calculator", async () => {
     await go("#/tokens", '[data-testid="tokens-input"]');
     await page.fill('[data-testid="tokens-model"]', "gpt-4o");
@@ -812,6 +1375,29 @@ test("admin UI end to end", { timeout: 360000 }, async (t) => {
     await chatTurn("and an error", "error");
     await dismissToasts();
     await shot("dark-chat", { fullPage: false });
+    await go("#/requests", '[data-testid="requests-table"] tbody tr');
+    await dismissToasts();
+    await shot("dark-requests");
+    await page.click('[data-testid="requests-table"] tbody tr');
+    await page.waitForSelector('[data-testid="request-detail"][data-loaded="true"]');
+    await page.waitForTimeout(300);
+    await shot("dark-request-detail", { fullPage: false });
+    await page.keyboard.press("Escape");
+    await page.waitForSelector('[data-testid="request-detail"]', { state: "detached" });
+    await go("#/health", '[data-testid="events-table"]');
+    await shot("dark-health");
+    await go("#/storage", '[data-testid="retention-settings"]');
+    await shot("dark-storage");
+    await go("#/providers", 'tr[data-name="mock"]');
+    await page.click('tr[data-name="mock"] [data-action-import]');
+    await page.waitForSelector('[data-testid="import-modal"] .import-item');
+    await shot("dark-import-modal", { fullPage: false });
+    await page.keyboard.press("Escape");
+    await go("#/models", 'tr[data-name="fallback"]');
+    await page.click('tr[data-name="fallback"] [data-testid="edit-group"]');
+    await page.waitForSelector('[data-testid="group-modal"]');
+    await shot("dark-group-modal", { fullPage: false });
+    await page.keyboard.press("Escape");
     await go("#/tokens", '[data-testid="tokens-input"]');
     await page.fill('[data-testid="tokens-input"]', "Tokens in the dark: 日本語のテキストも数えます。");
     await until(async () => Number(await page.getAttribute('[data-testid="token-count"]', "data-value")) > 5, "a token count");
@@ -837,6 +1423,23 @@ test("admin UI end to end", { timeout: 360000 }, async (t) => {
     await page.click(".sidebar-close");
     await go("#/providers", 'tr[data-name="mock"]');
     await shot("phone-dark-providers");
+    await go("#/requests", '[data-testid="requests-table"] tbody tr');
+    await dismissToasts();
+    await shot("phone-dark-requests");
+    await page.click('[data-testid="requests-table"] tbody tr');
+    await page.waitForSelector('[data-testid="request-detail"][data-loaded="true"]');
+    await page.waitForTimeout(300);
+    const box = await page.evaluate(() => {
+      const d = document.querySelector('[data-testid="request-detail"]');
+      const b = d.querySelector(".modal-body");
+      return { right: d.getBoundingClientRect().right, scroll: b.scrollWidth, client: b.clientWidth };
+    });
+    assert.ok(box.right <= 392 && box.scroll <= box.client, `the request detail fits the phone: ${JSON.stringify(box)}`);
+    await shot("phone-dark-request-detail", { fullPage: false });
+    await page.keyboard.press("Escape");
+    await page.waitForSelector('[data-testid="request-detail"]', { state: "detached" });
+    await go("#/health", '[data-testid="events-table"]');
+    await shot("phone-dark-health");
     await go("#/spend", 'tr[data-name="budget-key"]');
     await spendChartDrawn();
     await spendShot("phone-dark-spend");
@@ -852,8 +1455,14 @@ test("admin UI end to end", { timeout: 360000 }, async (t) => {
     await spendShot("phone-light-spend");
     await go("#/tokens", '[data-testid="tokens-input"]');
     await shot("phone-light-tokens");
+    await go("#/storage", '[data-testid="retention-settings"]');
+    await shot("phone-light-storage");
+    await go("#/models", 'tr[data-name="fallback"]');
+    await shot("phone-light-models");
+    await go("#/requests", '[data-testid="requests-table"] tbody tr');
+    await shot("phone-light-requests", { fullPage: false });
     // No page is wider than the phone.
-    for (const hash of ["#/dashboard", "#/providers", "#/models", "#/keys", "#/spend", "#/chat", "#/tokens"]) {
+    for (const hash of ["#/dashboard", "#/requests", "#/providers", "#/models", "#/keys", "#/spend", "#/health", "#/storage", "#/chat", "#/tokens"]) {
       await page.evaluate((hsh) => (location.hash = hsh), hash);
       await page.waitForTimeout(400);
       const [w, culprits] = await page.evaluate(() => [

@@ -72,6 +72,32 @@ export async function api(method, path, body, { token, signal } = {}) {
   return data;
 }
 
+/**
+ * Fetches `path` with the admin token and resolves with the body as a Blob (for downloads: a
+ * plain link cannot carry the Authorization header). Rejects with ApiError like `api`.
+ */
+export async function fetchBlob(path, { signal } = {}) {
+  let res;
+  try {
+    res = await fetch(path, { headers: { Authorization: `Bearer ${getToken()}` }, signal, cache: "no-store" });
+  } catch (e) {
+    if (e && e.name === "AbortError") throw e;
+    throw new ApiError(0, { error: { message: "Cannot reach the server. Is nexus-server running?" } });
+  }
+  if (!res.ok) {
+    let data = null;
+    try {
+      data = JSON.parse(await res.text());
+    } catch {
+      data = null;
+    }
+    const err = new ApiError(res.status, data);
+    if (res.status === 401) unauthorizedHandler(err);
+    throw err;
+  }
+  return res.blob();
+}
+
 export const get = (path, opts) => api("GET", path, undefined, opts);
 export const post = (path, body, opts) => api("POST", path, body ?? {}, opts);
 export const patch = (path, body) => api("PATCH", path, body);

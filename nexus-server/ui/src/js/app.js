@@ -10,8 +10,11 @@ import keys from "./pages/keys.js";
 import spend from "./pages/spend.js";
 import chat from "./pages/chat.js";
 import tokens from "./pages/tokens.js";
+import requests from "./pages/requests.js";
+import health from "./pages/health.js";
+import storage from "./pages/storage.js";
 
-const PAGES = { dashboard, providers, models, keys, spend, chat, tokens };
+const PAGES = { dashboard, requests, providers, models, keys, spend, health, storage, chat, tokens };
 const DEFAULT_PAGE = "dashboard";
 
 const $ = (id) => document.getElementById(id);

@@ -29,7 +29,9 @@ function applyDefaults() {
   C.defaults.font.size = 12;
   C.defaults.color = cssVar("--muted");
   C.defaults.borderColor = cssVar("--chart-grid");
-  C.defaults.animation = { duration: 300 };
+  // Set the one field: Chart.js reads the animation option names (type, easing, ...) from the
+  // keys of this object, so replacing it would drop `type` and break colour animations on hover.
+  C.defaults.animation.duration = 300;
   C.defaults.maintainAspectRatio = false;
   C.defaults.plugins.legend.labels.boxWidth = 10;
   C.defaults.plugins.legend.labels.boxHeight = 10;

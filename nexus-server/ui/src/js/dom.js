@@ -94,6 +94,19 @@ export function fmtUsd(v) {
   return frac ? s.padEnd(s.length + Math.max(0, 2 - frac[1].length), "0") : `${s}.00`;
 }
 
+/** Bytes in binary units: 1536 → "1.5 KiB"; null → "–". */
+export function fmtBytes(b) {
+  if (b === null || b === undefined || Number.isNaN(Number(b))) return "–";
+  let v = Number(b);
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i += 1;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : 2)} ${units[i]}`;
+}
+
 export function fmtMs(ms) {
   if (ms === null || ms === undefined) return "–";
   const v = Number(ms);

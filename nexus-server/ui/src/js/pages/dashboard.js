@@ -4,6 +4,7 @@
 import { get } from "../api.js";
 import { h, icon, clear, card, fmtNum, fmtCompact, fmtMs, toast } from "../dom.js";
 import { themedChart, axis, compactTicks, PALETTE_VARS } from "../charts.js";
+import { requestsHash } from "./requests.js";
 
 const REFRESH_MS = 5000;
 const RANGES = {
@@ -75,10 +76,11 @@ function tileEl(t) {
   );
 }
 
-function chartCard(title, ic, id, { span, tall } = {}) {
-  const canvas = h("canvas", { id, role: "img", "aria-label": title });
+function chartCard(title, ic, id, { span, tall, hint } = {}) {
+  const canvas = h("canvas", { id, role: "img", "aria-label": hint ? `${title}: ${hint}` : title });
   const emptyMsg = h("div", { class: "chart-empty", hidden: true }, h("div", {}, icon("chart-line"), "No traffic in this range yet. Send a chat from the playground to see it here."));
-  const c = card({ title, icon: ic, cls: span ? "span-2" : "", body: h("div", { class: ["chart-box", tall ? "tall" : ""] }, canvas, emptyMsg), testid: id });
+  const actions = hint ? h("span", { class: "chart-hint muted small" }, icon("arrow-pointer"), h("span", { text: hint })) : null;
+  const c = card({ title, icon: ic, cls: span ? "span-2" : "", actions, body: h("div", { class: ["chart-box", tall ? "tall" : ""] }, canvas, emptyMsg), testid: id });
   return { el: c, canvas, emptyMsg };
 }
 
@@ -113,11 +115,47 @@ export default {
     ctx.setActions(live, seg);
 
     const tiles = h("div", { class: "tiles" }, TILES.map(tileEl));
-    const cTokens = chartCard("Tokens over time", "coins", "chart-tokens", { span: true, tall: true });
-    const cModels = chartCard("Requests by model", "cubes", "chart-models");
-    const cProviders = chartCard("Requests by provider", "server", "chart-providers");
-    const cEndpoints = chartCard("Requests by API", "plug", "chart-endpoints");
-    const cLatency = chartCard("Latency and errors", "gauge-high", "chart-latency");
+    const cTokens = chartCard("Tokens over time", "coins", "chart-tokens", { span: true, tall: true, hint: "click a bar for its requests" });
+    const cModels = chartCard("Requests by model", "cubes", "chart-models", { hint: "click for requests" });
+    const cProviders = chartCard("Requests by provider", "server", "chart-providers", { hint: "click for requests" });
+    const cEndpoints = chartCard("Requests by API", "plug", "chart-endpoints", { hint: "click for requests" });
+    const cLatency = chartCard("Latency and errors", "gauge-high", "chart-latency", { hint: "click for requests" });
+
+    // What the charts show, for their click handlers: bucket starts, bucket size, the range's
+    // start, and each categorical chart's groups as the stats name them.
+    const shown = { ts: [], step: 3600, since: 0, models: [], providers: [], endpoints: [] };
+    const go = (filters) => ctx.navigate(requestsHash(filters));
+    const pointer = (evt, els) => {
+      const t = evt.native && evt.native.target;
+      if (t) t.style.cursor = els.length ? "pointer" : "default";
+    };
+    /** Click on a time-series chart: the requests of that bucket. */
+    const bucketClick = (evt, _els, chart) => {
+      const pts = chart.getElementsAtEventForMode(evt, "index", { intersect: false }, false);
+      if (!pts.length) return;
+      const t = shown.ts[pts[0].index];
+      if (t === undefined) return;
+      go({ since: t, until: t + shown.step });
+    };
+    /** Click on a per-group chart: that group's requests over the range. */
+    const groupClick = (kind) => async (_evt, els) => {
+      if (!els.length) return;
+      const g = shown[kind][els[0].index];
+      if (g === undefined) return;
+      const f = { since: shown.since };
+      if (kind === "models" && g !== "not routed") f.model = g;
+      if (kind === "endpoints" && ENDPOINT_LABELS[g]) f.endpoint = g;
+      if (kind === "providers" && g !== "not routed") {
+        try {
+          const p = (await get("/api/providers")).find((x) => x.name === g);
+          if (p) f.provider_id = p.id;
+        } catch (e) {
+          toast(e.message, "error");
+          return;
+        }
+      }
+      go(f);
+    };
     const unpricedPanel = h("div", { class: "callout callout-warning unpriced-panel", role: "status", "data-testid": "unpriced-panel", hidden: true });
     clear(view).append(tiles, unpricedPanel, h("div", { class: "charts" }, cTokens.el, cModels.el, cProviders.el, cEndpoints.el, cLatency.el));
 
@@ -127,6 +165,8 @@ export default {
       data: { labels: [], datasets: [] },
       options: {
         interaction: { mode: "index", intersect: false },
+        onClick: bucketClick,
+        onHover: pointer,
         scales: { x: axis({ stacked: true, grid: { display: false } }), y: axis({ stacked: true, beginAtZero: true, suggestedMax: 10, ticks: { ...compactTicks, precision: 0 } }) },
         plugins: { legend: { position: "top", align: "end" } },
         datasets: { bar: { borderRadius: 4, borderSkipped: false, maxBarThickness: 28 } },
@@ -137,6 +177,8 @@ export default {
       data: { labels: [], datasets: [] },
       options: {
         indexAxis: "y",
+        onClick: groupClick("models"),
+        onHover: pointer,
         scales: { x: axis({ beginAtZero: true, suggestedMax: 5, ticks: { precision: 0 } }), y: axis({ grid: { display: false } }) },
         plugins: { legend: { display: false } },
         datasets: { bar: { borderRadius: 5, maxBarThickness: 22 } },
@@ -145,18 +187,20 @@ export default {
     const providersChart = themedChart(cProviders.canvas, () => ({
       type: "doughnut",
       data: { labels: [], datasets: [] },
-      options: { cutout: "64%", plugins: { legend: { position: "right" } } },
+      options: { cutout: "64%", onClick: groupClick("providers"), onHover: pointer, plugins: { legend: { position: "right" } } },
     }));
     const endpointsChart = themedChart(cEndpoints.canvas, () => ({
       type: "doughnut",
       data: { labels: [], datasets: [] },
-      options: { cutout: "64%", plugins: { legend: { position: "right" } } },
+      options: { cutout: "64%", onClick: groupClick("endpoints"), onHover: pointer, plugins: { legend: { position: "right" } } },
     }));
     const latencyChart = themedChart(cLatency.canvas, () => ({
       type: "bar",
       data: { labels: [], datasets: [] },
       options: {
         interaction: { mode: "index", intersect: false },
+        onClick: bucketClick,
+        onHover: pointer,
         scales: {
           x: axis({ grid: { display: false } }),
           y: axis({ beginAtZero: true, suggestedMax: 10, position: "left", title: { display: true, text: "ms" } }),
@@ -211,6 +255,9 @@ export default {
         }
         last = summary;
 
+        shown.ts = ts;
+        shown.step = range.bucket === "day" ? 86400 : 3600;
+        shown.since = since;
         const idx = new Map(ts.map((t, i) => [t, i]));
         const zeros = () => ts.map(() => 0);
         const prompt = zeros();
@@ -248,18 +295,22 @@ export default {
           ],
         });
         const m = aggregate(byModel.points).slice(0, 10);
+        shown.models = m.map((x) => x[0]);
         cModels.emptyMsg.hidden = m.length > 0;
         modelsChart.update({
           labels: m.map((x) => x[0]),
           datasets: [{ label: "Requests", data: m.map((x) => x[1]), colorVars: m.map((_, i) => PALETTE_VARS[i % PALETTE_VARS.length]) }],
         });
         const p = aggregate(byProvider.points);
+        shown.providers = p.map((x) => x[0]);
         cProviders.emptyMsg.hidden = p.length > 0;
         providersChart.update({
           labels: p.map((x) => x[0]),
           datasets: [{ label: "Requests", data: p.map((x) => x[1]), colorVars: p.map((_, i) => PALETTE_VARS[i % PALETTE_VARS.length]), segmentBorder: true, borderWidth: 2 }],
         });
-        const e = aggregate(byEndpoint.points).map(([g, n]) => [ENDPOINT_LABELS[g] || g, n]);
+        const rawEndpoints = aggregate(byEndpoint.points);
+        shown.endpoints = rawEndpoints.map((x) => x[0]);
+        const e = rawEndpoints.map(([g, n]) => [ENDPOINT_LABELS[g] || g, n]);
         cEndpoints.emptyMsg.hidden = e.length > 0;
         cEndpoints.el.dataset.groups = e.map((x) => `${x[0]}=${x[1]}`).join(",");
         endpointsChart.update({

@@ -9,6 +9,13 @@ import {
 } from "../dom.js";
 import { PERIODS, hasBudget, budgetMeter, budgetBadges, periodText, spendText } from "../budget.js";
 
+const RECORD_BODIES = [
+  { value: "", label: "Server default" },
+  { value: "off", label: "Off" },
+  { value: "errors", label: "Failed requests only" },
+  { value: "all", label: "Every request" },
+];
+
 const EXPIRY = [
   { value: "never", label: "Never" },
   { value: "1", label: "In 1 day" },
@@ -90,6 +97,7 @@ function openKeyModal({ key, providers, models, onSaved }) {
     budget: input({ name: "budget_usd", inputmode: "decimal", placeholder: "no budget", value: editing ? val(key.budget_usd) : "", "data-testid": "budget-usd" }),
     period: select(PERIODS, editing ? key.budget_period || "monthly" : "monthly", { name: "budget_period", "data-testid": "budget-period" }),
     soft: input({ name: "soft_budget_usd", inputmode: "decimal", placeholder: "no alert", value: editing ? val(key.soft_budget_usd) : "", "data-testid": "soft-budget-usd" }),
+    record_bodies: select(RECORD_BODIES, editing ? key.record_bodies || "" : "", { name: "record_bodies", "data-testid": "record-bodies" }),
   };
   if (editing) {
     setChecks(f.providers, key.provider_ids);
@@ -116,6 +124,9 @@ function openKeyModal({ key, providers, models, onSaved }) {
     field("Budget (USD)", f.budget, { hint: "Hard limit: past it requests get 429 insufficient_quota. Empty: none." }),
     field("Period", f.period, { hint: "Spend resets at the UTC day, week (Monday) or month start." }),
     field("Soft alert at (USD)", f.soft, { hint: "Flags the key once spend reaches it. Empty: none." }),
+    h("div"),
+    h("h3", { class: "span-2 form-section", text: "Request explorer" }),
+    field("Record bodies", f.record_bodies, { hint: "Keep this key's request and answer bodies (credentials redacted) for the request explorer." }),
     h("div"),
     h("div", { class: "span-2" }, err),
   );
@@ -147,6 +158,7 @@ function openKeyModal({ key, providers, models, onSaved }) {
       budget_usd: optUsd(f.budget),
       budget_period: f.period.value,
       soft_budget_usd: optUsd(f.soft),
+      record_bodies: f.record_bodies.value || null,
     };
     let saved;
     try {

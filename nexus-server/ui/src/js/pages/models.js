@@ -95,9 +95,86 @@ function openModelModal({ model, providers, providerId, onSaved }) {
   const m = modal({ title: editing ? `Edit model “${model.name}”` : "Add model", body: form, testid: "model-modal", actions: [button("Cancel", { onClick: () => m.close() }), save] });
 }
 
+/**
+ * The create form, or with `group` the edit form, of a model group: a name, a description and
+ * the ordered members (the first is tried first). The server checks the members (models it
+ * serves, 1 to 16, never a group) and the name (never a model's); its message shows in the form.
+ */
+function openGroupModal({ group, modelNames, onSaved }) {
+  const editing = Boolean(group);
+  const members = editing ? [...group.models] : [];
+  const name = input({ name: "name", value: editing ? group.name : "", placeholder: "e.g. smart", required: true, autocomplete: "off", "data-testid": "group-name" });
+  const description = input({ name: "description", value: editing ? group.description || "" : "", placeholder: "Optional note", autocomplete: "off" });
+  const list = h("ol", { class: "member-list", "data-testid": "group-members", "aria-label": "Members, in the order they are tried" });
+  const picker = h("select", { name: "add_member", "aria-label": "Model to add", "data-testid": "group-add-select" });
+  const addBtn = button("Add", { icon: "plus", size: "sm", attrs: { "data-testid": "group-add" } });
+  const err = h("p", { class: "form-error", role: "alert", hidden: true, "data-testid": "group-form-error" });
+
+  const renderPicker = () => {
+    clear(picker);
+    const left = modelNames.filter((n) => !members.includes(n));
+    picker.appendChild(h("option", { value: "", text: left.length ? "Choose a model…" : "Every model is a member" }));
+    for (const n of left) picker.appendChild(h("option", { value: n, text: n }));
+    picker.disabled = !left.length;
+    addBtn.disabled = !left.length;
+  };
+  const renderList = () => {
+    clear(list);
+    if (!members.length) list.appendChild(h("li", { class: "member-empty muted small", text: "No member yet: add the models to try, first choice first." }));
+    members.forEach((n, i) => {
+      const move = (d) => {
+        const j = i + d;
+        [members[i], members[j]] = [members[j], members[i]];
+        renderList();
+      };
+      list.appendChild(
+        h(
+          "li",
+          { class: "member", "data-model": n },
+          h("span", { class: "member-pos", text: String(i + 1) }),
+          h("span", { class: "member-name mono", text: n }),
+          iconButton("arrow-up", "Move up", () => move(-1), { attrs: { disabled: i === 0 } }),
+          iconButton("arrow-down", "Move down", () => move(1), { attrs: { disabled: i === members.length - 1 } }),
+          iconButton("xmark", "Remove", () => {
+            members.splice(i, 1);
+            renderList();
+          }, { kind: "danger", attrs: { "data-testid": "group-remove" } }),
+        ),
+      );
+    });
+    renderPicker();
+  };
+  addBtn.addEventListener("click", () => {
+    if (!picker.value) return;
+    members.push(picker.value);
+    renderList();
+  });
+  renderList();
+
+  const form = h(
+    "form",
+    { class: "form-grid", novalidate: true, autocomplete: "off" },
+    field("Name", name, { required: true, hint: "What clients send as `model`; never also a model's name." }),
+    field("Description", description),
+    field("Members", h("div", { class: "stack member-box" }, list, h("div", { class: "member-add" }, picker, addBtn)), { wide: true, hint: "Tried in this order when one fails or is rate limited (1 to 16)." }),
+    h("div", { class: "span-2" }, err),
+  );
+  const save = button(editing ? "Save changes" : "Create group", { kind: "primary", icon: editing ? "check" : "layer-group", type: "submit", attrs: { "data-testid": "group-submit" } });
+  bindSubmit(form, save, err, async () => {
+    const n = name.value.trim();
+    if (!n) throw new Error("Name is required.");
+    const body = { name: n, models: [...members], description: description.value.trim() };
+    const saved = editing ? await patch(`/api/groups/${group.id}`, body) : await post("/api/groups", body);
+    m.close();
+    toast(editing ? `Group “${saved.name}” saved` : `Group “${saved.name}” created`);
+    onSaved(saved);
+  });
+  const m = modal({ title: editing ? `Edit group “${group.name}”` : "Create model group", body: form, testid: "group-modal", actions: [button("Cancel", { onClick: () => m.close() }), save] });
+}
+
 export default {
   title: "Models",
-  subtitle: "The model names clients can ask for, per provider",
+  subtitle: "The model names clients can ask for, per provider, and groups of them",
   async mount(view, ctx) {
     const providers = await get("/api/providers");
     if (!ctx.isCurrent()) return;
@@ -107,13 +184,70 @@ export default {
     const filter = select([{ value: "", label: "All providers" }, ...providers.map((p) => ({ value: p.id, label: `${p.name} (#${p.id})` }))], providerId, { "aria-label": "Filter by provider", "data-testid": "provider-filter" });
     const addBtn = button("Add model", {
       kind: "primary", icon: "plus", attrs: { "data-testid": "add-model" },
-      onClick: () => openModelModal({ providers, providerId: providerId || (providers[0] && providers[0].id), onSaved: () => load() }),
+      onClick: () => openModelModal({ providers, providerId: providerId || (providers[0] && providers[0].id), onSaved: () => Promise.all([load(), loadGroups()]) }),
     });
     addBtn.disabled = providers.length === 0;
     ctx.setActions(addBtn);
 
     const listHost = h("div");
-    clear(view).append(providers.length ? h("div", { class: "toolbar" }, h("label", { class: "sr-only", text: "Provider" }), filter, h("div", { class: "grow" })) : null, listHost);
+    const groupsHost = h("div");
+    let modelNames = [];
+    const addGroup = () => openGroupModal({ modelNames, onSaved: () => loadGroups() });
+    const groupsCard = h(
+      "section",
+      { class: "card flush groups-card", "data-testid": "groups" },
+      h(
+        "header",
+        { class: "card-head" },
+        h("h2", {}, icon("layer-group"), h("span", { text: "Model groups" })),
+        h("div", { class: "card-actions" }, button("Add group", { icon: "plus", size: "sm", attrs: { "data-testid": "add-group" }, onClick: () => addGroup() })),
+      ),
+      h("div", { class: "card-body" }, groupsHost),
+    );
+    clear(view).append(...[providers.length ? h("div", { class: "toolbar" }, h("label", { class: "sr-only", text: "Provider" }), filter, h("div", { class: "grow" })) : null, listHost, groupsCard].filter(Boolean));
+
+    async function loadGroups() {
+      let groups;
+      let all;
+      try {
+        [groups, all] = await Promise.all([get("/api/groups"), get("/api/models")]);
+      } catch (e) {
+        if (!ctx.isCurrent()) return;
+        clear(groupsHost).appendChild(h("div", { class: "callout callout-danger card-callout", role: "alert", "data-testid": "groups-error" }, icon("circle-exclamation"), h("div", { text: `The model groups could not load: ${e.message}` })));
+        return;
+      }
+      if (!ctx.isCurrent()) return;
+      modelNames = [...new Set(all.map((x) => x.name))].sort();
+      clear(groupsHost);
+      if (!groups.length) {
+        groupsHost.appendChild(emptyState({ icon: "layer-group", title: "No model groups", text: "A group is one model name for clients, served by several models in order: when the first fails or is rate limited, the next is tried, on any provider.", action: button("Add group", { kind: "primary", icon: "plus", onClick: () => addGroup() }) }));
+        return;
+      }
+      const rows = groups.map((g) =>
+        h(
+          "tr",
+          { "data-id": g.id, "data-name": g.name },
+          h("td", { class: "id", text: `#${g.id}` }),
+          h("td", {}, h("button", { type: "button", class: "copy-name", title: "Copy the group name", on: { click: () => copyText(g.name, `Copied “${g.name}”`) } }, h("span", { text: g.name }), icon("copy", "regular")), g.description ? h("div", { class: "cell-sub", text: g.description }) : null),
+          h("td", {}, h("ol", { class: "member-chips", "data-testid": "group-models" }, g.models.map((n) => h("li", { class: "mono-pill", text: n })))),
+          h("td", { class: "hide-sm nowrap muted small", text: fmtDate(g.created_at) }),
+          h(
+            "td",
+            { class: "actions" },
+            iconButton("pen", "Edit", () => openGroupModal({ group: g, modelNames, onSaved: () => loadGroups() }), { attrs: { "data-testid": "edit-group" } }),
+            iconButton("trash", "Delete", () => confirmDelete({
+              title: "Delete group?",
+              message: `Delete the group “${g.name}” (id ${g.id})?`,
+              detail: "Clients asking for it will get model_not_found; its member models stay.",
+              path: `/api/groups/${g.id}`,
+              success: `Group “${g.name}” deleted`,
+              after: loadGroups,
+            }), { kind: "danger", attrs: { "data-testid": "delete-group" } }),
+          ),
+        ),
+      );
+      groupsHost.appendChild(table([{ label: "ID" }, { label: "Name" }, { label: "Members, in order" }, { label: "Created", cls: "hide-sm" }, { label: "", cls: "actions" }], rows, { testid: "groups-table" }));
+    }
     filter.addEventListener("change", () => {
       providerId = filter.value;
       history.replaceState(null, "", providerId ? `#/models?provider=${providerId}` : "#/models");
@@ -157,14 +291,14 @@ export default {
           h(
             "td",
             { class: "actions" },
-            iconButton("pen", "Edit", () => openModelModal({ model: m, providers, onSaved: () => load() })),
+            iconButton("pen", "Edit", () => openModelModal({ model: m, providers, onSaved: () => Promise.all([load(), loadGroups()]) })),
             iconButton("trash", "Delete", () => confirmDelete({
               title: "Delete model?",
               message: `Delete “${m.name}” (id ${m.id}) from ${m.provider_name}?`,
               detail: "Clients asking for it will get model_not_found.",
               path: `/api/models/${m.id}`,
               success: `Model “${m.name}” deleted`,
-              after: load,
+              after: () => Promise.all([load(), loadGroups()]),
             }), { kind: "danger" }),
           ),
         ),
@@ -181,7 +315,7 @@ export default {
       );
     }
 
-    await load();
+    await Promise.all([load(), loadGroups()]);
     if (ctx.params.get("add") === "1" && providers.length) addBtn.click();
   },
 };

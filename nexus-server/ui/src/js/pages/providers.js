@@ -7,7 +7,7 @@
 import { get, post, patch } from "../api.js";
 import { bindSubmit, confirmDelete } from "../actions.js";
 import {
-  h, icon, clear, card, table, button, iconButton, modal, field, input, switchInput, optNumber, toast, emptyState, badge, fmtDate, fmtMs, fmtNum, spinner,
+  h, icon, clear, card, table, button, iconButton, modal, field, input, switchInput, optNumber, toast, emptyState, badge, fmtDate, fmtMs, fmtNum, spinner, formError,
 } from "../dom.js";
 
 // The wire formats a provider can speak, with the base URL each expects and what the hub calls.
@@ -229,6 +229,117 @@ export async function runProviderTest(p) {
   }
 }
 
+/**
+ * The model import picker: the provider's own list (GET …/upstream-models), checkboxes for the
+ * models it does not serve yet, and POST …/models/import with the picked names. The server's
+ * errors (an Azure resource has no list, an unreachable upstream, a name it does not list) show
+ * in the dialog.
+ */
+export function openImportModal(p, onImported) {
+  const err = h("p", { class: "form-error", role: "alert", hidden: true, "data-testid": "import-error" });
+  const listHost = h("div", { class: "import-list", "data-testid": "import-list" }, spinner(`Asking “${p.name}” for its models…`));
+  const filter = input({ type: "search", placeholder: "Filter models", "aria-label": "Filter models", "data-testid": "import-filter" });
+  const countEl = h("span", { class: "muted small", "data-testid": "import-count" });
+  const result = h("div", { "data-testid": "import-result", hidden: true });
+  const save = button("Import", { kind: "primary", icon: "file-import", attrs: { "data-testid": "import-submit", disabled: true } });
+  const selectAll = h("input", { type: "checkbox", "aria-label": "Select every model not added yet", "data-testid": "import-all" });
+  let boxes = [];
+  const picked = () => boxes.filter((b) => b.checked && !b.disabled).map((b) => b.value);
+  const sync = () => {
+    const n = picked().length;
+    save.disabled = n === 0;
+    save.querySelector("span").textContent = n ? `Import ${n} ${n === 1 ? "model" : "models"}` : "Import";
+    const free = boxes.filter((b) => !b.disabled && !b.closest("label").hidden);
+    selectAll.checked = free.length > 0 && free.every((b) => b.checked);
+    selectAll.indeterminate = !selectAll.checked && free.some((b) => b.checked);
+  };
+  const body = h(
+    "div",
+    { class: "stack" },
+    h("p", { class: "muted small", text: "Pick the models to add to this provider. Kinds come from the list, prices from the bundled catalog; models it already serves are marked." }),
+    h("div", { class: "import-tools" }, h("label", { class: "import-all" }, selectAll, h("span", { text: "All" })), filter, countEl),
+    listHost,
+    err,
+    result,
+  );
+  const m = modal({ title: `Import models into “${p.name}”`, body, size: "lg", testid: "import-modal", actions: [button("Close", { onClick: () => m.close() }), save] });
+
+  function render(models) {
+    clear(listHost);
+    if (!models.length) {
+      listHost.appendChild(emptyState({ icon: "cubes", title: "The provider lists no models", text: "Add its models by hand on the Models page." }));
+      return;
+    }
+    boxes = [];
+    const rows = models.map((x) => {
+      const box = h("input", { type: "checkbox", value: x.id, checked: x.added, disabled: x.added, name: "import" });
+      box.addEventListener("change", sync);
+      boxes.push(box);
+      return h(
+        "label",
+        { class: ["import-item", x.added ? "added" : ""], "data-model": x.id, "data-added": String(x.added) },
+        box,
+        h("span", { class: "import-name" }, h("span", { class: "mono", text: x.id }), x.display_name && x.display_name !== x.id ? h("span", { class: "muted small", text: x.display_name }) : null),
+        x.kind === "embedding" ? h("span", { class: "mono-pill", text: "embedding" }) : null,
+        x.added ? badge("added", "success", "check") : null,
+      );
+    });
+    listHost.append(...rows);
+    const added = models.filter((x) => x.added).length;
+    countEl.textContent = `${models.length} listed · ${added} added`;
+    sync();
+  }
+
+  filter.addEventListener("input", () => {
+    const q = filter.value.trim().toLowerCase();
+    for (const row of listHost.querySelectorAll(".import-item")) row.hidden = Boolean(q) && !row.textContent.toLowerCase().includes(q);
+    sync();
+  });
+  selectAll.addEventListener("change", () => {
+    for (const b of boxes) if (!b.disabled && !b.closest("label").hidden) b.checked = selectAll.checked;
+    sync();
+  });
+
+  async function loadList() {
+    try {
+      render(await get(`/api/providers/${p.id}/upstream-models`));
+    } catch (e) {
+      clear(listHost);
+      formError(err, `The provider's model list could not load: ${e.message}`);
+    }
+  }
+
+  save.addEventListener("click", async () => {
+    const names = picked();
+    if (!names.length || save.classList.contains("busy")) return;
+    formError(err, "");
+    save.disabled = true;
+    save.classList.add("busy");
+    try {
+      const r = await post(`/api/providers/${p.id}/models/import`, { models: names });
+      clear(result).appendChild(
+        h(
+          "div",
+          { class: "callout callout-success", "data-created": String(r.created.length), "data-skipped": String(r.skipped.length) },
+          icon("circle-check"),
+          h("div", {}, h("strong", { text: `Imported ${r.created.length} ${r.created.length === 1 ? "model" : "models"}` }), r.created.length ? h("div", { class: "small mono", text: r.created.map((x) => x.name).join(", ") }) : null, r.skipped.length ? h("div", { class: "small", text: `Skipped (already served): ${r.skipped.join(", ")}` }) : null),
+        ),
+      );
+      result.hidden = false;
+      toast(`Imported ${r.created.length} ${r.created.length === 1 ? "model" : "models"} into “${p.name}”`);
+      onImported();
+      await loadList();
+    } catch (e) {
+      formError(err, e.message);
+    } finally {
+      save.classList.remove("busy");
+      sync();
+    }
+  });
+  loadList();
+  return m;
+}
+
 export default {
   title: "Providers",
   subtitle: "Upstream AI providers: OpenAI-compatible, Anthropic, Gemini, Azure",
@@ -255,7 +366,7 @@ export default {
           h("td", { class: "hide-sm ellipsis" }, h("div", { class: "mono small", text: p.base_url, title: p.base_url }), h("div", { class: "cell-sub mono", text: p.endpoint, title: p.endpoint })),
           h("td", {}, p.api_key_hint ? h("span", { class: "mono-pill", "data-testid": "key-hint", text: p.api_key_hint }) : h("span", { class: "muted small", text: "none" })),
           h("td", { class: "num" }, h("a", { href: `#/models?provider=${p.id}`, title: "Show models", text: fmtNum(p.model_count) })),
-          h("td", {}, switchInput({
+          h("td", {}, h("div", { class: "switch-cell" }, switchInput({
             checked: p.enabled,
             title: p.enabled ? "Disable provider" : "Enable provider",
             onChange: async (on, inp) => {
@@ -271,12 +382,15 @@ export default {
                 inp.disabled = false;
               }
             },
-          })),
+          }), p.auto_disabled
+            ? h("a", { href: "#/health", class: "badge badge-danger", "data-testid": "auto-disabled", title: p.disabled_reason ? `Disabled by the health checks: ${p.disabled_reason}` : "Disabled by the health checks", text: "auto-disabled" })
+            : null)),
           h("td", { class: "hide-sm hide-md nowrap muted small", text: fmtDate(p.created_at) }),
           h(
             "td",
             { class: "actions" },
             iconButton("flask-vial", "Test all models", () => runProviderTest(p), { attrs: { "data-action-test": "" } }),
+            iconButton("file-import", "Import models", () => openImportModal(p, load), { attrs: { "data-action-import": "" } }),
             iconButton("pen", "Edit", () => openProviderModal(p, load)),
             iconButton("trash", "Delete", () => confirmDelete({
               title: "Delete provider?",

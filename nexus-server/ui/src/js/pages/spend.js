@@ -5,6 +5,7 @@ import { get, post } from "../api.js";
 import { h, icon, clear, card, table, button, modal, field, select, toast, emptyState, badge, fmtNum, fmtCompact, fmtUsd } from "../dom.js";
 import { themedChart, axis, PALETTE_VARS } from "../charts.js";
 import { hasBudget, budgetMeter, budgetBadges, budgetRatio, periodText, spendText } from "../budget.js";
+import { requestsHash } from "./requests.js";
 
 const REFRESH_MS = 10000;
 const RANGES = {
@@ -231,11 +232,45 @@ export default {
     clear(view).append(tiles, h("div", { class: "charts" }, chartCard, totalsCard, budgetsCard));
 
     const money = (v) => fmtUsd(v);
+    // What the chart shows, for its click handler: bucket starts and size, and the keys (a key's
+    // series is named "name (prefix)" by the stats).
+    const shown = { ts: [], step: 3600, keys: [] };
+    /** A click on a bar: that bucket's requests, of the clicked series' key, model or provider. */
+    const onBarClick = async (evt, _els, c) => {
+      const hit = c.getElementsAtEventForMode(evt, "nearest", { intersect: true }, false);
+      const pts = hit.length ? hit : c.getElementsAtEventForMode(evt, "index", { intersect: false }, false);
+      if (!pts.length) return;
+      const t = shown.ts[pts[0].index];
+      if (t === undefined) return;
+      const f = { since: t, until: t + shown.step };
+      const label = hit.length ? c.data.datasets[hit[0].datasetIndex].label : null;
+      if (label && label !== "other") {
+        if (groupBy === "key") {
+          const k = shown.keys.find((x) => `${x.name} (${x.prefix})` === label);
+          if (k) f.key_id = k.id;
+        } else if (groupBy === "model" && label !== "not routed") {
+          f.model = label;
+        } else if (groupBy === "provider" && label !== "not routed") {
+          try {
+            const p = (await get("/api/providers")).find((x) => x.name === label);
+            if (p) f.provider_id = p.id;
+          } catch (e) {
+            toast(e.message, "error");
+            return;
+          }
+        }
+      }
+      ctx.navigate(requestsHash(f));
+    };
     const chart = themedChart(canvas, () => ({
       type: "bar",
       data: { labels: [], datasets: [] },
       options: {
         interaction: { mode: "index", intersect: false },
+        onClick: onBarClick,
+        onHover: (evt, els) => {
+          if (evt.native && evt.native.target) evt.native.target.style.cursor = els.length ? "pointer" : "default";
+        },
         scales: {
           x: axis({ stacked: true, grid: { display: false } }),
           y: axis({ stacked: true, beginAtZero: true, suggestedMax: 0.01, ticks: { callback: (v) => money(v), maxTicksLimit: 6 } }),
@@ -372,6 +407,9 @@ export default {
         }
         failed = false;
         const points = series.points.filter((p) => p.ts >= since);
+        shown.ts = ts;
+        shown.step = bucket === "day" ? 86400 : 3600;
+        shown.keys = keys;
         renderChart(points, ts, labels);
         renderTotals(points);
         renderBudgets(keys);
