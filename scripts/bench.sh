@@ -3,7 +3,7 @@
 #
 #   scripts/bench.sh            the full suite (about 15 minutes on 2 cores; builds first)
 #   scripts/bench.sh --smoke    tiny counts (about 30 s after the build): checks the tools still work
-#   BENCH_ONLY=hostile,http,kinds,ingress,money,client,memory,soak,stats,tokens scripts/bench.sh    a subset
+#   BENCH_ONLY=hostile,http,kinds,ingress,money,client,memory,soak,stats,tokens,python scripts/bench.sh    a subset
 #
 # Everything listens on 127.0.0.1 only, every load is bounded in count and time, and every process
 # this script starts is killed when it exits, on failure too. Results: target/bench/<stamp>/
@@ -19,7 +19,7 @@ for a in "$@"; do
     *) echo "unknown argument: $a" >&2; exit 2 ;;
   esac
 done
-ONLY="${BENCH_ONLY:-hostile,http,kinds,ingress,money,client,memory,soak,stats,tokens}"
+ONLY="${BENCH_ONLY:-hostile,http,kinds,ingress,money,client,memory,soak,stats,tokens,python}"
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -362,6 +362,20 @@ fi
 if want tokens; then
   log "token counting vs Python tiktoken"
   python3 "$ROOT/scripts/bench_tokens.py" --bench-bin "$BIN/nexus-bench" --out "$OUT" "${TOKEN_ARGS[@]}" >> "$RESULTS"
+fi
+
+if want python; then
+  log "Python module vs aiohttp and httpx straight to the mock (asyncio and sync)"
+  py_venv
+  .venv/bin/pip install -q --disable-pip-version-check aiohttp httpx
+  # The module as a user installs it (a release wheel), into the test venv.
+  .venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps .
+  start_mock
+  PY_SECS=3; PY_REPEAT=3
+  [ "$SMOKE" = 1 ] && { PY_SECS=0.3; PY_REPEAT=1; }
+  .venv/bin/python "$ROOT/scripts/bench_python.py" --mock "$MOCK_URL" --seconds "$PY_SECS" \
+    --repeat "$PY_REPEAT" | tee "$OUT/python.txt"
+  kill "$MOCK_PID" 2>/dev/null || true
 fi
 
 python3 - "$RESULTS" "$SMOKE" > "$OUT/summary.md" <<'PY'
