@@ -3,7 +3,7 @@
 #
 #   scripts/bench.sh            the full suite (about 15 minutes on 2 cores; builds first)
 #   scripts/bench.sh --smoke    tiny counts (about 30 s after the build): checks the tools still work
-#   BENCH_ONLY=hostile,http,kinds,ingress,money,client,memory,soak,stats,tokens,python scripts/bench.sh    a subset
+#   BENCH_ONLY=hostile,http,kinds,ingress,money,client,memory,soak,stats,tokens,python,proxy scripts/bench.sh    a subset
 #
 # Everything listens on 127.0.0.1 only, every load is bounded in count and time, and every process
 # this script starts is killed when it exits, on failure too. Results: target/bench/<stamp>/
@@ -19,7 +19,7 @@ for a in "$@"; do
     *) echo "unknown argument: $a" >&2; exit 2 ;;
   esac
 done
-ONLY="${BENCH_ONLY:-hostile,http,kinds,ingress,money,client,memory,soak,stats,tokens,python}"
+ONLY="${BENCH_ONLY:-hostile,http,proxy,kinds,ingress,money,client,memory,soak,stats,tokens,python}"
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -172,7 +172,7 @@ else
   STATS_ROWS="${BENCH_STATS_ROWS:-10000000}"; WRITER_N=200000; TOKEN_ARGS=(); CLIENT_N=20000
 fi
 
-if want http || want kinds || want ingress || want money || want memory || want soak || want hostile; then
+if want http || want proxy || want kinds || want ingress || want money || want memory || want soak || want hostile; then
   log "starting the mock upstream and nexus-server"
   start_mock
   start_server
@@ -225,6 +225,17 @@ if want http; then
       load "paced-c$c" "$via" --model chunks20-delay20 --stream --concurrency "$c" --duration "$PACED_DUR" --warmup "$WARM" --requests 100000
     done
   done
+fi
+
+if want proxy; then
+  # The limit: a bare reverse proxy (nginx, one worker, no parsing, auth or accounting) on the
+  # same mock, with wrk as the load tool, CPU per request read from /proc for each process.
+  apt_install nginx nginx-light
+  apt_install wrk wrk
+  log "bare proxy (nginx) vs gateway, wrk, CPU per request"
+  python3 "$ROOT/scripts/bench_proxy.py" --mock "$MOCK_URL" --mock-pid "$MOCK_PID" \
+    --gateway "$SERVER_URL" --gateway-pid "$SERVER_PID" --key "$CLIENT_KEY" --duration "$DUR" \
+    >> "$RESULTS" 2> >(tee "$OUT/proxy.txt" >&2)
 fi
 
 if want kinds; then
