@@ -8,7 +8,7 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync, readFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -114,7 +114,7 @@ after(async () => {
   killAll();
 });
 
-test("admin UI end to end", { timeout: 360000 }, async (t) => {
+test("admin UI end to end", { timeout: 540000 }, async (t) => {
   // ------------------------------------------------------------ processes
   const mock = await start(MOCK_BIN, [], { stream: "stdout", re: /(http:\/\/127\.0\.0\.1:\d+)/, name: "mock upstream" });
   const MOCK_URL = mock.match[1];
@@ -172,6 +172,15 @@ test("admin UI end to end", { timeout: 360000 }, async (t) => {
     }
     // Let toasts and entry animations settle before screenshots.
     await page.waitForTimeout(250);
+  };
+  /** Opens a dialog by clicking `opener`, shoots it once `ready` shows, and closes it (Escape). */
+  const shotDialog = async (opener, ready, dialog, name) => {
+    await page.click(opener);
+    await page.waitForSelector(ready);
+    await page.waitForTimeout(300);
+    await shot(name, { fullPage: false });
+    await page.keyboard.press("Escape");
+    await page.waitForSelector(dialog, { state: "detached" });
   };
   const theme = () => page.evaluate(() => document.documentElement.getAttribute("data-theme"));
   const dismissToasts = () => page.evaluate(() => document.querySelectorAll(".toast").forEach((t) => t.remove()));
@@ -1306,6 +1315,358 @@ test("admin UI end to end", { timeout: 360000 }, async (t) => {
     await shot("light-models-groups");
   });
 
+  // ------------------------------------------------------------ key pools
+  // A provider of its own on the mock with a model and a client key (through the API); its pool
+  // keys are added through the dialog. The mock answers 401 to a key containing "revoked" and
+  // 429 (Retry-After 30) to one containing "ratelimited".
+  let poolId;
+  await t.test("providers: a key pool, a refused key set aside, a rate-limited one resting, errors inline", async () => {
+    const PRIMARY = `sk-ui-pool-primary-${randomBytes(6).toString("hex")}`;
+    const REVOKED = `sk-ui-revoked-key-${randomBytes(6).toString("hex")}`;
+    const LIMITED = `sk-ui-ratelimited-key-${randomBytes(6).toString("hex")}`;
+    const secrets = [PRIMARY, REVOKED, LIMITED];
+    poolId = (await admin(BASE, "POST", "/api/providers", { name: "pooled", base_url: MOCK_URL, api_key: PRIMARY, description: "three upstream keys" })).id;
+    await admin(BASE, "POST", `/api/providers/${poolId}/models`, { name: "pool-echo" });
+    const client = await admin(BASE, "POST", "/api/keys", { name: "pool-client", provider_ids: [poolId] });
+    const poolKeys = async () => (await admin(BASE, "GET", `/api/providers/${poolId}/keys`)).data;
+    const byName = (list) => Object.fromEntries(list.map((k) => [k.name, k]));
+    const noSecrets = async (where) => {
+      const html = await page.content();
+      for (const s of secrets) assert.ok(!html.includes(s), `no upstream key in the page's HTML (${where})`);
+    };
+
+    await go("#/providers", 'tr[data-name="pooled"]');
+    const countBtn = page.locator('tr[data-name="pooled"] [data-testid="key-count"]');
+    assert.equal(await countBtn.textContent(), "1/1 key");
+    await page.click('tr[data-name="pooled"] [data-action-keys]');
+    const m = page.locator('[data-testid="pool-modal"]');
+    await m.locator('[data-testid="pool-table"] tr[data-id="0"]').waitFor();
+    assert.equal(await m.locator('tr[data-id="0"] [data-testid="pool-key-name"]').textContent(), "primary", "key 0 is the provider's own key");
+    assert.equal(await m.locator('tr[data-id="0"] [data-testid="pool-delete"]').count(), 0, "key 0 goes only with the provider");
+    assert.equal(await m.locator('[data-testid="pool-key"]').getAttribute("type"), "password");
+
+    const addKey = async (key, name, weight) => {
+      await m.locator('[data-testid="pool-key"]').fill(key);
+      await m.locator('[data-testid="pool-name"]').fill(name);
+      await m.locator('[data-testid="pool-weight"]').fill(weight);
+      await m.locator('[data-testid="pool-add-submit"]').click();
+    };
+    await addKey(REVOKED, "revoked", "50");
+    await m.locator('tr[data-name="revoked"]').waitFor();
+    assert.equal(await m.locator('[data-testid="pool-key"]').inputValue(), "", "the key input is emptied once the key is added");
+    await addKey(LIMITED, "limited", "50");
+    await m.locator('tr[data-name="limited"]').waitFor();
+    let keys = await poolKeys();
+    assert.deepEqual(keys.map((k) => [k.name, k.weight, k.enabled, k.set_aside]), [["primary", 1, true, null], ["revoked", 50, true, null], ["limited", 50, true, null]]);
+
+    // The server's 400s in the form: a key already in the pool, a weight out of 1-1000.
+    const refused = async (body) => {
+      const r = await fetch(`${BASE}/api/providers/${poolId}/keys`, { method: "POST", headers: { Authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+      assert.equal(r.status, 400, JSON.stringify(body));
+      return (await r.json()).error.message;
+    };
+    const addError = () => m.locator('[data-testid="pool-add-error"]:not([hidden])').textContent().catch(() => null);
+    allow400 = true;
+    try {
+      await addKey(REVOKED, "again", "1");
+      const dup = await refused({ api_key: REVOKED, name: "again", weight: 1 });
+      await until(async () => (await addError()) === dup, `the duplicate key's message inline (${dup})`);
+      const heavy = `sk-ui-heavy-${randomBytes(6).toString("hex")}`;
+      secrets.push(heavy);
+      await addKey(heavy, "heavy", "1001");
+      const tooHeavy = await refused({ api_key: heavy, name: "heavy", weight: 1001 });
+      await until(async () => (await addError()) === tooHeavy, `the weight's message inline (${tooHeavy})`);
+    } finally {
+      allow400 = false;
+    }
+    assert.equal((await poolKeys()).length, 3, "nothing was added");
+    await noSecrets("after adding keys");
+
+    // Chats through the pool: the refused key is set aside, the rate-limited one rests; every
+    // request is answered with another key.
+    for (let i = 0; i < 30; i++) {
+      const r = await fetch(`${BASE}/v1/chat/completions`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${client.key}`, "content-type": "application/json", "x-conversation-id": `pool-${i}-${randomBytes(4).toString("hex")}` },
+        body: JSON.stringify({ model: "pool-echo", messages: [{ role: "user", content: `pool request ${i}` }] }),
+        signal: AbortSignal.timeout(10000),
+      });
+      assert.equal(r.status, 200, `request ${i} answered`);
+      await r.text();
+      const k = byName(await poolKeys());
+      if (k.revoked.set_aside && k.limited.cooling_seconds) break;
+    }
+    keys = await poolKeys();
+    const k = byName(keys);
+    assert.ok(k.revoked.set_aside, "the refused key is set aside");
+    assert.ok(k.limited.cooling_seconds > 0 && k.limited.enabled && !k.limited.set_aside, "the rate-limited key rests");
+    const st = await (await fetch(`${MOCK_URL}/mock/stats`)).json();
+    assert.equal(st.keys[REVOKED], 1, "the refused key was sent once");
+
+    // The providers table: 2 of 3 in use, one set aside (warning).
+    await page.keyboard.press("Escape");
+    await page.waitForSelector('[data-testid="pool-modal"]', { state: "detached" });
+    await page.reload();
+    await page.waitForSelector('tr[data-name="pooled"] [data-testid="key-count"]');
+    const listed = (await admin(BASE, "GET", "/api/providers")).find((p) => p.id === poolId);
+    assert.deepEqual([listed.keys_active, listed.key_count], [2, 3]);
+    assert.equal(await countBtn.textContent(), `${listed.keys_active}/${listed.key_count} keys`);
+    assert.equal(await countBtn.getAttribute("data-set-aside"), "1");
+    assert.match(await countBtn.getAttribute("class"), /badge-warning/, "a set-aside key warns");
+    assert.equal(await page.locator('tr[data-name="mock"] [data-testid="key-count"]').textContent(), "1/1 key");
+    assert.doesNotMatch(await page.locator('tr[data-name="mock"] [data-testid="key-count"]').getAttribute("class"), /badge-warning/);
+
+    // The panel shows what the API says: names, hints, weights, states, the reason, the rest.
+    await countBtn.click();
+    await m.locator('[data-testid="pool-table"] tr[data-id="0"]').waitFor();
+    const panelRows = () =>
+      m.locator('[data-testid="pool-table"] tbody tr').evaluateAll((els) =>
+        els.map((e) => ({
+          id: Number(e.dataset.id),
+          name: e.querySelector('[data-testid="pool-key-name"]').textContent,
+          hint: e.querySelector('[data-testid="pool-hint"]').textContent,
+          weight: Number(e.querySelector('[data-testid="pool-weight-input"]').value),
+          state: e.dataset.state,
+          badge: e.querySelector('[data-testid="pool-state"]').textContent,
+          reason: e.querySelector('[data-testid="pool-reason"]')?.textContent ?? null,
+          toggle: e.querySelector('[data-testid="pool-toggle"]').textContent,
+          remove: Boolean(e.querySelector('[data-testid="pool-delete"]')),
+        })),
+      );
+    const stateOfKey = (x) => (x.set_aside ? "set_aside" : !x.enabled ? "disabled" : x.cooling_seconds ? "resting" : "in_use");
+    let lastPanel;
+    const panelMatches = (what) =>
+      until(async () => {
+        const [api, rows] = await Promise.all([poolKeys(), panelRows()]);
+        lastPanel = { api, rows };
+        if (rows.length !== api.length) return null;
+        const ok = api.every((x, i) => {
+          const r = rows[i];
+          const state = stateOfKey(x);
+          const rest = state === "resting" ? Number(/Resting (\d+) s/.exec(r.badge)?.[1]) : null;
+          return (
+            r.id === x.id && r.name === x.name && r.hint === x.hint && r.weight === x.weight && r.state === state &&
+            r.reason === (x.set_aside || null) &&
+            (state !== "resting" || Math.abs(rest - x.cooling_seconds) <= 2) &&
+            r.toggle === (state === "set_aside" ? "Put back in use" : x.enabled ? "Disable" : "Enable") &&
+            r.remove === (x.id !== 0)
+          );
+        });
+        return ok ? { api, rows } : null;
+      }, what).catch((e) => {
+        throw new Error(`${e.message}: ${JSON.stringify(lastPanel)}`);
+      });
+    let shown = await panelMatches("the pool panel to match the API");
+    assert.deepEqual(shown.rows.map((r) => r.state), ["in_use", "set_aside", "resting"]);
+    assert.match(shown.rows[1].reason, /answered 401/);
+    await noSecrets("the pool panel");
+    await dismissToasts();
+    await shot("light-key-pool", { fullPage: false });
+
+    // Put the set-aside key back in use through the dialog: the API agrees.
+    await m.locator('tr[data-name="revoked"] [data-testid="pool-toggle"]').click();
+    await until(async () => {
+      const x = byName(await poolKeys()).revoked;
+      return x.enabled && x.set_aside === null;
+    }, "the set-aside key back in use");
+    shown = await panelMatches("the panel after putting the key back");
+    assert.equal(shown.rows[1].state, "in_use");
+
+    // Change a weight through the dialog.
+    await m.locator('tr[data-name="limited"] [data-testid="pool-weight-input"]').fill("7");
+    await m.locator('tr[data-name="limited"] [data-testid="pool-weight-save"]').click();
+    await until(async () => byName(await poolKeys()).limited.weight === 7, "the new weight");
+    await panelMatches("the panel after the weight change");
+
+    // Disable one key, delete another; the last key in use cannot be disabled: the 400 inline.
+    await m.locator('tr[data-name="revoked"] [data-testid="pool-toggle"]').click();
+    await until(async () => !byName(await poolKeys()).revoked.enabled, "the key disabled");
+    await m.locator('tr[data-name="limited"] [data-testid="pool-delete"]').click();
+    await page.waitForSelector('[data-testid="confirm"]');
+    await page.click('[data-testid="confirm"] .btn-danger');
+    await until(async () => (await poolKeys()).length === 2, "the key deleted");
+    await panelMatches("the panel after a disable and a delete");
+    allow400 = true;
+    try {
+      await m.locator('tr[data-id="0"] [data-testid="pool-toggle"]').click();
+      await m.locator('[data-testid="pool-error"]:not([hidden])').waitFor();
+      const r = await fetch(`${BASE}/api/providers/${poolId}/keys/0`, { method: "PATCH", headers: { Authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" }, body: JSON.stringify({ enabled: false }) });
+      assert.equal(r.status, 400);
+      const msg = (await r.json()).error.message;
+      assert.match(msg, /last key in use/);
+      assert.equal(await m.locator('[data-testid="pool-error"]').textContent(), msg, "the server's message in the dialog");
+    } finally {
+      allow400 = false;
+    }
+    assert.ok(byName(await poolKeys()).primary.enabled, "the last key in use stays enabled");
+    await panelMatches("the panel after the refused disable");
+    await dismissToasts();
+    await shot("light-key-pool-last-key", { fullPage: false });
+    await page.keyboard.press("Escape");
+    await page.waitForSelector('[data-testid="pool-modal"]', { state: "detached" });
+    // The table behind the dialog followed: 1 of 2 in use, none set aside.
+    await until(async () => (await countBtn.textContent()) === "1/2 keys", "the providers table's count");
+    assert.equal(await countBtn.getAttribute("data-set-aside"), "0");
+    assert.doesNotMatch(await countBtn.getAttribute("class"), /badge-warning/);
+
+    // The health page's event log shows the set-aside key, linking to the pool.
+    const events = (await admin(BASE, "GET", "/api/health/events?limit=100")).filter((e) => e.event === "key_set_aside");
+    assert.equal(events.length, 1, JSON.stringify(events));
+    assert.equal(events[0].provider_id, poolId);
+    assert.ok(!events[0].reason.includes(REVOKED), "the event names the key by its hint");
+    await go("#/health", `[data-testid="events-table"] tr[data-id="${events[0].id}"]`);
+    const row = page.locator(`[data-testid="events-table"] tr[data-id="${events[0].id}"]`);
+    assert.equal(await row.getAttribute("data-event"), "key_set_aside");
+    assert.equal(await row.locator('[data-event="key_set_aside"]').textContent(), "Key set aside");
+    assert.match(await row.textContent(), /pooled.*Key set aside.*the upstream refused a pool key/);
+    assert.equal(await row.locator('[data-testid="event-reason"]').textContent(), events[0].reason);
+    await noSecrets("the health page");
+    await dismissToasts();
+    await shot("light-health-key-set-aside");
+    await row.locator('[data-testid="event-keys-link"]').click();
+    await page.waitForSelector(`[data-testid="pool-modal"][data-provider-id="${poolId}"][data-loaded="true"]`);
+    await page.keyboard.press("Escape");
+    await page.waitForSelector('[data-testid="pool-modal"]', { state: "detached" });
+  });
+
+  // ------------------------------------------------------------ config file marks
+  await t.test("config file: the objects it declares are marked, and no others", async () => {
+    // This server never applied a file: nothing is marked.
+    assert.equal((await admin(BASE, "GET", "/api/config/managed")).applied_at, null);
+    for (const [hash, ready] of [["#/providers", 'tr[data-name="mock"]'], ["#/models", 'tr[data-name="gpt-4o-mini"]'], ["#/keys", 'tr[data-name="ui-test-key"]']]) {
+      await go(hash, ready);
+      assert.equal(await page.locator('[data-testid="config-badge"]').count(), 0, `no file applied: nothing marked on ${hash}`);
+    }
+    await page.click('tr[data-name="ui-test-key"] [data-testid="edit-key"]');
+    await page.waitForSelector('[data-testid="key-modal"]');
+    assert.equal(await page.locator('[data-testid="config-notice"]').count(), 0);
+    await page.keyboard.press("Escape");
+    await page.waitForSelector('[data-testid="key-modal"]', { state: "detached" });
+
+    // A second server started with --config, plus objects made by hand through its API.
+    const cfgPath = path.join(tmp, "managed.toml");
+    writeFileSync(
+      cfgPath,
+      `[[providers]]
+name = "cfg-openai"
+kind = "openai"
+base_url = "${MOCK_URL}"
+api_key = "env:UI_CFG_OPENAI_KEY"
+[[providers.models]]
+name = "gpt-4o-mini"
+input_price = 0.15
+output_price = 0.6
+[[providers.models]]
+name = "cfg-echo"
+
+[[providers]]
+name = "cfg-second"
+base_url = "${MOCK_URL}"
+api_key = "env:UI_CFG_SECOND_KEY"
+[[providers.models]]
+name = "cfg-second-model"
+
+[[groups]]
+name = "cfg-group"
+models = ["gpt-4o-mini", "cfg-echo"]
+
+[[keys]]
+name = "cfg-key"
+providers = ["cfg-openai"]
+rpm = 100
+`,
+    );
+    const srv = await start(SERVER_BIN, ["--listen", "127.0.0.1:0", "--db", path.join(tmp, "managed.db"), "--config", cfgPath], {
+      env: { NEXUS_ADMIN_TOKEN: ADMIN_TOKEN, NEXUS_LOG: "warn", RUST_LOG: "warn", UI_CFG_OPENAI_KEY: "sk-ui-config-openai-0001", UI_CFG_SECOND_KEY: "sk-ui-config-second-0002" },
+      stream: "stderr",
+      re: /listening on (http:\/\/127\.0\.0\.1:\d+)/,
+      name: "nexus-server --config",
+    });
+    const CBASE = srv.match[1];
+    const hand = await admin(CBASE, "POST", "/api/providers", { name: "by-hand", base_url: MOCK_URL, api_key: "sk-ui-by-hand-0003" });
+    await admin(CBASE, "POST", `/api/providers/${hand.id}/models`, { name: "gpt-4o-mini" });
+    await admin(CBASE, "POST", `/api/providers/${hand.id}/models`, { name: "hand-only" });
+    const cfgOpenai = (await admin(CBASE, "GET", "/api/providers")).find((p) => p.name === "cfg-openai");
+    await admin(CBASE, "POST", `/api/providers/${cfgOpenai.id}/models`, { name: "hand-extra" });
+    await admin(CBASE, "POST", "/api/groups", { name: "hand-group", models: ["hand-only"] });
+    await admin(CBASE, "POST", "/api/keys", { name: "hand-key" });
+    const marks = await admin(CBASE, "GET", "/api/config/managed");
+    assert.ok(marks.applied_at > 0, JSON.stringify(marks));
+
+    const ctx2 = await browser.newContext({ viewport: { width: 1440, height: 900 }, colorScheme: "light", baseURL: CBASE });
+    ctx2.setDefaultTimeout(STEP_MS);
+    ctx2.on("request", (r) => {
+      const u = new URL(r.url());
+      if ((u.protocol === "http:" || u.protocol === "https:") && u.hostname !== "127.0.0.1") external.push(r.url());
+    });
+    const p2 = await ctx2.newPage();
+    p2.on("console", (msg) => {
+      if (msg.type() === "error") consoleErrors.push(`config server: ${msg.text()}`);
+    });
+    p2.on("pageerror", (e) => consoleErrors.push(`config server pageerror: ${e.message}`));
+    try {
+      await p2.goto("/");
+      await p2.fill("#signin-token", ADMIN_TOKEN);
+      await p2.press("#signin-token", "Enter");
+      await p2.waitForSelector("#app:not([hidden])");
+      const go2 = async (hash, ready) => {
+        await p2.evaluate((hsh) => (location.hash = hsh), hash);
+        await p2.waitForSelector(ready, { state: "visible" });
+        await p2.waitForTimeout(250);
+      };
+      const shot2 = (name, opts = {}) => p2.screenshot({ path: path.join(OUT, `${name}.png`), fullPage: opts.fullPage ?? true, animations: "disabled" });
+      const marked = (sel, key) =>
+        p2.$$eval(sel, (els, k) => els.map((e) => ({ id: k === "model" ? `${e.dataset.provider}/${e.dataset.name}` : e.dataset.name, marked: Boolean(e.querySelector('[data-testid="config-badge"]')) })), key);
+      const check = async (sel, key, want, what) => {
+        const rows = await marked(sel, key);
+        assert.deepEqual(rows.filter((r) => r.marked).map((r) => r.id).sort(), [...want].sort(), `${what}: the marked rows are the file's`);
+        assert.ok(rows.some((r) => !r.marked), `${what}: some rows are not the file's`);
+      };
+      const at = await p2.evaluate((s) => new Date(s * 1000).toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" }), marks.applied_at);
+      const notice = `Managed by the configuration file applied at ${at}; edits made here are overwritten by the next apply.`;
+      const noticeIn = async (modalSel, rowSel, editSel, want) => {
+        await p2.click(`${rowSel} ${editSel}`);
+        await p2.waitForSelector(modalSel);
+        const n = p2.locator(`${modalSel} [data-testid="config-notice"]`);
+        if (want) assert.equal(await n.textContent(), notice, `${rowSel}: the notice at the top of its form`);
+        else assert.equal(await n.count(), 0, `${rowSel}: no notice`);
+        return async () => {
+          await p2.keyboard.press("Escape");
+          await p2.waitForSelector(modalSel, { state: "detached" });
+        };
+      };
+
+      await go2("#/providers", 'tr[data-name="by-hand"]');
+      await check('[data-testid="providers-table"] tbody tr', "name", marks.providers, "providers");
+      assert.equal(await p2.getAttribute('tr[data-name="cfg-openai"] [data-testid="config-badge"]', "title"), notice, "the badge's tooltip");
+      await shot2("light-config-providers");
+      let close = await noticeIn('[data-testid="provider-modal"]', 'tr[data-name="cfg-openai"]', 'button[title="Edit"]', true);
+      await shot2("light-config-provider-modal", { fullPage: false });
+      await close();
+      await (await noticeIn('[data-testid="provider-modal"]', 'tr[data-name="by-hand"]', 'button[title="Edit"]', false))();
+
+      await go2("#/models", 'tr[data-name="hand-only"]');
+      await check('[data-testid="models-table"] tbody tr', "model", marks.models.map((x) => `${x.provider}/${x.name}`), "models");
+      await check('[data-testid="groups-table"] tbody tr', "name", marks.groups, "groups");
+      await shot2("light-config-models");
+      await (await noticeIn('[data-testid="model-modal"]', 'tr[data-name="gpt-4o-mini"][data-provider="cfg-openai"]', 'button[title="Edit"]', true))();
+      await (await noticeIn('[data-testid="model-modal"]', 'tr[data-name="gpt-4o-mini"][data-provider="by-hand"]', 'button[title="Edit"]', false))();
+      await (await noticeIn('[data-testid="group-modal"]', '[data-testid="groups-table"] tr[data-name="cfg-group"]', '[data-testid="edit-group"]', true))();
+      await (await noticeIn('[data-testid="group-modal"]', '[data-testid="groups-table"] tr[data-name="hand-group"]', '[data-testid="edit-group"]', false))();
+
+      await go2("#/keys", 'tr[data-name="hand-key"]');
+      await check('[data-testid="keys-table"] tbody tr', "name", marks.keys, "keys");
+      await shot2("light-config-keys");
+      close = await noticeIn('[data-testid="key-modal"]', 'tr[data-name="cfg-key"]', '[data-testid="edit-key"]', true);
+      await shot2("light-config-key-modal", { fullPage: false });
+      await close();
+      await (await noticeIn('[data-testid="key-modal"]', 'tr[data-name="hand-key"]', '[data-testid="edit-key"]', false))();
+    } finally {
+      await ctx2.close();
+      srv.child.kill("SIGKILL");
+    }
+  });
+
   await t.test("token calculator", async () => {
     await go("#/tokens", '[data-testid="tokens-input"]');
     await page.fill('[data-testid="tokens-model"]', "gpt-4o");
@@ -1378,12 +1739,7 @@ test("admin UI end to end", { timeout: 360000 }, async (t) => {
     await go("#/requests", '[data-testid="requests-table"] tbody tr');
     await dismissToasts();
     await shot("dark-requests");
-    await page.click('[data-testid="requests-table"] tbody tr');
-    await page.waitForSelector('[data-testid="request-detail"][data-loaded="true"]');
-    await page.waitForTimeout(300);
-    await shot("dark-request-detail", { fullPage: false });
-    await page.keyboard.press("Escape");
-    await page.waitForSelector('[data-testid="request-detail"]', { state: "detached" });
+    await shotDialog('[data-testid="requests-table"] tbody tr', '[data-testid="request-detail"][data-loaded="true"]', '[data-testid="request-detail"]', "dark-request-detail");
     await go("#/health", '[data-testid="events-table"]');
     await shot("dark-health");
     await go("#/storage", '[data-testid="retention-settings"]');
@@ -1393,6 +1749,8 @@ test("admin UI end to end", { timeout: 360000 }, async (t) => {
     await page.waitForSelector('[data-testid="import-modal"] .import-item');
     await shot("dark-import-modal", { fullPage: false });
     await page.keyboard.press("Escape");
+    await page.waitForSelector('[data-testid="import-modal"]', { state: "detached" });
+    await shotDialog('tr[data-name="pooled"] [data-action-keys]', '[data-testid="pool-modal"][data-loaded="true"]', '[data-testid="pool-modal"]', "dark-key-pool");
     await go("#/models", 'tr[data-name="fallback"]');
     await page.click('tr[data-name="fallback"] [data-testid="edit-group"]');
     await page.waitForSelector('[data-testid="group-modal"]');
@@ -1423,6 +1781,7 @@ test("admin UI end to end", { timeout: 360000 }, async (t) => {
     await page.click(".sidebar-close");
     await go("#/providers", 'tr[data-name="mock"]');
     await shot("phone-dark-providers");
+    await shotDialog('tr[data-name="pooled"] [data-testid="key-count"]', '[data-testid="pool-modal"][data-loaded="true"]', '[data-testid="pool-modal"]', "phone-dark-key-pool");
     await go("#/requests", '[data-testid="requests-table"] tbody tr');
     await dismissToasts();
     await shot("phone-dark-requests");

@@ -332,6 +332,33 @@ export function card({ title, icon: ic, actions, body, cls, testid }) {
   );
 }
 
+/** One summary tile: a label and icon over a value and a sub line (both empty until set). */
+export function statTile(key, label, ic, tone) {
+  return h(
+    "div",
+    { class: "tile", "data-stat": key, "data-tone": tone },
+    h("div", { class: "tile-top" }, h("span", { class: "tile-label", text: label }), h("span", { class: "tile-icon" }, icon(ic))),
+    h("div", { class: "tile-value", text: "–" }),
+    h("div", { class: "tile-sub", text: "\u00a0" }),
+  );
+}
+
+/** A row of summary tiles; `defs` are `[key, label, icon, tone, ...]`. */
+export function statTiles(defs, attrs = {}) {
+  return h("div", { class: "tiles", ...attrs }, defs.map(([key, label, ic, tone]) => statTile(key, label, ic, tone)));
+}
+
+/** A page's error callout: `{ el, show(message) }`; an empty message hides it. */
+export function errorCallout(testid) {
+  const el = h("div", { class: "callout callout-danger", role: "alert", "data-testid": testid, hidden: true });
+  const show = (msg) => {
+    clear(el);
+    el.hidden = !msg;
+    if (msg) el.append(icon("circle-exclamation"), h("div", { text: msg }));
+  };
+  return { el, show };
+}
+
 export function badge(text, kind = "neutral", ic) {
   return h("span", { class: `badge badge-${kind}` }, ic ? icon(ic) : null, h("span", { text }));
 }
@@ -360,6 +387,50 @@ export function table(columns, rows, { testid, cls } = {}) {
 export function focusIfIdle(el) {
   const a = document.activeElement;
   if (!a || a === document.body || a === document.documentElement) el.focus();
+}
+
+/**
+ * Wraps `load` as `refresh(force)` that runs one load at a time: a forced refresh asked for
+ * while one runs follows it once it ends; an unforced one is skipped while the tab is hidden;
+ * nothing runs once `isCurrent()` is false (the page was left).
+ */
+export function oneAtATime(load, isCurrent) {
+  let inflight = false;
+  let again = false;
+  const refresh = async (force) => {
+    if (inflight) {
+      again = again || force;
+      return;
+    }
+    if ((!force && document.hidden) || !isCurrent()) return;
+    inflight = true;
+    try {
+      await load();
+    } finally {
+      inflight = false;
+      if (again && isCurrent()) {
+        again = false;
+        refresh(true);
+      }
+    }
+  };
+  return refresh;
+}
+
+/**
+ * Calls `refresh(false)` every `ms` and when the tab becomes visible again (a refresh skips
+ * itself while the tab is hidden). Returns the function that stops both.
+ */
+export function refreshWhileVisible(refresh, ms) {
+  const timer = setInterval(() => refresh(false), ms);
+  const onVisible = () => {
+    if (!document.hidden) refresh(false);
+  };
+  document.addEventListener("visibilitychange", onVisible);
+  return () => {
+    clearInterval(timer);
+    document.removeEventListener("visibilitychange", onVisible);
+  };
 }
 
 export function debounce(fn, ms) {

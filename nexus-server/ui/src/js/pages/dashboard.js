@@ -2,7 +2,7 @@
 // while requests to them go uncosted.
 
 import { get } from "../api.js";
-import { h, icon, clear, card, fmtNum, fmtCompact, fmtMs, toast } from "../dom.js";
+import { h, icon, clear, card, statTile, refreshWhileVisible, fmtNum, fmtCompact, fmtMs, toast } from "../dom.js";
 import { themedChart, axis, compactTicks, PALETTE_VARS } from "../charts.js";
 import { requestsHash } from "./requests.js";
 
@@ -66,16 +66,6 @@ function renderUnpriced(panel, summary, models) {
   );
 }
 
-function tileEl(t) {
-  return h(
-    "div",
-    { class: "tile", "data-stat": t.key, "data-tone": t.tone },
-    h("div", { class: "tile-top" }, h("span", { class: "tile-label", text: t.label }), h("span", { class: "tile-icon" }, icon(t.icon))),
-    h("div", { class: "tile-value", text: "–" }),
-    h("div", { class: "tile-sub", text: "\u00a0" }),
-  );
-}
-
 function chartCard(title, ic, id, { span, tall, hint } = {}) {
   const canvas = h("canvas", { id, role: "img", "aria-label": hint ? `${title}: ${hint}` : title });
   const emptyMsg = h("div", { class: "chart-empty", hidden: true }, h("div", {}, icon("chart-line"), "No traffic in this range yet. Send a chat from the playground to see it here."));
@@ -114,7 +104,7 @@ export default {
     }
     ctx.setActions(live, seg);
 
-    const tiles = h("div", { class: "tiles" }, TILES.map(tileEl));
+    const tiles = h("div", { class: "tiles" }, TILES.map((t) => statTile(t.key, t.label, t.icon, t.tone)));
     const cTokens = chartCard("Tokens over time", "coins", "chart-tokens", { span: true, tall: true, hint: "click a bar for its requests" });
     const cModels = chartCard("Requests by model", "cubes", "chart-models", { hint: "click for requests" });
     const cProviders = chartCard("Requests by provider", "server", "chart-providers", { hint: "click for requests" });
@@ -212,7 +202,6 @@ export default {
     charts.push(tokensChart, modelsChart, providersChart, endpointsChart, latencyChart);
 
     let last = null;
-    let timer = null;
     let inflight = false;
     let failed = false;
 
@@ -330,14 +319,9 @@ export default {
     }
 
     await refresh(true);
-    timer = setInterval(() => refresh(false), REFRESH_MS);
-    const onVisible = () => {
-      if (!document.hidden) refresh(false);
-    };
-    document.addEventListener("visibilitychange", onVisible);
+    const stop = refreshWhileVisible(refresh, REFRESH_MS);
     return () => {
-      clearInterval(timer);
-      document.removeEventListener("visibilitychange", onVisible);
+      stop();
       for (const c of charts) c.destroy();
     };
   },

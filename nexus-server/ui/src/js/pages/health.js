@@ -2,7 +2,7 @@
 // apart from an operator's), the event log of state changes, and a probe round on demand.
 
 import { get, post } from "../api.js";
-import { h, icon, clear, card, table, button, badge, emptyState, fmtNum, fmtMs, fmtRelative, toast } from "../dom.js";
+import { h, icon, clear, card, table, button, badge, emptyState, errorCallout, statTiles, oneAtATime, refreshWhileVisible, fmtNum, fmtMs, fmtRelative, toast } from "../dom.js";
 
 const REFRESH_MS = 10000;
 
@@ -11,6 +11,8 @@ const EVENTS = {
   auto_enabled: { label: "Auto-enabled", kind: "success", icon: "robot", who: "health checks" },
   disabled: { label: "Disabled", kind: "neutral", icon: "user-gear", who: "operator" },
   enabled: { label: "Enabled", kind: "primary", icon: "user-gear", who: "operator" },
+  // A pool key the upstream refused (401/403): the provider goes on with its other keys.
+  key_set_aside: { label: "Key set aside", kind: "warning", icon: "key", who: "hub", by: "the upstream refused a pool key" },
 };
 
 /** healthy, cooling, auto_disabled or disabled (by an operator). */
@@ -50,6 +52,12 @@ function eventBadge(ev) {
   return b;
 }
 
+/** Who or what made the change, for the event log. */
+function eventBy(ev) {
+  const e = EVENTS[ev] || {};
+  return e.by || `by the ${e.who || "hub"}`;
+}
+
 function fmtAt(ms) {
   return new Date(ms).toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
 }
@@ -69,34 +77,17 @@ export default {
   title: "Health",
   subtitle: "Provider health checks, automatic disables and their history",
   async mount(view, ctx) {
-    const errorSlot = h("div", { class: "callout callout-danger", role: "alert", "data-testid": "health-error", hidden: true });
-    const showError = (msg) => {
-      clear(errorSlot);
-      errorSlot.hidden = !msg;
-      if (msg) errorSlot.append(icon("circle-exclamation"), h("div", { text: msg }));
-    };
+    const { el: errorSlot, show: showError } = errorCallout("health-error");
     const probeResult = h("div", { class: "result-slot", "data-testid": "probe-result", hidden: true });
     const probeBtn = button("Probe now", { kind: "primary", icon: "stethoscope", attrs: { "data-testid": "probe-now", title: "Run one round of health checks now" } });
     ctx.setActions(probeBtn);
 
-    const tiles = h(
-      "div",
-      { class: "tiles" },
-      [
-        ["healthy", "Healthy", "circle-check", "green"],
-        ["auto_disabled", "Auto-disabled", "robot", "pink"],
-        ["disabled", "Disabled by operator", "user-gear", "violet"],
-        ["cooling", "Cooling down", "hourglass-half", "amber"],
-      ].map(([k, label, ic, tone]) =>
-        h(
-          "div",
-          { class: "tile", "data-stat": k, "data-tone": tone },
-          h("div", { class: "tile-top" }, h("span", { class: "tile-label", text: label }), h("span", { class: "tile-icon" }, icon(ic))),
-          h("div", { class: "tile-value", text: "–" }),
-          h("div", { class: "tile-sub", text: "\u00a0" }),
-        ),
-      ),
-    );
+    const tiles = statTiles([
+      ["healthy", "Healthy", "circle-check", "green"],
+      ["auto_disabled", "Auto-disabled", "robot", "pink"],
+      ["disabled", "Disabled by operator", "user-gear", "violet"],
+      ["cooling", "Cooling down", "hourglass-half", "amber"],
+    ]);
     const providersHost = h("div");
     const eventsHost = h("div");
     clear(view).append(
@@ -138,7 +129,7 @@ export default {
     function renderEvents(list) {
       clear(eventsHost);
       if (!list.length) {
-        eventsHost.appendChild(emptyState({ icon: "clock-rotate-left", title: "No events yet", text: "Every automatic or operator disable and enable of a provider is logged here." }));
+        eventsHost.appendChild(emptyState({ icon: "clock-rotate-left", title: "No events yet", text: "Every automatic or operator disable and enable of a provider, and every pool key the upstream refused, is logged here." }));
         return;
       }
       const rows = list.map((e) =>
@@ -147,22 +138,19 @@ export default {
           { "data-id": e.id, "data-provider-id": e.provider_id, "data-event": e.event },
           h("td", { class: "nowrap small", title: new Date(e.ts_ms).toISOString(), text: fmtAt(e.ts_ms) }),
           h("td", {}, h("span", { class: "cell-main", text: e.provider_name }), h("span", { class: "muted small", text: ` #${e.provider_id}` })),
-          h("td", {}, eventBadge(e.event), h("div", { class: "cell-sub", text: `by the ${(EVENTS[e.event] || {}).who || "hub"}` })),
-          h("td", { class: "reason-cell" }, h("span", { class: "small", "data-testid": "event-reason", title: e.reason, text: e.reason || "–" })),
+          h("td", {}, eventBadge(e.event), h("div", { class: "cell-sub", text: eventBy(e.event) })),
+          h(
+            "td",
+            { class: "reason-cell" },
+            h("span", { class: "small", "data-testid": "event-reason", title: e.reason, text: e.reason || "–" }),
+            e.event === "key_set_aside" ? h("div", { class: "cell-sub" }, h("a", { href: `#/providers?keys=${e.provider_id}`, "data-testid": "event-keys-link", text: "Open its keys to put it back in use" })) : null,
+          ),
         ),
       );
       eventsHost.appendChild(table([{ label: "Time" }, { label: "Provider" }, { label: "Event" }, { label: "Reason" }], rows, { testid: "events-table" }));
     }
 
-    let inflight = false;
-    let again = false;
-    async function refresh(force) {
-      if (inflight) {
-        again = again || force;
-        return;
-      }
-      if ((!force && document.hidden) || !ctx.isCurrent()) return;
-      inflight = true;
+    const refresh = oneAtATime(async () => {
       try {
         const [list, events] = await Promise.all([get("/api/health/providers"), get("/api/health/events?limit=100")]);
         if (!ctx.isCurrent()) return;
@@ -182,14 +170,8 @@ export default {
         if (!ctx.isCurrent()) return;
         showError(`Health could not load: ${e.message}`);
         view.dataset.loaded = "true";
-      } finally {
-        inflight = false;
-        if (again && ctx.isCurrent()) {
-          again = false;
-          refresh(true);
-        }
       }
-    }
+    }, ctx.isCurrent);
 
     probeBtn.addEventListener("click", async () => {
       if (probeBtn.disabled) return;
@@ -230,14 +212,6 @@ export default {
     });
 
     await refresh(true);
-    const timer = setInterval(() => refresh(false), REFRESH_MS);
-    const onVisible = () => {
-      if (!document.hidden) refresh(false);
-    };
-    document.addEventListener("visibilitychange", onVisible);
-    return () => {
-      clearInterval(timer);
-      document.removeEventListener("visibilitychange", onVisible);
-    };
+    return refreshWhileVisible(refresh, REFRESH_MS);
   },
 };

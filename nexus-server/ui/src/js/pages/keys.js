@@ -7,6 +7,7 @@ import { bindSubmit, confirmDelete } from "../actions.js";
 import {
   h, icon, clear, card, table, button, iconButton, modal, field, input, select, optNumber, toast, emptyState, badge, fmtDate, fmtRelative, fmtNum, copyText,
 } from "../dom.js";
+import { loadConfigMarks, configBadge, configNotice } from "../config-marks.js";
 import { PERIODS, hasBudget, budgetMeter, budgetBadges, periodText, spendText } from "../budget.js";
 
 const RECORD_BODIES = [
@@ -82,7 +83,7 @@ function setChecks(list, values) {
 }
 
 /** The create form, or with `key` the edit form (same fields, prefilled; PATCH sends them all). */
-function openKeyModal({ key, providers, models, onSaved }) {
+function openKeyModal({ key, providers, models, onSaved, marks }) {
   const editing = Boolean(key);
   const val = (v) => (v === null || v === undefined ? "" : String(v));
   const f = {
@@ -111,6 +112,7 @@ function openKeyModal({ key, providers, models, onSaved }) {
   const form = h(
     "form",
     { class: "form-grid", novalidate: true, autocomplete: "off" },
+    configNotice(marks, editing && marks && marks.key(key.name)),
     field("Name", f.name, { required: true, wide: true }),
     field("Providers", f.providers, { wide: true, hint: "None selected: every provider." }),
     field("Models", f.models, { wide: true, hint: "None selected: every model." }),
@@ -212,11 +214,13 @@ export default {
   async mount(view, ctx) {
     let providers = [];
     let models = [];
+    let marks = null;
     const load = async () => {
-      const [keys, ps, ms] = await Promise.all([get("/api/keys"), get("/api/providers"), get("/api/models")]);
+      const [keys, ps, ms, cm] = await Promise.all([get("/api/keys"), get("/api/providers"), get("/api/models"), loadConfigMarks()]);
       if (!ctx.isCurrent()) return;
       providers = ps;
       models = ms;
+      marks = cm;
       render(keys);
     };
     const create = () => openKeyModal({ providers, models, onSaved: load });
@@ -238,7 +242,7 @@ export default {
           "tr",
           { "data-id": k.id, "data-name": k.name },
           h("td", { class: "id", text: `#${k.id}` }),
-          h("td", {}, h("div", { class: "cell-main", text: k.name }), h("div", { class: "cell-sub", title: `created ${fmtDate(k.created_at)}`, text: `created ${new Date(k.created_at * 1000).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" })}` })),
+          h("td", {}, h("div", { class: "cell-main", text: k.name }), configBadge(marks, marks.key(k.name)), h("div", { class: "cell-sub", title: `created ${fmtDate(k.created_at)}`, text: `created ${new Date(k.created_at * 1000).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" })}` })),
           h("td", {}, h("span", { class: "mono-pill", "data-testid": "key-prefix", text: `${k.prefix}…` })),
           h(
             "td",
@@ -258,7 +262,7 @@ export default {
           h(
             "td",
             { class: "actions" },
-            iconButton("pen", "Edit", () => openKeyModal({ key: k, providers, models, onSaved: load }), { attrs: { "data-testid": "edit-key" } }),
+            iconButton("pen", "Edit", () => openKeyModal({ key: k, providers, models, marks, onSaved: load }), { attrs: { "data-testid": "edit-key" } }),
             iconButton(k.enabled ? "power-off" : "circle-check", k.enabled ? "Disable" : "Enable", async () => {
               try {
                 await patch(`/api/keys/${k.id}`, { enabled: !k.enabled });

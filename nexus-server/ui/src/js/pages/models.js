@@ -5,6 +5,7 @@ import { bindSubmit, confirmDelete } from "../actions.js";
 import {
   h, icon, clear, card, table, button, iconButton, modal, field, input, select, toast, emptyState, fmtDate, copyText,
 } from "../dom.js";
+import { loadConfigMarks, configBadge, configNotice } from "../config-marks.js";
 
 function optPrice(inp, name) {
   const raw = inp.value.trim();
@@ -39,7 +40,7 @@ function priceCell(m, k) {
   return h("span", { title: m.price_source === "catalog" ? "From the bundled price catalog" : "Set on the model" }, fmtPrice(v), m.price_source === "catalog" ? h("span", { class: "muted small", "data-testid": "price-catalog", text: " catalog" }) : null);
 }
 
-function openModelModal({ model, providers, providerId, onSaved }) {
+function openModelModal({ model, providers, providerId, onSaved, marks }) {
   const editing = Boolean(model);
   const f = {
     provider: select(providers.map((p) => ({ value: p.id, label: `${p.name} (#${p.id})` })), editing ? model.provider_id : providerId, { name: "provider_id", disabled: editing }),
@@ -57,6 +58,7 @@ function openModelModal({ model, providers, providerId, onSaved }) {
   const form = h(
     "form",
     { class: "form-grid", novalidate: true, autocomplete: "off" },
+    configNotice(marks, editing && marks && marks.model(model.provider_name, model.name)),
     field("Provider", f.provider, { required: true, wide: true, hint: editing ? "A model stays with its provider." : undefined }),
     field("Name", f.name, { required: true, hint: "What clients send as `model`." }),
     field("Upstream name", f.upstream_name, { hint: "Sent upstream instead, if set (an alias)." }),
@@ -100,7 +102,7 @@ function openModelModal({ model, providers, providerId, onSaved }) {
  * the ordered members (the first is tried first). The server checks the members (models it
  * serves, 1 to 16, never a group) and the name (never a model's); its message shows in the form.
  */
-function openGroupModal({ group, modelNames, onSaved }) {
+function openGroupModal({ group, modelNames, onSaved, marks }) {
   const editing = Boolean(group);
   const members = editing ? [...group.models] : [];
   const name = input({ name: "name", value: editing ? group.name : "", placeholder: "e.g. smart", required: true, autocomplete: "off", "data-testid": "group-name" });
@@ -154,6 +156,7 @@ function openGroupModal({ group, modelNames, onSaved }) {
   const form = h(
     "form",
     { class: "form-grid", novalidate: true, autocomplete: "off" },
+    configNotice(marks, editing && marks && marks.group(group.name)),
     field("Name", name, { required: true, hint: "What clients send as `model`; never also a model's name." }),
     field("Description", description),
     field("Members", h("div", { class: "stack member-box" }, list, h("div", { class: "member-add" }, picker, addBtn)), { wide: true, hint: "Tried in this order when one fails or is rate limited (1 to 16)." }),
@@ -176,7 +179,7 @@ export default {
   title: "Models",
   subtitle: "The model names clients can ask for, per provider, and groups of them",
   async mount(view, ctx) {
-    const providers = await get("/api/providers");
+    const [providers, marks] = await Promise.all([get("/api/providers"), loadConfigMarks()]);
     if (!ctx.isCurrent()) return;
     const wanted = ctx.params.get("provider");
     let providerId = providers.some((p) => String(p.id) === wanted) ? wanted : "";
@@ -228,13 +231,13 @@ export default {
           "tr",
           { "data-id": g.id, "data-name": g.name },
           h("td", { class: "id", text: `#${g.id}` }),
-          h("td", {}, h("button", { type: "button", class: "copy-name", title: "Copy the group name", on: { click: () => copyText(g.name, `Copied “${g.name}”`) } }, h("span", { text: g.name }), icon("copy", "regular")), g.description ? h("div", { class: "cell-sub", text: g.description }) : null),
+          h("td", {}, h("button", { type: "button", class: "copy-name", title: "Copy the group name", on: { click: () => copyText(g.name, `Copied “${g.name}”`) } }, h("span", { text: g.name }), icon("copy", "regular")), configBadge(marks, marks.group(g.name)), g.description ? h("div", { class: "cell-sub", text: g.description }) : null),
           h("td", {}, h("ol", { class: "member-chips", "data-testid": "group-models" }, g.models.map((n) => h("li", { class: "mono-pill", text: n })))),
           h("td", { class: "hide-sm nowrap muted small", text: fmtDate(g.created_at) }),
           h(
             "td",
             { class: "actions" },
-            iconButton("pen", "Edit", () => openGroupModal({ group: g, modelNames, onSaved: () => loadGroups() }), { attrs: { "data-testid": "edit-group" } }),
+            iconButton("pen", "Edit", () => openGroupModal({ group: g, modelNames, marks, onSaved: () => loadGroups() }), { attrs: { "data-testid": "edit-group" } }),
             iconButton("trash", "Delete", () => confirmDelete({
               title: "Delete group?",
               message: `Delete the group “${g.name}” (id ${g.id})?`,
@@ -274,13 +277,14 @@ export default {
       const rows = list.map((m) =>
         h(
           "tr",
-          { "data-id": m.id, "data-name": m.name },
+          { "data-id": m.id, "data-name": m.name, "data-provider": m.provider_name },
           h("td", { class: "id", text: `#${m.id}` }),
           h(
             "td",
             {},
             h("button", { type: "button", class: "copy-name", title: "Copy the model name", "data-testid": "copy-model", on: { click: () => copyText(m.name, `Copied “${m.name}”`) } }, h("span", { text: m.name }), icon("copy", "regular")),
             m.kind === "embedding" ? h("span", { class: "mono-pill", "data-testid": "kind-embedding", text: "embedding" }) : null,
+            configBadge(marks, marks.model(m.provider_name, m.name)),
             m.description ? h("div", { class: "cell-sub", text: m.description }) : null,
           ),
           h("td", {}, m.upstream_name ? h("span", { class: "mono-pill", text: m.upstream_name }) : h("span", { class: "muted small", text: "same" })),
@@ -291,7 +295,7 @@ export default {
           h(
             "td",
             { class: "actions" },
-            iconButton("pen", "Edit", () => openModelModal({ model: m, providers, onSaved: () => Promise.all([load(), loadGroups()]) })),
+            iconButton("pen", "Edit", () => openModelModal({ model: m, providers, marks, onSaved: () => Promise.all([load(), loadGroups()]) })),
             iconButton("trash", "Delete", () => confirmDelete({
               title: "Delete model?",
               message: `Delete “${m.name}” (id ${m.id}) from ${m.provider_name}?`,

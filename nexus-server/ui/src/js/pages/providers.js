@@ -9,6 +9,8 @@ import { bindSubmit, confirmDelete } from "../actions.js";
 import {
   h, icon, clear, card, table, button, iconButton, modal, field, input, switchInput, optNumber, toast, emptyState, badge, fmtDate, fmtMs, fmtNum, spinner, formError,
 } from "../dom.js";
+import { loadConfigMarks, configBadge, configNotice } from "../config-marks.js";
+import { openKeyPool, keyCountButton } from "../key-pool.js";
 
 // The wire formats a provider can speak, with the base URL each expects and what the hub calls.
 const KINDS = [
@@ -18,7 +20,7 @@ const KINDS = [
   { value: "azure", label: "Azure OpenAI", placeholder: "https://NAME.openai.azure.com", hint: "Calls …/openai/deployments/{deployment}/chat/completions?api-version=… with api-key; a model's upstream name is its deployment." },
 ];
 
-function providerForm(p) {
+function providerForm(p, marks) {
   const editing = Boolean(p);
   const o = (p && p.options) || {};
   const kind = (p && p.kind) || "openai";
@@ -52,6 +54,7 @@ function providerForm(p) {
   const body = h(
     "form",
     { class: "form-grid", novalidate: true, autocomplete: "off" },
+    configNotice(marks, editing && marks && marks.provider(p.name)),
     field("Name", f.name, { required: true }),
     field("Kind", f.kind),
     field("Base URL", f.base_url, { required: true, wide: true, hint: " " }),
@@ -163,9 +166,9 @@ function readForm(f, editing) {
   return body;
 }
 
-function openProviderModal(p, onSaved) {
+function openProviderModal(p, onSaved, marks) {
   const editing = Boolean(p);
-  const { f, err, body } = providerForm(p);
+  const { f, err, body } = providerForm(p, marks);
   const save = button(editing ? "Save changes" : "Add provider", { kind: "primary", icon: editing ? "check" : "plus", type: "submit" });
   bindSubmit(body, save, err, async () => {
     const payload = readForm(f, editing);
@@ -344,14 +347,28 @@ export default {
   title: "Providers",
   subtitle: "Upstream AI providers: OpenAI-compatible, Anthropic, Gemini, Azure",
   async mount(view, ctx) {
+    let marks = null;
+    let shown = [];
+    // Pools with keys not in use are asked for their keys, to tell set-aside keys (the upstream
+    // refused them) from disabled ones; the list says only how many are in use.
     const load = async () => {
-      const list = await get("/api/providers");
+      const [list, m] = await Promise.all([get("/api/providers"), loadConfigMarks()]);
+      const pools = new Map(
+        await Promise.all(
+          list
+            .filter((p) => (p.keys_active ?? 1) < (p.key_count ?? 1))
+            .map(async (p) => [p.id, await get(`/api/providers/${p.id}/keys`).then((r) => r.data).catch(() => null)]),
+        ),
+      );
       if (!ctx.isCurrent()) return;
-      render(list);
+      marks = m;
+      shown = list;
+      render(list, pools);
     };
+    const openPool = (p) => openKeyPool(p, { onChanged: load });
     ctx.setActions(button("Add provider", { kind: "primary", icon: "plus", onClick: () => openProviderModal(null, load), attrs: { "data-testid": "add-provider" } }));
 
-    const render = (list) => {
+    const render = (list, pools) => {
       clear(view);
       if (!list.length) {
         view.appendChild(card({ body: emptyState({ icon: "server", title: "No providers yet", text: "Add an upstream (OpenAI or any compatible server, Anthropic, Gemini, Azure OpenAI) to start routing requests.", action: button("Add provider", { kind: "primary", icon: "plus", onClick: () => openProviderModal(null, load) }) }) }));
@@ -362,9 +379,13 @@ export default {
           "tr",
           { "data-id": p.id, "data-name": p.name },
           h("td", { class: "id", text: `#${p.id}` }),
-          h("td", {}, h("div", { class: "cell-main", text: p.name }), h("div", { class: "cell-sub" }, badge(p.kind || "openai")), p.description ? h("div", { class: "cell-sub", text: p.description, title: p.description }) : null),
+          h("td", {}, h("div", { class: "cell-main", text: p.name }), h("div", { class: "cell-sub chips" }, badge(p.kind || "openai"), configBadge(marks, marks.provider(p.name))), p.description ? h("div", { class: "cell-sub", text: p.description, title: p.description }) : null),
           h("td", { class: "hide-sm ellipsis" }, h("div", { class: "mono small", text: p.base_url, title: p.base_url }), h("div", { class: "cell-sub mono", text: p.endpoint, title: p.endpoint })),
-          h("td", {}, p.api_key_hint ? h("span", { class: "mono-pill", "data-testid": "key-hint", text: p.api_key_hint }) : h("span", { class: "muted small", text: "none" })),
+          h(
+            "td",
+            {},
+            h("div", { class: "key-cell" }, p.api_key_hint ? h("span", { class: "mono-pill", "data-testid": "key-hint", text: p.api_key_hint }) : h("span", { class: "muted small", text: "none" }), keyCountButton(p, pools.get(p.id), () => openPool(p))),
+          ),
           h("td", { class: "num" }, h("a", { href: `#/models?provider=${p.id}`, title: "Show models", text: fmtNum(p.model_count) })),
           h("td", {}, h("div", { class: "switch-cell" }, switchInput({
             checked: p.enabled,
@@ -391,7 +412,8 @@ export default {
             { class: "actions" },
             iconButton("flask-vial", "Test all models", () => runProviderTest(p), { attrs: { "data-action-test": "" } }),
             iconButton("file-import", "Import models", () => openImportModal(p, load), { attrs: { "data-action-import": "" } }),
-            iconButton("pen", "Edit", () => openProviderModal(p, load)),
+            iconButton("key", "Keys", () => openPool(p), { attrs: { "data-action-keys": "" } }),
+            iconButton("pen", "Edit", () => openProviderModal(p, load, marks)),
             iconButton("trash", "Delete", () => confirmDelete({
               title: "Delete provider?",
               message: `Delete “${p.name}” (id ${p.id}) and its ${p.model_count} model${p.model_count === 1 ? "" : "s"}?`,
@@ -408,7 +430,7 @@ export default {
           cls: "flush",
           testid: "providers",
           body: table(
-            [{ label: "ID" }, { label: "Name" }, { label: "Base URL / endpoint", cls: "hide-sm" }, { label: "Key" }, { label: "Models", cls: "num" }, { label: "Enabled" }, { label: "Created", cls: "hide-sm hide-md" }, { label: "", cls: "actions" }],
+            [{ label: "ID" }, { label: "Name" }, { label: "Base URL / endpoint", cls: "hide-sm" }, { label: "Keys" }, { label: "Models", cls: "num" }, { label: "Enabled" }, { label: "Created", cls: "hide-sm hide-md" }, { label: "", cls: "actions" }],
             rows,
             { testid: "providers-table" },
           ),
@@ -416,5 +438,9 @@ export default {
       );
     };
     await load();
+    // #/providers?keys=ID opens that provider's key pool (the health page links there).
+    const wanted = ctx.params.get("keys");
+    const p = wanted ? shown.find((x) => String(x.id) === wanted) : null;
+    if (p && ctx.isCurrent()) openPool(p);
   },
 };

@@ -7,7 +7,7 @@
 
 import { get, fetchBlob } from "../api.js";
 import {
-  h, icon, clear, card, table, button, modal, field, input, select, badge, emptyState, fmtNum, fmtUsd, fmtMs, fmtCompact, copyText, debounce, spinner,
+  h, icon, clear, card, table, button, modal, field, input, select, badge, emptyState, fmtNum, fmtUsd, fmtMs, fmtCompact, copyText, debounce, spinner, errorCallout,
 } from "../dom.js";
 
 const PAGE_SIZE = 50;
@@ -366,12 +366,7 @@ export default {
       field("Conversation", f.conversation_id),
     );
 
-    const errorSlot = h("div", { class: "callout callout-danger", role: "alert", "data-testid": "requests-error", hidden: true });
-    const showError = (msg) => {
-      clear(errorSlot);
-      errorSlot.hidden = !msg;
-      if (msg) errorSlot.append(icon("circle-exclamation"), h("div", { text: msg }));
-    };
+    const { el: errorSlot, show: showError } = errorCallout("requests-error");
     const optionError = optionErrors.length ? h("div", { class: "callout callout-warning", role: "status", "data-testid": "options-error" }, icon("triangle-exclamation"), h("div", { text: `Some filter lists could not load (${optionErrors.join("; ")}).` })) : null;
 
     const exportBtn = (fmt, label) => {

@@ -2,7 +2,7 @@
 // budget progress; and the explicit "reprice history" action (a dry run first, then the real one).
 
 import { get, post } from "../api.js";
-import { h, icon, clear, card, table, button, modal, field, select, toast, emptyState, badge, fmtNum, fmtCompact, fmtUsd } from "../dom.js";
+import { h, icon, clear, card, table, button, modal, field, select, toast, emptyState, badge, statTiles, oneAtATime, refreshWhileVisible, fmtNum, fmtCompact, fmtUsd } from "../dom.js";
 import { themedChart, axis, PALETTE_VARS } from "../charts.js";
 import { hasBudget, budgetMeter, budgetBadges, budgetRatio, periodText, spendText } from "../budget.js";
 import { requestsHash } from "./requests.js";
@@ -198,24 +198,12 @@ export default {
       refresh(true);
     }, "groupby");
 
-    const tiles = h(
-      "div",
-      { class: "tiles" },
-      [
-        ["cost", "Spend in range", "dollar-sign", "green"],
-        ["requests", "Requests in range", "arrow-right-arrow-left", "cyan"],
-        ["tokens", "Tokens in range", "coins", "amber"],
-        ["budgets", "Keys with a budget", "wallet", "violet"],
-      ].map(([k, label, ic, tone]) =>
-        h(
-          "div",
-          { class: "tile", "data-stat": k, "data-tone": tone },
-          h("div", { class: "tile-top" }, h("span", { class: "tile-label", text: label }), h("span", { class: "tile-icon" }, icon(ic))),
-          h("div", { class: "tile-value", text: "–" }),
-          h("div", { class: "tile-sub", text: "\u00a0" }),
-        ),
-      ),
-    );
+    const tiles = statTiles([
+      ["cost", "Spend in range", "dollar-sign", "green"],
+      ["requests", "Requests in range", "arrow-right-arrow-left", "cyan"],
+      ["tokens", "Tokens in range", "coins", "amber"],
+      ["budgets", "Keys with a budget", "wallet", "violet"],
+    ]);
     const canvas = h("canvas", { role: "img", "aria-label": "Cost over time" });
     const emptyMsg = h("div", { class: "chart-empty", hidden: true }, h("div", {}, icon("chart-column"), "No priced requests in this range yet."));
     const chartCard = card({ title: "Cost over time", icon: "chart-column", actions: groupSeg, cls: "span-2", testid: "spend-chart", body: h("div", { class: "chart-box tall" }, canvas, emptyMsg) });
@@ -283,10 +271,7 @@ export default {
       },
     }));
 
-    let timer = null;
-    let inflight = false;
     let failed = false;
-    let again = false;
 
     function renderChart(points, ts, labels) {
       const idx = new Map(ts.map((t, i) => [t, i]));
@@ -382,13 +367,7 @@ export default {
       el.querySelector(".tile-sub").textContent = sub;
     }
 
-    async function refresh(force) {
-      if (inflight) {
-        again = again || force;
-        return;
-      }
-      if ((!force && document.hidden) || !ctx.isCurrent()) return;
-      inflight = true;
+    const refresh = oneAtATime(async () => {
       const range = RANGES[rangeKey];
       const { ts, labels, since } = buckets(range, bucket, Math.floor(Date.now() / 1000));
       try {
@@ -428,24 +407,13 @@ export default {
         if (!ctx.isCurrent()) return;
         if (!failed) toast(`Spend refresh failed: ${e.message}`, "error");
         failed = true;
-      } finally {
-        inflight = false;
-        if (again && ctx.isCurrent()) {
-          again = false;
-          refresh(true);
-        }
       }
-    }
+    }, ctx.isCurrent);
 
     await refresh(true);
-    timer = setInterval(() => refresh(false), REFRESH_MS);
-    const onVisible = () => {
-      if (!document.hidden) refresh(false);
-    };
-    document.addEventListener("visibilitychange", onVisible);
+    const stop = refreshWhileVisible(refresh, REFRESH_MS);
     return () => {
-      clearInterval(timer);
-      document.removeEventListener("visibilitychange", onVisible);
+      stop();
       chart.destroy();
     };
   },

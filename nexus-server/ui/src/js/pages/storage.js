@@ -2,7 +2,7 @@
 // and "Prune now" (one pass on demand: the same pass the server runs at start and hourly).
 
 import { get, post } from "../api.js";
-import { h, icon, clear, card, button, fmtNum, fmtBytes, fmtMs, fmtRelative, toast } from "../dom.js";
+import { h, icon, clear, card, button, errorCallout, statTiles, fmtNum, fmtBytes, fmtMs, fmtRelative, toast } from "../dom.js";
 
 const days = (d) => (d ? `${fmtNum(d)} ${d === 1 ? "day" : "days"}` : "forever");
 
@@ -41,12 +41,7 @@ export default {
   title: "Storage",
   subtitle: "Database size, retention settings and pruning",
   async mount(view, ctx) {
-    const errorSlot = h("div", { class: "callout callout-danger", role: "alert", "data-testid": "storage-error", hidden: true });
-    const showError = (msg) => {
-      clear(errorSlot);
-      errorSlot.hidden = !msg;
-      if (msg) errorSlot.append(icon("circle-exclamation"), h("div", { text: msg }));
-    };
+    const { el: errorSlot, show: showError } = errorCallout("storage-error");
     const pruneResult = h("div", { class: "result-slot", "data-testid": "prune-result", hidden: true });
     const pruneBtn = button("Prune now", { kind: "primary", icon: "broom", attrs: { "data-testid": "prune-now", title: "Run one retention pass now" } });
     ctx.setActions(pruneBtn);
@@ -59,19 +54,7 @@ export default {
       ["messages", "Messages", "comments", "pink", fmtNum],
       ["rollups", "Hourly rollups", "chart-column", "violet", fmtNum],
     ];
-    const tiles = h(
-      "div",
-      { class: "tiles", "data-testid": "storage-tiles" },
-      TILES.map(([k, label, ic, tone]) =>
-        h(
-          "div",
-          { class: "tile", "data-stat": k, "data-tone": tone },
-          h("div", { class: "tile-top" }, h("span", { class: "tile-label", text: label }), h("span", { class: "tile-icon" }, icon(ic))),
-          h("div", { class: "tile-value", text: "–" }),
-          h("div", { class: "tile-sub", text: "\u00a0" }),
-        ),
-      ),
-    );
+    const tiles = statTiles(TILES, { "data-testid": "storage-tiles" });
     const settingsHost = h("div");
     const lastHost = h("div");
     clear(view).append(
