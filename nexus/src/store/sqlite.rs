@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0015_model_groups.sql"),
     include_str!("sql/0016_key_pools.sql"),
     include_str!("sql/0017_request_bodies.sql"),
+    include_str!("sql/0018_explorer_key_model.sql"),
 ];
 
 const READERS: usize = 2;
